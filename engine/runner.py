@@ -1,0 +1,210 @@
+"""One training run: data, loaders, model, epochs, selection, test, outputs.
+
+Host work happens only at log intervals and epoch ends; the step itself lives in loop.py.
+SIGTERM/SIGINT set a flag checked at the next step boundary, where the full state is
+saved atomically and the run exits cleanly; `--resume DIR` continues from that position.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import signal
+import time
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+from engine import checkpoint
+from engine.atomic import append_jsonl, atomic_write_json, read_jsonl
+from engine.config import Config, ConfigError
+from engine.env import device_name, pick_device, seed_everything, setup_logging, versions
+from engine.loop import Trainer
+from engine.metrics import summarize
+from engine.progress import progress
+from loaders import base as loaders
+from loaders.datasets import load_dataset
+from models.registry import build_model
+
+log = logging.getLogger("medtrain.train")
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT; the loop saves and exits at the next step boundary."""
+
+    def __init__(self):
+        self.signal = None
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C means now
+        self.signal = signal.Signals(signum).name
+
+
+def _out_dir(cfg: Config) -> Path:
+    if cfg.run.resume:
+        return Path(cfg.run.resume)
+    return Path(cfg.run.out or f"runs/{datetime.now():%Y%m%d-%H%M%S}")
+
+
+def _eval_metrics(trainer: Trainer, loader, classes, model=None) -> dict:
+    cm, probs, labels = trainer.evaluate(loader, model)
+    out = summarize(cm, probs, labels, classes)
+    out["confusion"] = cm.cpu().tolist()
+    return out
+
+
+def _class_histogram(loader, num_classes: int) -> list[int]:
+    order, real = loader.epoch_order()
+    return torch.bincount(loader.labels[order[:real]], minlength=num_classes).cpu().tolist()
+
+
+def train(cfg: Config) -> dict | None:
+    setup_logging()
+    if cfg.run.resume:
+        saved = checkpoint.load(cfg.run.resume)
+        resume_state = saved["state"]
+        cfg = Config.from_dict(saved["config"])  # the run continues with its own settings
+        cfg.run.resume = str(Path(saved["config"]["run"]["out"] or cfg.run.out))
+    else:
+        resume_state = None
+    device = pick_device(cfg)
+    seed_everything(cfg.train.seed, cfg.train.deterministic)
+    out = _out_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.run.out = str(out)
+
+    # -- data ----------------------------------------------------------------------------------
+    ds = load_dataset(cfg.data, seed=cfg.train.seed)
+    name, why = loaders.resolve(cfg.data.loader, ds, device)
+    log.info("dataset %s: %d classes, train/val/test %d/%d/%d, native %dpx; loader %s (%s)",
+             ds.name, ds.num_classes, len(ds.train), len(ds.val), len(ds.test), ds.native_size, name, why)
+    if cfg.data.image_size == 0:
+        cfg.data.image_size = ds.native_size
+    sampler = loaders.make_sampler(ds, cfg, device)
+    train_loader = loaders.build(name, ds, "train", cfg, device, train=True, sampler=sampler)
+    val_loader = loaders.build(name, ds, "val", cfg, device, train=False)
+    test_loader = loaders.build(name, ds, "test", cfg, device, train=False)
+
+    # -- model ---------------------------------------------------------------------------------
+    model = build_model(cfg.model.name, ds.num_classes, cfg.data.image_size, dropout=cfg.model.dropout,
+                        pretrained=cfg.model.pretrained).to(device)
+    trainer = Trainer(model, cfg, device, ds.num_classes, train_loader.steps)
+    resolved = cfg.to_dict() | {"resolved": {"loader": name, "loader_reason": why, "device": str(device),
+                                             "classes": ds.classes, "native_size": ds.native_size}}
+    atomic_write_json(out / "config.json", resolved)
+    if ds.skipped:
+        atomic_write_json(out / "data_skipped.json", [{"path": p, "reason": r} for p, r in ds.skipped])
+
+    start_epoch, start_step, best, bad_epochs = 0, 0, {"score": -1.0, "epoch": -1}, 0
+    best_weights = copy.deepcopy(model.state_dict())
+    if resume_state is not None:
+        trainer.load_state_dict(resume_state["trainer"])
+        checkpoint.set_rng_state(resume_state["rng"], device)
+        start_epoch, start_step = resume_state["epoch"], resume_state["step"]
+        best, bad_epochs = resume_state["best"], resume_state["bad_epochs"]
+        best_weights = saved["model"]
+        history = [r for r in read_jsonl(out / "history.jsonl") if r["epoch"] < start_epoch]
+        (out / "history.jsonl").write_text("".join(__import__("json").dumps(r, sort_keys=True) + "\n" for r in history))
+        log.info("resuming %s at epoch %d step %d", out, start_epoch, start_step)
+    elif (out / "history.jsonl").exists():
+        (out / "history.jsonl").unlink()
+
+    def save(epoch: int, step: int) -> None:
+        state = {"trainer": trainer.state_dict(), "rng": checkpoint.rng_state(device), "epoch": epoch,
+                 "step": step, "best": best, "bad_epochs": bad_epochs}
+        checkpoint.save(out, {"model": best_weights, "classes": ds.classes, "config": cfg.to_dict(),
+                              "image_size": cfg.data.image_size, "model_name": cfg.model.name, "state": state})
+
+    stop = StopFlag()
+    stop.install()
+    wall0, train_seconds, images_seen = time.perf_counter(), 0.0, 0
+    epoch = start_epoch
+    for epoch in range(start_epoch, cfg.train.epochs):
+        train_loader.set_epoch(epoch, start_step)
+        if start_step == 0:
+            trainer.reset_accumulators()
+        t0 = time.perf_counter()
+        bar = progress(total=train_loader.steps, initial=start_step, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+                       mode=cfg.train.progress)
+        for step, (images, labels) in enumerate(train_loader, start=start_step):
+            trainer.train_step(images, labels)
+            bar.update(1)
+            if (step + 1) % cfg.train.log_interval == 0:
+                stats = trainer.read_accumulators()  # sync point: the log interval
+                bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['accuracy']:.3f}")
+                if stats["nonfinite_streak"] >= cfg.train.max_nonfinite:
+                    save(epoch, step + 1)
+                    raise ConfigError(f"stopping: {stats['nonfinite_streak']} non-finite losses in a row at epoch "
+                                      f"{epoch + 1} step {step + 1}; lower --lr or use --optim.clip_grad")
+            if stop.signal:
+                save(epoch, step + 1)
+                bar.close()
+                log.warning("%s received: state saved to %s at epoch %d step %d; continue with --resume %s",
+                            stop.signal, out / checkpoint.NAME, epoch, step + 1, out)
+                return None
+        bar.close()
+        start_step = 0
+        stats = trainer.read_accumulators()  # sync point: epoch end
+        if stats["nonfinite"]:
+            log.warning("epoch %d: %d non-finite losses skipped", epoch + 1, stats["nonfinite"])
+        if stats["nonfinite_streak"] >= cfg.train.max_nonfinite:
+            save(epoch + 1, 0)
+            raise ConfigError(f"stopping: {stats['nonfinite_streak']} non-finite losses in a row; lower --lr")
+        epoch_seconds = time.perf_counter() - t0
+        train_seconds += epoch_seconds
+        images_seen += stats["seen"]
+
+        ema_model = None
+        if trainer.ema is not None:
+            ema_model = copy.deepcopy(trainer.model)
+            ema_model.load_state_dict(trainer.ema_state_dict())
+        val = _eval_metrics(trainer, val_loader, ds.classes, ema_model)
+        if trainer.plateau:
+            trainer.plateau.update(val["balanced_accuracy"])
+        row = {"epoch": epoch, "train.loss": stats["loss"], "train.accuracy": stats["accuracy"],
+               "train.nonfinite": stats["nonfinite"], "train.images_per_second": stats["seen"] / epoch_seconds,
+               "train.class_histogram": _class_histogram(train_loader, ds.num_classes),
+               "lr": float(trainer.optimizer.param_groups[0]["lr"]), "seconds": epoch_seconds}
+        row |= {f"val.{k}": v for k, v in val.items() if k != "confusion" and "." not in k}
+        append_jsonl(out / "history.jsonl", row)
+        log.info("epoch %d: loss %.4f acc %.4f | val acc %.4f bal-acc %.4f auc %.4f | %.0f img/s",
+                 epoch + 1, stats["loss"], stats["accuracy"], val["accuracy"], val["balanced_accuracy"],
+                 val["auc_macro"], row["train.images_per_second"])
+        if val["balanced_accuracy"] > best["score"]:
+            best = {"score": val["balanced_accuracy"], "epoch": epoch}
+            best_weights = copy.deepcopy((ema_model or trainer.model).state_dict())
+            bad_epochs = 0
+        else:
+            bad_epochs += 1
+        save(epoch + 1, 0)
+        if cfg.train.patience and bad_epochs >= cfg.train.patience:
+            log.info("early stopping: no val balanced-accuracy gain for %d epochs", bad_epochs)
+            break
+
+    # -- test with the selected weights --------------------------------------------------------
+    final_model = copy.deepcopy(trainer.model)
+    final_model.load_state_dict(best_weights)
+    val = _eval_metrics(trainer, val_loader, ds.classes, final_model)
+    test = _eval_metrics(trainer, test_loader, ds.classes, final_model)
+    bad_runtime = {**train_loader.bad.items, **val_loader.bad.items, **test_loader.bad.items}
+    metrics = {f"test.{k}": v for k, v in test.items()} | {f"val.{k}": v for k, v in val.items()}
+    metrics |= {
+        "train.images_per_second": images_seen / max(train_seconds, 1e-9),
+        "epochs": epoch + 1, "best_epoch": best["epoch"] + 1, "wall_seconds": time.perf_counter() - wall0,
+        "device": device_name(device), "versions": versions(), "loader": name, "model": cfg.model.name,
+        "image_size": cfg.data.image_size, "classes": ds.classes, "world_size": 1,
+        "data.skipped": len(ds.skipped) + len(bad_runtime),
+    }
+    atomic_write_json(out / "metrics.json", metrics)
+    print(f"test: accuracy {test['accuracy']:.4f}  balanced_accuracy {test['balanced_accuracy']:.4f}  "
+          f"f1_macro {test['f1_macro']:.4f}  auc_macro {test['auc_macro']:.4f}  "
+          f"(n={test['n']}, best epoch {best['epoch'] + 1}, {metrics['train.images_per_second']:.0f} img/s, "
+          f"{metrics['wall_seconds']:.0f}s) -> {out}")
+    if metrics["data.skipped"]:
+        print(f"skipped {metrics['data.skipped']} unreadable file(s); see {out}/data_skipped.json and the log")
+    return metrics

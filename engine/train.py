@@ -1,0 +1,32 @@
+"""`python -m engine.train [options]`: train, validate, test, write the run folder.
+
+Reads top to bottom: parse -> data -> loaders -> model -> epochs -> test -> outputs.
+See DESIGN.md for the options and the files a run writes.
+"""
+from __future__ import annotations
+
+import sys
+
+from engine.config import ConfigError, parse_args, usage
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "-h" in argv or "--help" in argv:
+        print(usage())
+        return 0
+    try:
+        cfg = parse_args(argv)
+        from engine.runner import train  # heavy imports only after the arguments are valid
+        metrics = train(cfg)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0 if metrics is not None else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Batched device augmentation: uint8 NCHW batch -> normalized, channels-last model input.
+
+One affine map per sample expresses random-resized-crop, horizontal/vertical flips and
+rotations by multiples of 90 degrees at once, so a single bilinear `grid_sample` does the
+geometry; colour jitter, normalization and the cast follow. All random parameters are drawn
+on the device from a generator reseeded per step from (seed, step key), so a batch is a pure
+function of its key: reproducible, resumable mid-epoch, and never drawn on the host per sample.
+`augment_reference` is the definition other implementations (the Triton kernel) are tested against.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    out_size: int
+    train: bool = True
+    scale_min: float = 0.35
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    hflip: bool = True
+    vflip: bool = True
+    rot90: bool = True
+    jitter: float = 0.0
+    eval_crop: float = 1.0
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    out_dtype: torch.dtype = torch.float32
+
+
+def draw_params(spec: AugmentSpec, n: int, generator: torch.Generator, device) -> torch.Tensor:
+    """(n, 10) float32: cx, cy, w, h (normalized box), fx, fy, k (rot90), bright, contrast, sat."""
+    p = torch.empty(n, 10, device=device)
+    if not spec.train:
+        c = spec.eval_crop
+        p[:] = torch.tensor([0, 0, c, c, 1, 1, 0, 1, 1, 1], dtype=torch.float32, device=device)
+        return p
+    u = torch.rand(n, 9, device=device, generator=generator)
+    area = spec.scale_min + (1 - spec.scale_min) * u[:, 0]
+    log_r = math.log(spec.ratio[0]) + (math.log(spec.ratio[1]) - math.log(spec.ratio[0])) * u[:, 1]
+    ratio = torch.exp(log_r)
+    w = torch.sqrt(area * ratio).clamp(max=1.0)
+    h = torch.sqrt(area / ratio).clamp(max=1.0)
+    p[:, 0] = (2 * u[:, 2] - 1) * (1 - w)
+    p[:, 1] = (2 * u[:, 3] - 1) * (1 - h)
+    p[:, 2], p[:, 3] = w, h
+    p[:, 4] = torch.where((u[:, 4] < 0.5) & spec.hflip, -1.0, 1.0)
+    p[:, 5] = torch.where((u[:, 5] < 0.5) & spec.vflip, -1.0, 1.0)
+    p[:, 6] = torch.floor(u[:, 6] * 4).clamp(max=3) if spec.rot90 else 0.0
+    j = spec.jitter
+    p[:, 7] = 1 + j * (2 * u[:, 7] - 1)
+    p[:, 8] = 1 + j * (2 * u[:, 8] - 1)
+    p[:, 9] = 1 + j * (2 * torch.rand(n, device=device, generator=generator) - 1)
+    return p
+
+
+def affine_from_params(p: torch.Tensor) -> torch.Tensor:
+    """(n, 2, 3) theta mapping output coords to input coords (align_corners=False convention)."""
+    k = p[:, 6]
+    cos = torch.cos(k * (math.pi / 2)).round()
+    sin = torch.sin(k * (math.pi / 2)).round()
+    fx, fy, w, h = p[:, 4], p[:, 5], p[:, 2], p[:, 3]
+    theta = torch.zeros(p.shape[0], 2, 3, device=p.device)
+    # diag(w, h) @ R(k) @ diag(fx, fy)
+    theta[:, 0, 0] = w * cos * fx
+    theta[:, 0, 1] = -w * sin * fy
+    theta[:, 1, 0] = h * sin * fx
+    theta[:, 1, 1] = h * cos * fy
+    theta[:, 0, 2], theta[:, 1, 2] = p[:, 0], p[:, 1]
+    return theta
+
+
+def color_and_normalize(x: torch.Tensor, p: torch.Tensor, spec: AugmentSpec) -> torch.Tensor:
+    """x: float in [0, 1], NCHW. Brightness, contrast (around the image mean), saturation."""
+    if spec.train and spec.jitter > 0:
+        x = x * p[:, 7].view(-1, 1, 1, 1)
+        gray = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
+        mean = gray.mean(dim=(2, 3), keepdim=True)
+        x = (x - mean) * p[:, 8].view(-1, 1, 1, 1) + mean
+        gray = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
+        x = (gray + (x - gray) * p[:, 9].view(-1, 1, 1, 1)).clamp(0, 1)
+    mean = torch.tensor(spec.mean, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def augment_reference(images: torch.Tensor, params: torch.Tensor, spec: AugmentSpec) -> torch.Tensor:
+    """images: uint8 (n, 3, H, W) any memory format -> spec.out_dtype channels_last (n, 3, S, S)."""
+    n = images.shape[0]
+    x = images.float().div_(255.0)
+    theta = affine_from_params(params)
+    grid = F.affine_grid(theta, [n, 3, spec.out_size, spec.out_size], align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    x = color_and_normalize(x, params, spec)
+    return x.to(spec.out_dtype).contiguous(memory_format=torch.channels_last)
+
+
+class DeviceAugment:
+    """Callable used by every loader: `aug(uint8_batch, key)` with key an int unique per batch."""
+
+    def __init__(self, spec: AugmentSpec, seed: int, device, impl=None):
+        self.spec, self.seed, self.device = spec, seed, torch.device(device)
+        self.generator = torch.Generator(device=self.device)
+        self.impl = impl or augment_reference
+
+    def __call__(self, images: torch.Tensor, key: int) -> torch.Tensor:
+        # Host-side reseed (no device sync): the batch depends only on (seed, key).
+        self.generator.manual_seed((self.seed * 1_000_003 + key) % (2**63 - 1))
+        params = draw_params(self.spec, images.shape[0], self.generator, self.device)
+        return self.impl(images, params, self.spec)

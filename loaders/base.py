@@ -1,0 +1,155 @@
+"""The one loader interface, the registry, and `--loader auto`.
+
+Every backend yields `(images, labels)` already on the training device: images normalized
+float in channels_last (augmentation ran on the device) and labels int64, with a fixed batch
+shape. Training drops the incomplete tail (the sampler deals whole batches); evaluation pads
+the last batch and marks padded rows with label -1, which the loss and metrics ignore, so
+neither compiled graphs nor CUDA graphs ever see a new shape.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from engine.config import Config, ConfigError
+from kernels.augment import AugmentSpec, DeviceAugment
+from kernels.sampler import EpochSampler
+from loaders.datasets import Dataset, Split
+
+log = logging.getLogger("medtrain.loaders")
+
+# name -> "module:Class"; a new backend is one file plus one line here.
+REGISTRY = {
+    "plain": "loaders.plain:PlainLoader",
+    "tensor": "loaders.tensor:TensorLoader",
+    "nvjpeg": "loaders.nvjpeg:NvjpegLoader",
+    "dali": "loaders.dali:DaliLoader",
+    "ffcv": "loaders.ffcv:FfcvLoader",
+    "baseline": "loaders.baseline:BaselineLoader",
+}
+PAD_LABEL = -1
+
+
+class BadFiles:
+    """Files that failed to decode at run time: each reported once, counted for the summary."""
+
+    def __init__(self):
+        self.items: dict[str, str] = {}
+
+    def add(self, path: str, reason: str) -> None:
+        if path not in self.items:
+            self.items[path] = reason
+            log.warning("skipping %s: %s", path, reason)
+
+
+class Loader:
+    """Base for device loaders. Subclasses implement `_batch(indices_np_or_tensor, key)`."""
+
+    name = "base"
+
+    def __init__(self, ds: Dataset, split: Split, cfg: Config, device: torch.device, train: bool,
+                 sampler: EpochSampler | None = None, out_dtype: torch.dtype = torch.float32):
+        self.ds, self.split, self.cfg, self.device, self.train = ds, split, cfg, device, train
+        self.sampler = sampler
+        self.batch_size = cfg.data.batch_size if train else (cfg.data.eval_batch_size or cfg.data.batch_size)
+        self.image_size = cfg.data.image_size or ds.native_size
+        self.bad = BadFiles()
+        self.spec = AugmentSpec(
+            out_size=self.image_size, train=train, scale_min=cfg.data.crop_scale_min,
+            hflip=cfg.data.hflip, vflip=cfg.data.vflip, rot90=cfg.data.rot90,
+            jitter=cfg.data.color_jitter, eval_crop=cfg.data.eval_crop, out_dtype=out_dtype)
+        self.augment = DeviceAugment(self.spec, cfg.train.seed + (0 if train else 1), device)
+        self.labels = torch.as_tensor(split.labels, dtype=torch.int64, device=device)
+        self.epoch, self.start_step = 0, 0
+        self.order: torch.Tensor | None = None
+
+    # -- order ------------------------------------------------------------------------------
+    @property
+    def steps(self) -> int:
+        if self.train:
+            return self.sampler.steps
+        return -(-len(self.split) // self.batch_size)
+
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        self.epoch, self.start_step = epoch, start_step
+
+    def epoch_order(self) -> tuple[torch.Tensor, int]:
+        """(indices padded to whole batches, number of real entries)."""
+        if self.train:
+            order = self.sampler.epoch_indices(self.epoch)
+            return order, len(order)
+        n = len(self.split)
+        total = self.steps * self.batch_size
+        order = torch.arange(total, device=self.device) % max(n, 1)
+        return order, n
+
+    def batch_labels(self, order: torch.Tensor, real: int, step: int) -> torch.Tensor:
+        idx = order[step * self.batch_size:(step + 1) * self.batch_size]
+        labels = self.labels[idx]
+        if real < len(order):  # only evaluation pads
+            pos = torch.arange(step * self.batch_size, (step + 1) * self.batch_size, device=self.device)
+            labels = torch.where(pos < real, labels, torch.full_like(labels, PAD_LABEL))
+        return labels
+
+    def key(self, step: int) -> int:
+        return self.epoch * 1_000_003 + step if self.train else step
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        raise NotImplementedError
+
+
+def available(name: str) -> bool:
+    module = REGISTRY[name].split(":")[0]
+    checks = {"dali": "nvidia.dali", "ffcv": "ffcv"}
+    if name in checks and importlib.util.find_spec(checks[name]) is None:
+        return False
+    return importlib.util.find_spec(module) is not None
+
+
+def resolve(name: str, ds: Dataset, device: torch.device) -> tuple[str, str]:
+    """(backend, why) for `--loader NAME`, `auto` picking the fastest that can run here."""
+    in_memory = ds.train.images is not None
+    if name != "auto":
+        if name not in REGISTRY:
+            raise ConfigError(f"--loader {name}: unknown; choose from auto, {', '.join(REGISTRY)}")
+        if not available(name):
+            raise ConfigError(f"--loader {name} is not installed here; install the extra: pip install -e .[{name}]")
+        return name, "requested"
+    if in_memory:
+        return "tensor", "dataset is an in-memory array: held as one uint8 tensor on the device"
+    if device.type == "cuda":
+        if available("dali"):
+            return "dali", "GPU present and DALI installed: nvJPEG decode + GPU augmentation"
+        if available("nvjpeg"):
+            return "nvjpeg", "GPU present, DALI not installed: torchvision nvJPEG decode on the GPU"
+    n, s = len(ds.train) + len(ds.val) + len(ds.test), ds.native_size
+    if n * s * s * 3 < 4 * 2**30:
+        return "tensor", f"no GPU decoder here; {n} images x {s}px fit in memory, decoded once"
+    return "plain", "dataset too large to hold decoded; decoding per batch in threads"
+
+
+def build(name: str, ds: Dataset, split: str, cfg: Config, device: torch.device, train: bool,
+          sampler: EpochSampler | None = None, out_dtype: torch.dtype = torch.float32) -> Loader:
+    module, cls = REGISTRY[name].split(":")
+    loader_cls = getattr(importlib.import_module(module), cls)
+    return loader_cls(ds, ds.split(split), cfg, device, train, sampler, out_dtype)
+
+
+def make_sampler(ds: Dataset, cfg: Config, device: torch.device, rank: int = 0, world_size: int = 1) -> EpochSampler:
+    labels = torch.as_tensor(ds.train.labels, dtype=torch.int64, device=device)
+    return EpochSampler(labels, ds.num_classes, cfg.data.batch_size, kind=cfg.sampler.kind,
+                        alpha=cfg.sampler.alpha, replacement=cfg.sampler.replacement,
+                        seed=cfg.train.seed, rank=rank, world_size=world_size)
+
+
+def host_indices(order: torch.Tensor) -> np.ndarray:
+    # Sync point (once per epoch, outside the step): file backends need the order on the host.
+    return order.cpu().numpy()

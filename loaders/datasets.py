@@ -1,0 +1,272 @@
+"""Dataset formats, detected from the path: MedMNIST npz, folder + CSV, class-per-folder, synthetic.
+
+`load_dataset(cfg.data, seed)` returns a `Dataset` with train/val/test `Split`s. In-memory
+datasets (npz) carry uint8 NHWC arrays; file datasets carry absolute paths, checked once
+before training so a bad file is reported (path and reason) and dropped, never decoded
+into the wrong label. Splits without an official partition are stratified and grouped.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from engine.config import ConfigError, DataConfig
+from loaders import images, splits, synthetic
+
+log = logging.getLogger("medtrain.data")
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+FORMATS = "a MedMNIST .npz, a class-per-folder tree, a folder with a CSV of file,label[,group], or 'synthetic'"
+FILE_COLUMNS = ("file", "filename", "image", "path", "image_id")
+LABEL_COLUMNS = ("label", "dx", "class", "target", "diagnosis")
+GROUP_COLUMNS = ("group", "lesion_id", "patient_id", "patient", "subject")
+# MedMNIST npz files carry no class names; the ones we know are named here.
+KNOWN_NPZ_CLASSES = {"derma": ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]}
+
+
+@dataclass
+class Split:
+    labels: np.ndarray                      # int64, one per sample
+    files: list[str] | None = None          # absolute paths (file datasets)
+    images: np.ndarray | None = None        # uint8 NHWC (in-memory datasets)
+    groups: np.ndarray | None = None        # lesion/patient ids, when known
+    meta: np.ndarray | None = None          # float32 tabular features (metadata fusion)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, idx: np.ndarray) -> "Split":
+        return Split(
+            labels=self.labels[idx],
+            files=[self.files[i] for i in idx] if self.files is not None else None,
+            images=self.images[idx] if self.images is not None else None,
+            groups=self.groups[idx] if self.groups is not None else None,
+            meta=self.meta[idx] if self.meta is not None else None,
+        )
+
+
+@dataclass
+class Dataset:
+    name: str
+    source: str
+    classes: list[str]
+    train: Split
+    val: Split
+    test: Split
+    native_size: int                        # side of the stored images (decode size)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def split(self, name: str) -> Split:
+        return {"train": self.train, "val": self.val, "test": self.test}[name]
+
+
+# ----------------------------------------------------------------------------- npz
+
+def _load_npz(path: Path, cfg: DataConfig, seed: int) -> Dataset:
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: not a readable .npz ({exc}); expected MedMNIST keys train_images, train_labels, ...") from None
+    keys = set(data.files)
+    needed = {"train_images", "train_labels"}
+    if not needed <= keys:
+        raise ConfigError(f"{path}: missing keys {sorted(needed - keys)}; expected MedMNIST keys "
+                          "train_images/train_labels[/val_*/test_*]")
+
+    def take(prefix):
+        x, y = data[f"{prefix}_images"], data[f"{prefix}_labels"]
+        if x.dtype != np.uint8:
+            raise ConfigError(f"{path}: {prefix}_images has dtype {x.dtype}; expected uint8")
+        if x.ndim == 3:  # grayscale (N,H,W): repeat to RGB so every model takes 3 channels
+            x = np.repeat(x[..., None], 3, axis=-1)
+        if x.ndim != 4 or x.shape[-1] not in (1, 3) or x.shape[1] != x.shape[2]:
+            raise ConfigError(f"{path}: {prefix}_images has shape {x.shape}; expected (N,H,W) or (N,H,W,3) square")
+        if x.shape[-1] == 1:
+            x = np.repeat(x, 3, axis=-1)
+        y = np.asarray(y).reshape(len(y), -1)
+        if y.shape[1] != 1 or len(y) != len(x):
+            raise ConfigError(f"{path}: {prefix}_labels has shape {data[f'{prefix}_labels'].shape}; "
+                              f"expected ({len(x)},) or ({len(x)},1) single-label")
+        return np.ascontiguousarray(x), y[:, 0].astype(np.int64)
+
+    train_x, train_y = take("train")
+    parts = {"train": (train_x, train_y)}
+    if {"val_images", "val_labels", "test_images", "test_labels"} <= keys:
+        parts["val"], parts["test"] = take("val"), take("test")
+    else:  # no official split: carve one out of train
+        tr, va, te = splits.train_val_test(train_y, None, cfg.val_fraction, cfg.test_fraction, seed)
+        parts = {"train": (train_x[tr], train_y[tr]), "val": (train_x[va], train_y[va]), "test": (train_x[te], train_y[te])}
+    all_y = np.concatenate([y for _, y in parts.values()])
+    if all_y.min() < 0:
+        raise ConfigError(f"{path}: negative labels found; expected 0..C-1")
+    n_classes = int(all_y.max()) + 1
+    classes = next((names for key, names in KNOWN_NPZ_CLASSES.items()
+                    if key in path.name.lower() and len(names) >= n_classes), None)
+    classes = classes or [str(i) for i in range(n_classes)]
+    made = {k: Split(labels=y, images=x) for k, (x, y) in parts.items()}
+    return Dataset(path.stem, str(path), classes, made["train"], made["val"], made["test"],
+                   native_size=int(train_x.shape[1]))
+
+
+# ----------------------------------------------------------------------------- files
+
+def _pick(header: list[str], names: tuple[str, ...], position: int | None) -> int | None:
+    lower = [h.strip().lower() for h in header]
+    for name in names:
+        if name in lower:
+            return lower.index(name)
+    return position if position is not None and position < len(header) else None
+
+
+def _find_csv(root: Path) -> Path | None:
+    preferred = root / "labels.csv"
+    if preferred.exists():
+        return preferred
+    for candidate in sorted(root.glob("*.csv")):
+        with open(candidate, newline="") as fh:
+            header = next(csv.reader(fh), [])
+        if _pick(header, FILE_COLUMNS, None) is not None:
+            return candidate
+    return None
+
+
+def _resolve_inside(root: Path, name: str, csv_path: Path, line: int) -> Path:
+    """The file the CSV names, refusing paths that leave the data folder."""
+    if os.path.isabs(name):
+        raise ConfigError(f"{csv_path}:{line}: absolute path {name!r} not allowed; paths are relative to {root}")
+    full = (root / name).resolve()
+    if not full.is_relative_to(root.resolve()):
+        raise ConfigError(f"{csv_path}:{line}: path {name!r} escapes the data folder {root}")
+    if full.suffix == "" and (root / "images" / (name + ".jpg")).exists():  # HAM-style image_id
+        full = (root / "images" / (name + ".jpg")).resolve()
+    return full
+
+
+def _rows_from_csv(root: Path, csv_path: Path) -> tuple[list[str], list[str], list[str] | None, list[tuple[str, str]]]:
+    with open(csv_path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    if not rows:
+        raise ConfigError(f"{csv_path}: empty CSV; expected a header file,label[,group]")
+    header, body = rows[0], rows[1:]
+    fcol = _pick(header, FILE_COLUMNS, 0)
+    lcol = _pick(header, LABEL_COLUMNS, 1)
+    gcol = _pick(header, GROUP_COLUMNS, 2 if len(header) > 2 and header[2].strip().lower() not in ("",) else None)
+    if lcol is None or fcol == lcol:
+        raise ConfigError(f"{csv_path}: no label column; expected a header file,label[,group]")
+    files, labels, groups, skipped, seen = [], [], [], [], set()
+    images_dir = root / "images"
+    for line, row in enumerate(body, start=2):
+        if not row or all(not c.strip() for c in row):
+            continue
+        if len(row) <= max(fcol, lcol):
+            skipped.append((f"{csv_path}:{line}", f"row has {len(row)} columns; expected at least {max(fcol, lcol) + 1}"))
+            continue
+        name, label = row[fcol].strip(), row[lcol].strip()
+        if not label:
+            skipped.append((f"{csv_path}:{line}", "empty label"))
+            continue
+        path = _resolve_inside(root, name, csv_path, line)
+        if not path.exists() and (images_dir / name).exists():
+            path = (images_dir / name).resolve()
+        if str(path) in seen:
+            skipped.append((f"{csv_path}:{line}", f"duplicate row for {name} (first one kept)"))
+            continue
+        seen.add(str(path))
+        if not path.exists():
+            skipped.append((str(path), "listed in the CSV but missing"))
+            continue
+        files.append(str(path))
+        labels.append(label)
+        groups.append(row[gcol].strip() if gcol is not None and gcol < len(row) else "")
+    has_groups = gcol is not None and any(groups)
+    return files, labels, (groups if has_groups else None), skipped
+
+
+def _rows_from_tree(root: Path) -> tuple[list[str], list[str], None, list]:
+    files, labels = [], []
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for f in sorted(class_dir.rglob("*")):
+            if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS:
+                files.append(str(f.resolve()))
+                labels.append(class_dir.name)
+    return files, labels, None, []
+
+
+def _load_files(root: Path, cfg: DataConfig, seed: int, name: str) -> Dataset:
+    csv_path = _find_csv(root)
+    if csv_path is not None:
+        files, labels, groups, skipped = _rows_from_csv(root, csv_path)
+    elif any(p.is_dir() for p in root.iterdir()):
+        files, labels, groups, skipped = _rows_from_tree(root)
+    else:
+        raise ConfigError(f"{root}: no CSV and no class folders; expected {FORMATS}")
+    if not files:
+        raise ConfigError(f"{root}: no usable images found; expected {FORMATS}")
+
+    good, bad, first = images.scan(files, full=cfg.verify == "full", workers=max(2, cfg.workers or os.cpu_count() or 2))
+    skipped += bad
+    if not good:
+        reasons = Counter(r for _, r in bad).most_common(1)
+        raise ConfigError(f"{root}: all {len(files)} images are unreadable (e.g. {bad[0][0]}: {reasons[0][0]})")
+    files = [files[i] for i in good]
+    labels = [labels[i] for i in good]
+    groups = [groups[i] for i in good] if groups is not None else None
+
+    classes = sorted(set(labels))
+    if len(classes) < 2:
+        raise ConfigError(f"{root}: only one class ({classes[0]!r}) found; classification needs at least 2")
+    y = np.array([classes.index(c) for c in labels], np.int64)
+    g = np.array(groups) if groups is not None else None
+    all_split = Split(labels=y, files=files, groups=g)
+    if cfg.max_samples and cfg.max_samples < len(y):
+        keep, _, _ = splits.train_val_test(y, g, 0.0, 1.0 - cfg.max_samples / len(y), seed)
+        all_split = all_split.subset(keep)
+    tr, va, te = splits.train_val_test(all_split.labels, all_split.groups, cfg.val_fraction, cfg.test_fraction, seed)
+    train = all_split.subset(tr)
+    missing = [c for i, c in enumerate(classes) if not np.any(train.labels == i)]
+    if missing:
+        log.warning("classes with no training sample after the split: %s", ", ".join(missing))
+    h, w = first
+    return Dataset(name, str(root), classes, train, all_split.subset(va), all_split.subset(te),
+                   native_size=max(h, w), skipped=skipped)
+
+
+# ----------------------------------------------------------------------------- entry
+
+def load_dataset(cfg: DataConfig, seed: int = 0) -> Dataset:
+    if cfg.path == "synthetic":
+        root = synthetic.ensure_synthetic(cfg.synthetic_count, seed=0, cache_dir=cfg.cache_dir)
+        ds = _load_files(root, cfg, seed, "synthetic")
+    else:
+        path = Path(cfg.path).expanduser()
+        if not path.exists():
+            raise ConfigError(f"--data {cfg.path}: no such file or folder; expected {FORMATS}")
+        if path.is_file() and path.suffix == ".npz":
+            ds = _load_npz(path, cfg, seed)
+        elif path.is_dir():
+            ds = _load_files(path, cfg, seed, path.name)
+        else:
+            raise ConfigError(f"--data {cfg.path}: unsupported file type; expected {FORMATS}")
+    if ds.skipped:
+        reasons = Counter(reason for _, reason in ds.skipped)
+        summary = "; ".join(f"{n} {r}" for r, n in reasons.most_common())
+        log.warning("skipped %d file(s): %s", len(ds.skipped), summary)
+        for path, reason in ds.skipped[:20]:
+            log.warning("  skipped %s: %s", path, reason)
+        if len(ds.skipped) > 20:
+            log.warning("  ... and %d more (all listed in data_skipped.csv in the run folder)", len(ds.skipped) - 20)
+    return ds
+
+
+def with_splits(ds: Dataset, train: Split, val: Split, test: Split) -> Dataset:
+    return replace(ds, train=train, val=val, test=test)

@@ -1,0 +1,69 @@
+"""`plain` backend: JPEG decode (simplejpeg, PIL fallback) in worker threads, the fallback path.
+
+Each worker decodes a whole batch into its own (pinned, when the device is CUDA) uint8 NHWC
+buffer; a bounded window of batches is in flight so decode overlaps training. The copy to the
+device is non-blocking and the augmentation runs there. A file that fails to decode becomes a
+masked row (label -1) and is reported once: the batch keeps its shape and no label shifts.
+"""
+from __future__ import annotations
+
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+
+from loaders import images
+from loaders.base import PAD_LABEL, Loader, host_indices
+
+
+class PlainLoader(Loader):
+    name = "plain"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.workers = self.cfg.data.workers or os.cpu_count() or 2
+        self.pin = self.device.type == "cuda"
+        self.size = self.ds.native_size
+
+    def _decode_batch(self, positions) -> tuple[torch.Tensor, list[int]]:
+        buf = torch.empty((len(positions), self.size, self.size, 3), dtype=torch.uint8, pin_memory=self.pin)
+        arr, failed = buf.numpy(), []
+        for row, i in enumerate(positions):
+            if self.split.images is not None:
+                arr[row] = self.split.images[i]
+                continue
+            path = self.split.files[i]
+            try:
+                arr[row] = images.decode(images.read_bytes(path), self.size)
+            except images.BadImage as exc:
+                self.bad.add(path, str(exc))
+                arr[row] = 0
+                failed.append(row)
+        return buf, failed
+
+    def __iter__(self):
+        order, real = self.epoch_order()
+        order_np = host_indices(order)
+        bs = self.batch_size
+        with ThreadPoolExecutor(self.workers) as pool:
+            pending = deque()
+            steps = iter(range(self.start_step, self.steps))
+            for step in steps:  # fill the window
+                pending.append((step, pool.submit(self._decode_batch, order_np[step * bs:(step + 1) * bs])))
+                if len(pending) >= self.workers + 1:
+                    break
+            while pending:
+                step, future = pending.popleft()
+                nxt = next(steps, None)
+                if nxt is not None:
+                    pending.append((nxt, pool.submit(self._decode_batch, order_np[nxt * bs:(nxt + 1) * bs])))
+                buf, failed = future.result()
+                labels = self.batch_labels(order, real, step)
+                if failed:
+                    mask = torch.zeros(len(labels), dtype=torch.bool)
+                    mask[failed] = True
+                    labels = torch.where(mask.to(self.device), torch.full_like(labels, PAD_LABEL), labels)
+                batch = buf.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+                yield self.augment(batch, self.key(step)), labels
+        self.start_step = 0

@@ -1,0 +1,53 @@
+"""Model registry and builder: `build_model(name, num_classes, image_size, ...)`.
+
+A new model is one file with a `build(num_classes, image_size, in_channels, dropout)` function
+plus one line in MODELS. The builder loads local pretrained weights (never from the network),
+and returns the module in channels_last memory format.
+"""
+from __future__ import annotations
+
+import importlib
+
+import torch
+from torch import nn
+
+from engine.config import ConfigError
+
+MODELS = {
+    "seedcnn": "models.seedcnn:build",
+    "mlp": "models.mlp:build",
+    "resnet18": "models.torchvision_models:resnet18",
+    "resnet50": "models.torchvision_models:resnet50",
+    "efficientnet_b0": "models.torchvision_models:efficientnet_b0",
+}
+
+
+def load_pretrained(model: nn.Module, path: str) -> None:
+    """Load a local state_dict; the classifier head is skipped when its shape differs."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ConfigError(f"--model.pretrained {path}: no such file") from None
+    except Exception as exc:
+        raise ConfigError(f"--model.pretrained {path}: not a weights file torch.load accepts with weights_only=True ({type(exc).__name__})") from None
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    own = model.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not usable:
+        raise ConfigError(f"--model.pretrained {path}: no parameter matches this model's names and shapes")
+    model.load_state_dict(usable, strict=False)
+
+
+def build_model(name: str, num_classes: int, image_size: int, *, in_channels: int = 3,
+                dropout: float = 0.0, pretrained: str = "") -> nn.Module:
+    if name not in MODELS:
+        import difflib
+        close = difflib.get_close_matches(name, list(MODELS), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError(f"--model {name}: unknown model{hint}; known: {', '.join(MODELS)}")
+    module, fn = MODELS[name].split(":")
+    model = getattr(importlib.import_module(module), fn)(num_classes, image_size, in_channels, dropout)
+    if pretrained:
+        load_pretrained(model, pretrained)
+    return model.to(memory_format=torch.channels_last)

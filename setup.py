@@ -1,0 +1,30 @@
+from setuptools import setup
+
+# Ranges, not pins: the GPU machine brings its own torch 2.11 / torchvision 0.26 / triton 3.6.
+# Exact versions for CI live in constraints/ci.txt.
+setup(
+    name="medtrain",
+    version="0.1.0",
+    description="GPU-first training engine for medical image classification",
+    packages=["engine", "kernels", "loaders", "models", "bench"],
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.4",
+        "torchvision>=0.19",
+        "numpy>=1.24",
+        "pillow>=10",
+        "simplejpeg>=1.7",
+        "tqdm>=4.60",
+        "matplotlib>=3.7",
+        "nvidia-ml-py>=12",
+        "psutil>=5.9",
+    ],
+    extras_require={
+        "dev": ["pytest>=7", "pytest-benchmark>=4", "scikit-learn>=1.3", "scipy>=1.10", "wandb>=0.16"],
+        "triton": ["triton>=3.0"],
+        "dali": ["nvidia-dali-cuda120>=1.30"],
+        "dali-cuda130": ["nvidia-dali-cuda130>=1.30"],
+        "ffcv": ["ffcv>=1.0.2", "numba>=0.58"],
+        "wandb": ["wandb>=0.16"],
+    },
+)

@@ -1,0 +1,71 @@
+"""Shared fixtures: the real data beside the checkout, tiny generated datasets, gpu skipping."""
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("MEDTRAIN_SHARED_DATA", REPO.parent / "shared" / "data"))
+HAM = SHARED_DATA / "ham10000_224"
+DERMAMNIST = SHARED_DATA / "dermamnist28.npz"
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (none visible)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    # The synthetic dataset cache goes to a temp folder, never the user's home, in tests.
+    os.environ.setdefault("MEDTRAIN_CACHE", str(tmp_path_factory.mktemp("cache")))
+    os.environ.setdefault("WANDB_MODE", "disabled")
+    yield
+
+
+@pytest.fixture
+def ham_dir():
+    if not (HAM / "labels.csv").exists():
+        pytest.skip(f"real HAM10000 data not found at {HAM}")
+    return HAM
+
+
+@pytest.fixture
+def dermamnist_npz():
+    if not DERMAMNIST.exists():
+        pytest.skip(f"real DermaMNIST npz not found at {DERMAMNIST}")
+    return DERMAMNIST
+
+
+def write_jpegs(root: Path, n: int = 24, size: int = 32, classes=("a", "b", "c"), seed: int = 0,
+                groups: bool = True) -> Path:
+    """A tiny folder + labels.csv dataset with class-dependent colours."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        label = i % len(classes)
+        img = np.full((size, size, 3), 40 + 80 * label, np.uint8) + rng.integers(0, 30, (size, size, 3), dtype=np.uint8)
+        name = f"images/im{i:03d}.jpg"
+        Image.fromarray(img).save(root / name, quality=90)
+        rows.append([name, classes[label]] + ([f"g{i // 2}"] if groups else []))
+    with open(root / "labels.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file", "label"] + (["group"] if groups else []))
+        w.writerows(rows)
+    return root
+
+
+@pytest.fixture
+def tiny_csv(tmp_path):
+    return write_jpegs(tmp_path / "tiny", n=36)
