@@ -5,11 +5,15 @@ rotations by multiples of 90 degrees at once, so a single bilinear `grid_sample`
 geometry; colour jitter, normalization and the cast follow. All random parameters are drawn
 on the device from a generator reseeded per step from (seed, step key), so a batch is a pure
 function of its key: reproducible, resumable mid-epoch, and never drawn on the host per sample.
-`augment_reference` is the definition other implementations (the Triton kernel) are tested against.
+`augment_reference` is the definition other implementations are tested against; the fused
+Triton kernel (kernels/augment_triton.py) computes the same in one pass and is what
+`DeviceAugment` uses on CUDA. Optional CLAHE (kernels/clahe.py, `--data.clahe`) runs on the
+uint8 batch before the geometry, so every loader gets it the same way on train, val and test.
 """
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +37,7 @@ class AugmentSpec:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     out_dtype: torch.dtype = torch.float32
+    clahe: bool = False
 
 
 def draw_params(spec: AugmentSpec, n: int, generator: torch.Generator, device) -> torch.Tensor:
@@ -102,16 +107,51 @@ def augment_reference(images: torch.Tensor, params: torch.Tensor, spec: AugmentS
     return x.to(spec.out_dtype).contiguous(memory_format=torch.channels_last)
 
 
-class DeviceAugment:
-    """Callable used by every loader: `aug(uint8_batch, key)` with key an int unique per batch."""
+IMPLEMENTATIONS = ("auto", "triton", "reference")
 
-    def __init__(self, spec: AugmentSpec, seed: int, device, impl=None):
+
+def triton_available() -> bool:
+    """Triton can launch here: a CUDA device, or the CPU interpreter (TRITON_INTERPRET=1)."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def pick_impl(impl, device: torch.device):
+    """`auto`: the fused Triton kernel on CUDA, the pure-torch reference elsewhere."""
+    if callable(impl):
+        return impl
+    if impl not in IMPLEMENTATIONS:
+        raise ValueError(f"augment impl must be one of {', '.join(IMPLEMENTATIONS)} or a callable; got {impl!r}")
+    if impl == "auto":
+        impl = "triton" if device.type == "cuda" and triton_available() else "reference"
+    if impl == "reference":
+        return augment_reference
+    if not triton_available():
+        raise RuntimeError("augment impl 'triton' needs triton and a CUDA device (or TRITON_INTERPRET=1 on CPU)")
+    from kernels.augment_triton import augment_triton  # lazy: triton.jit reads TRITON_INTERPRET at import
+    return augment_triton
+
+
+class DeviceAugment:
+    """Callable used by every loader: `aug(uint8_batch, key)` with key an int unique per batch.
+
+    `impl` is "auto" (Triton on CUDA, reference on CPU), "triton", "reference" or a callable
+    with `augment_reference`'s signature; tests force either to compare them.
+    """
+
+    def __init__(self, spec: AugmentSpec, seed: int, device, impl="auto"):
         self.spec, self.seed, self.device = spec, seed, torch.device(device)
         self.generator = torch.Generator(device=self.device)
-        self.impl = impl or augment_reference
+        self.impl = pick_impl(impl or "auto", self.device)
 
     def __call__(self, images: torch.Tensor, key: int) -> torch.Tensor:
         # Host-side reseed (no device sync): the batch depends only on (seed, key).
         self.generator.manual_seed((self.seed * 1_000_003 + key) % (2**63 - 1))
         params = draw_params(self.spec, images.shape[0], self.generator, self.device)
+        if self.spec.clahe:
+            from kernels.clahe import clahe_rgb
+            images = clahe_rgb(images)
         return self.impl(images, params, self.spec)
