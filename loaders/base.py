@@ -62,7 +62,8 @@ class Loader:
         self.spec = AugmentSpec(
             out_size=self.image_size, train=train, scale_min=cfg.data.crop_scale_min,
             hflip=cfg.data.hflip, vflip=cfg.data.vflip, rot90=cfg.data.rot90,
-            jitter=cfg.data.color_jitter, eval_crop=cfg.data.eval_crop, out_dtype=out_dtype)
+            jitter=cfg.data.color_jitter, eval_crop=cfg.data.eval_crop, out_dtype=out_dtype,
+            clahe=cfg.data.clahe)  # CLAHE runs in DeviceAugment, before the geometry
         self.augment = DeviceAugment(self.spec, cfg.train.seed + (0 if train else 1), device)
         self.labels = torch.as_tensor(split.labels, dtype=torch.int64, device=device)
         self.epoch, self.start_step = 0, 0
