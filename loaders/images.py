@@ -7,6 +7,8 @@ carrying a short human reason, so callers can report "path: reason" once and ski
 from __future__ import annotations
 
 import io
+import re
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -18,6 +20,7 @@ except ImportError:  # PIL alone still works, only slower
     simplejpeg = None
 
 MAX_PIXELS = 100_000_000  # refuse decompression bombs before allocating them
+MIN_SIDE = 8  # smaller is a thumbnail or a broken export: upscaled it would train on noise
 
 
 class BadImage(ValueError):
@@ -49,15 +52,18 @@ def check_bytes(data: bytes, full: bool = False) -> tuple[int, int]:
                 w, h = im.size
                 if full:
                     im.load()
-        except Image.DecompressionBombError:
-            raise BadImage("image too large (decompression bomb guard)") from None
+        except Image.DecompressionBombError as exc:
+            pixels = re.search(r"\((\d+) pixels\)", str(exc))
+            raise BadImage(f"image too large ({pixels.group(1) + ' pixels; ' if pixels else ''}decompression bomb guard)") from None
         except Exception as exc:  # PIL raises many types; all mean "not an image we can read"
             kind = "JPEG" if is_jpeg else f"image (file starts with {_describe_start(data)})"
             raise BadImage(f"not a readable {kind}: {type(exc).__name__}") from None
     if h < 1 or w < 1:
         raise BadImage(f"invalid size {w}x{h}")
     if h * w > MAX_PIXELS:
-        raise BadImage(f"image too large ({w}x{h} pixels)")
+        raise BadImage(f"image too large ({h * w} pixels, {w}x{h})")
+    if min(h, w) < MIN_SIDE:
+        raise BadImage(f"image too small ({w}x{h} pixels; at least {MIN_SIDE} per side)")
     if full:
         decode(data, None)
     return h, w
@@ -95,7 +101,10 @@ def read_bytes(path: str) -> bytes:
 
 
 def scan(files: list[str], full: bool = False, workers: int = 4) -> tuple[list[int], list[tuple[str, str]], tuple[int, int] | None]:
-    """Check every file: (indices of good files, [(path, reason)] of bad ones, first good size)."""
+    """Check every file: (indices of good files, [(path, reason)] of bad ones, most common size).
+
+    The most common (height, width), not the first file's: one odd file listed first must not
+    set the decode size of the whole dataset."""
     def check(path):
         try:
             return check_bytes(read_bytes(path), full), None
@@ -106,5 +115,5 @@ def scan(files: list[str], full: bool = False, workers: int = 4) -> tuple[list[i
         results = list(pool.map(check, files, chunksize=64))
     good = [i for i, (hw, _) in enumerate(results) if hw is not None]
     bad = [(files[i], reason) for i, (hw, reason) in enumerate(results) if hw is None]
-    first = results[good[0]][0] if good else None
-    return good, bad, first
+    common = Counter(results[i][0] for i in good).most_common(1)[0][0] if good else None
+    return good, bad, common
