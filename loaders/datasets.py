@@ -26,6 +26,8 @@ FORMATS = "a MedMNIST .npz, a class-per-folder tree, a folder with a CSV of file
 FILE_COLUMNS = ("file", "filename", "image", "path", "image_id")
 LABEL_COLUMNS = ("label", "dx", "class", "target", "diagnosis")
 GROUP_COLUMNS = ("group", "lesion_id", "patient_id", "patient", "subject")
+# Spreadsheet and pandas spellings of "no value": a label, never a class of its own.
+MISSING_LABELS = ("nan", "na", "n/a", "none", "null", "?")
 # MedMNIST npz files carry no class names; the ones we know are named here.
 KNOWN_NPZ_CLASSES = {"derma": ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]}
 
@@ -128,13 +130,27 @@ def _pick(header: list[str], names: tuple[str, ...], position: int | None) -> in
     return position if position is not None and position < len(header) else None
 
 
+def _read_csv(path: Path) -> list[list[str]]:
+    """All rows; a CSV in another encoding or a binary file is one clear error, not a traceback."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # -sig: Excel's byte-order mark is not a column name
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                          "save it as UTF-8") from None
+    if "\x00" in text:
+        raise ConfigError(f"{path}: not a readable CSV (contains NUL bytes: a binary file?)")
+    try:
+        return list(csv.reader(text.splitlines()))
+    except csv.Error as exc:
+        raise ConfigError(f"{path}: not a readable CSV ({exc})") from None
+
+
 def _find_csv(root: Path) -> Path | None:
     preferred = root / "labels.csv"
     if preferred.exists():
         return preferred
     for candidate in sorted(root.glob("*.csv")):
-        with open(candidate, newline="") as fh:
-            header = next(csv.reader(fh), [])
+        header = (_read_csv(candidate) or [[]])[0]
         if _pick(header, FILE_COLUMNS, None) is not None:
             return candidate
     return None
@@ -153,19 +169,23 @@ def _resolve_inside(root: Path, name: str, csv_path: Path, line: int) -> Path:
 
 
 def _rows_from_csv(root: Path, csv_path: Path) -> tuple[list[str], list[str], list[str] | None, list[tuple[str, str]]]:
-    with open(csv_path, newline="") as fh:
-        rows = list(csv.reader(fh))
+    rows = _read_csv(csv_path)
     if not rows:
         raise ConfigError(f"{csv_path}: empty CSV; expected a header file,label[,group]")
-    header, body = rows[0], rows[1:]
+    header, body, first_line = rows[0], rows[1:], 2
+    known = FILE_COLUMNS + LABEL_COLUMNS + GROUP_COLUMNS
+    if header and not any(h.strip().lower() in known for h in header) and _names_a_file(root, header[0]):
+        # The first row is data: reading it as a header would silently drop one image.
+        log.warning("%s has no header row: columns taken by position (file, label[, group])", csv_path.name)
+        header, body, first_line = [""] * len(header), rows, 1
     fcol = _pick(header, FILE_COLUMNS, 0)
     lcol = _pick(header, LABEL_COLUMNS, 1)
     gcol = _pick(header, GROUP_COLUMNS, 2 if len(header) > 2 and header[2].strip().lower() not in ("",) else None)
     if lcol is None or fcol == lcol:
         raise ConfigError(f"{csv_path}: no label column; expected a header file,label[,group]")
-    files, labels, groups, skipped, seen = [], [], [], [], set()
+    files, labels, groups, skipped, seen = [], [], [], [], {}
     images_dir = root / "images"
-    for line, row in enumerate(body, start=2):
+    for line, row in enumerate(body, start=first_line):
         if not row or all(not c.strip() for c in row):
             continue
         if len(row) <= max(fcol, lcol):
@@ -175,13 +195,20 @@ def _rows_from_csv(root: Path, csv_path: Path) -> tuple[list[str], list[str], li
         if not label:
             skipped.append((f"{csv_path}:{line}", "empty label"))
             continue
+        if label.lower() in MISSING_LABELS:
+            skipped.append((f"{csv_path}:{line}", f"missing label ({label!r})"))
+            continue
         path = _resolve_inside(root, name, csv_path, line)
         if not path.exists() and (images_dir / name).exists():
             path = (images_dir / name).resolve()
         if str(path) in seen:
+            first_line_seen, first_label = seen[str(path)]
+            if first_label != label:  # which one is right is the user's call, not ours
+                raise ConfigError(f"{csv_path}:{line}: {name} is labelled {label!r} here but {first_label!r} "
+                                  f"on line {first_line_seen}; fix the CSV")
             skipped.append((f"{csv_path}:{line}", f"duplicate row for {name} (first one kept)"))
             continue
-        seen.add(str(path))
+        seen[str(path)] = (line, label)
         if not path.exists():
             skipped.append((str(path), "listed in the CSV but missing"))
             continue
@@ -190,6 +217,12 @@ def _rows_from_csv(root: Path, csv_path: Path) -> tuple[list[str], list[str], li
         groups.append(row[gcol].strip() if gcol is not None and gcol < len(row) else "")
     has_groups = gcol is not None and any(groups)
     return files, labels, (groups if has_groups else None), skipped
+
+
+def _names_a_file(root: Path, cell: str) -> bool:
+    name = cell.strip()
+    return bool(name) and not os.path.isabs(name) and ((root / name).is_file() or (root / "images" / name).is_file()
+                                                       or (root / "images" / (name + ".jpg")).is_file())
 
 
 def _rows_from_tree(root: Path) -> tuple[list[str], list[str], None, list]:
@@ -210,19 +243,31 @@ def _load_files(root: Path, cfg: DataConfig, seed: int, name: str) -> Dataset:
         files, labels, groups, skipped = _rows_from_tree(root)
     else:
         raise ConfigError(f"{root}: no CSV and no class folders; expected {FORMATS}")
+    if not files and skipped:
+        where, reason = skipped[0]
+        raise ConfigError(f"{root}: none of the {len(skipped)} rows of {csv_path.name} is usable "
+                          f"(e.g. {where}: {reason})")
     if not files:
         raise ConfigError(f"{root}: no usable images found; expected {FORMATS}")
 
     good, bad, first = images.scan(files, full=cfg.verify == "full", workers=max(2, cfg.workers or os.cpu_count() or 2))
     skipped += bad
     if not good:
-        reasons = Counter(r for _, r in bad).most_common(1)
-        raise ConfigError(f"{root}: all {len(files)} images are unreadable (e.g. {bad[0][0]}: {reasons[0][0]})")
+        reason = Counter(r for _, r in bad).most_common(1)[0][0]
+        example = next(p for p, r in bad if r == reason)
+        raise ConfigError(f"{root}: all {len(files)} images are unreadable (e.g. {example}: {reason})")
     files = [files[i] for i in good]
     labels = [labels[i] for i in good]
     groups = [groups[i] for i in good] if groups is not None else None
 
     classes = sorted(set(labels))
+    by_case = {}
+    for c in classes:
+        by_case.setdefault(c.lower(), []).append(c)
+    clash = next((names for names in by_case.values() if len(names) > 1), None)
+    if clash:  # "Mel" and "mel" as two classes would split one diagnosis in two
+        raise ConfigError(f"{root}: labels {' and '.join(repr(c) for c in clash)} differ only in case; "
+                          "use one spelling")
     if len(classes) < 2:
         raise ConfigError(f"{root}: only one class ({classes[0]!r}) found; classification needs at least 2")
     y = np.array([classes.index(c) for c in labels], np.int64)
@@ -233,9 +278,11 @@ def _load_files(root: Path, cfg: DataConfig, seed: int, name: str) -> Dataset:
         all_split = all_split.subset(keep)
     tr, va, te = splits.train_val_test(all_split.labels, all_split.groups, cfg.val_fraction, cfg.test_fraction, seed)
     train = all_split.subset(tr)
-    missing = [c for i, c in enumerate(classes) if not np.any(train.labels == i)]
-    if missing:
-        log.warning("classes with no training sample after the split: %s", ", ".join(missing))
+    for i, c in enumerate(classes):
+        if not np.any(train.labels == i):  # a stated decision: train anyway, but say what it means
+            elsewhere = int(np.sum(all_split.labels[va] == i) + np.sum(all_split.labels[te] == i))
+            log.warning("class %r has no training sample after the split (%d in val/test): the model cannot "
+                        "learn it and its recall will be 0", c, elsewhere)
     h, w = first
     return Dataset(name, str(root), classes, train, all_split.subset(va), all_split.subset(te),
                    native_size=max(h, w), skipped=skipped)
