@@ -2,7 +2,9 @@
 
 Integer scatter-add (deterministic, unlike float atomics), rows = true class, columns =
 predicted. Rows with label < 0 (the padding of a fixed-shape last batch) are ignored.
-Matrices from several batches or ranks merge by addition (all_reduce SUM).
+Matrices from several batches or ranks merge by addition (`merge_across_ranks`: all_reduce
+SUM). Kept in torch: it is one scatter-add launch over a batch of labels, which a Triton kernel
+could only match (bench/kernels.py times it against the `torch.bincount` reference).
 """
 from __future__ import annotations
 
@@ -24,3 +26,11 @@ def confusion_matrix(labels: torch.Tensor, preds: torch.Tensor, num_classes: int
         out = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=labels.device)
     out.view(-1).scatter_add_(0, idx, valid.view(-1).to(torch.int64))
     return out
+
+
+def merge_across_ranks(cm: torch.Tensor) -> torch.Tensor:
+    """Sum of every rank's matrix, in place (integer sums: exact and order-independent)."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(cm, op=dist.ReduceOp.SUM)
+    return cm
