@@ -13,12 +13,13 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from engine import checkpoint
+from engine import checkpoint, distributed, report, tracking
 from engine.atomic import append_jsonl, atomic_write_json, read_jsonl
 from engine.config import Config, ConfigError
-from engine.env import device_name, pick_device, seed_everything, setup_logging, versions
+from engine.env import device_name, seed_everything, setup_logging, versions
 from engine.loop import Trainer
 from engine.metrics import summarize
 from engine.progress import progress
@@ -27,6 +28,7 @@ from loaders.datasets import load_dataset
 from models.registry import build_model
 
 log = logging.getLogger("medtrain.train")
+BOOTSTRAP_RESAMPLES = 1000  # test-split 95% intervals for balanced accuracy and macro AUC
 
 
 class StopFlag:
@@ -52,18 +54,29 @@ def _out_dir(cfg: Config) -> Path:
 
 
 def _eval_metrics(trainer: Trainer, loader, classes, model=None) -> dict:
-    cm, probs, labels = trainer.evaluate(loader, model)
+    cm, probs, labels = distributed.merge_eval(*trainer.evaluate(loader, model))  # each rank scored its shard
     out = summarize(cm, probs, labels, classes)
     out["confusion"] = cm.cpu().tolist()
     return out
 
 
+def _split_counts(ds) -> dict[str, list[int]]:
+    return {part: np.bincount(ds.split(part).labels, minlength=ds.num_classes).tolist() for part in ("train", "val", "test")}
+
+
 def _class_histogram(loader, num_classes: int) -> list[int]:
     order, real = loader.epoch_order()
-    return torch.bincount(loader.labels[order[:real]], minlength=num_classes).cpu().tolist()
+    counts = torch.bincount(loader.labels[order[:real]], minlength=num_classes).cpu().tolist()
+    return distributed.sum_counts(counts, loader.device)
 
 
 def train(cfg: Config) -> dict | None:
+    """One run; under torchrun one rank of it (a failed peer becomes `distributed.PeerLost`)."""
+    with distributed.guard():
+        return _train(cfg)
+
+
+def _train(cfg: Config) -> dict | None:
     setup_logging()
     if cfg.run.resume:
         saved = checkpoint.load(cfg.run.resume)
@@ -72,11 +85,13 @@ def train(cfg: Config) -> dict | None:
         cfg.run.resume = str(Path(saved["config"]["run"]["out"] or cfg.run.out))
     else:
         resume_state = None
-    device = pick_device(cfg)
+    dist_ctx, device = distributed.setup(cfg)  # torchrun: join the group, one device per rank
+    is_main = dist_ctx.is_main  # rank 0 alone writes files
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     out = _out_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     cfg.run.out = str(out)
+    dist_ctx.run_dir = str(out)
 
     # -- data ----------------------------------------------------------------------------------
     ds = load_dataset(cfg.data, seed=cfg.train.seed)
@@ -85,7 +100,7 @@ def train(cfg: Config) -> dict | None:
              ds.name, ds.num_classes, len(ds.train), len(ds.val), len(ds.test), ds.native_size, name, why)
     if cfg.data.image_size == 0:
         cfg.data.image_size = ds.native_size
-    sampler = loaders.make_sampler(ds, cfg, device)
+    sampler = loaders.make_sampler(ds, cfg, device, dist_ctx.rank, dist_ctx.world_size)
     train_loader = loaders.build(name, ds, "train", cfg, device, train=True, sampler=sampler)
     val_loader = loaders.build(name, ds, "val", cfg, device, train=False)
     test_loader = loaders.build(name, ds, "test", cfg, device, train=False)
@@ -93,11 +108,15 @@ def train(cfg: Config) -> dict | None:
     # -- model ---------------------------------------------------------------------------------
     model = build_model(cfg.model.name, ds.num_classes, cfg.data.image_size, dropout=cfg.model.dropout,
                         pretrained=cfg.model.pretrained).to(device)
+    model = distributed.convert_sync_bn(model, cfg)
     trainer = Trainer(model, cfg, device, ds.num_classes, train_loader.steps)
+    distributed.attach(trainer, cfg)  # DDP forward; the trainer keeps the bare module for state
     resolved = cfg.to_dict() | {"resolved": {"loader": name, "loader_reason": why, "device": str(device),
                                              "classes": ds.classes, "native_size": ds.native_size}}
-    atomic_write_json(out / "config.json", resolved)
-    if ds.skipped:
+    if is_main:
+        atomic_write_json(out / "config.json", resolved)
+    tracker = tracking.start(resolved, out, cfg.wandb.mode, cfg.wandb.project) if is_main else tracking.Tracker()
+    if ds.skipped and is_main:
         atomic_write_json(out / "data_skipped.json", [{"path": p, "reason": r} for p, r in ds.skipped])
 
     start_epoch, start_step, best, bad_epochs = 0, 0, {"score": -1.0, "epoch": -1}, 0
@@ -109,12 +128,17 @@ def train(cfg: Config) -> dict | None:
         best, bad_epochs = resume_state["best"], resume_state["bad_epochs"]
         best_weights = saved["model"]
         history = [r for r in read_jsonl(out / "history.jsonl") if r["epoch"] < start_epoch]
-        (out / "history.jsonl").write_text("".join(__import__("json").dumps(r, sort_keys=True) + "\n" for r in history))
+        if is_main:
+            (out / "history.jsonl").write_text("".join(__import__("json").dumps(r, sort_keys=True) + "\n" for r in history))
         log.info("resuming %s at epoch %d step %d", out, start_epoch, start_step)
-    elif (out / "history.jsonl").exists():
+    elif (out / "history.jsonl").exists() and is_main:
         (out / "history.jsonl").unlink()
 
+    distributed.seed_rank_rng(cfg.train.seed, start_epoch, start_step)
+
     def save(epoch: int, step: int) -> None:
+        if not is_main:
+            return
         state = {"trainer": trainer.state_dict(), "rng": checkpoint.rng_state(device), "epoch": epoch,
                  "step": step, "best": best, "bad_epochs": bad_epochs}
         checkpoint.save(out, {"model": best_weights, "classes": ds.classes, "config": cfg.to_dict(),
@@ -130,7 +154,7 @@ def train(cfg: Config) -> dict | None:
             trainer.reset_accumulators()
         t0 = time.perf_counter()
         bar = progress(total=train_loader.steps, initial=start_step, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
-                       mode=cfg.train.progress)
+                       mode=cfg.train.progress if is_main else "off")
         for step, (images, labels) in enumerate(train_loader, start=start_step):
             trainer.train_step(images, labels)
             bar.update(1)
@@ -141,15 +165,15 @@ def train(cfg: Config) -> dict | None:
                     save(epoch, step + 1)
                     raise ConfigError(f"stopping: {stats['nonfinite_streak']} non-finite losses in a row at epoch "
                                       f"{epoch + 1} step {step + 1}; lower --lr or use --optim.clip_grad")
-            if stop.signal:
+            if distributed.stop_requested(stop.signal, step + 1, cfg.train.log_interval, device):
                 save(epoch, step + 1)
                 bar.close()
                 log.warning("%s received: state saved to %s at epoch %d step %d; continue with --resume %s",
-                            stop.signal, out / checkpoint.NAME, epoch, step + 1, out)
+                            stop.signal or "a peer's stop signal", out / checkpoint.NAME, epoch, step + 1, out)
                 return None
         bar.close()
         start_step = 0
-        stats = trainer.read_accumulators()  # sync point: epoch end
+        stats = distributed.global_accumulators(trainer)  # sync point: epoch end (summed over ranks)
         if stats["nonfinite"]:
             log.warning("epoch %d: %d non-finite losses skipped", epoch + 1, stats["nonfinite"])
         if stats["nonfinite_streak"] >= cfg.train.max_nonfinite:
@@ -159,10 +183,12 @@ def train(cfg: Config) -> dict | None:
         train_seconds += epoch_seconds
         images_seen += stats["seen"]
 
+        distributed.average_buffers(trainer.model)  # one BatchNorm state on every rank before eval
         ema_model = None
         if trainer.ema is not None:
             ema_model = copy.deepcopy(trainer.model)
             ema_model.load_state_dict(trainer.ema_state_dict())
+            distributed.average_buffers(ema_model)
         val = _eval_metrics(trainer, val_loader, ds.classes, ema_model)
         if trainer.plateau:
             trainer.plateau.update(val["balanced_accuracy"])
@@ -171,7 +197,9 @@ def train(cfg: Config) -> dict | None:
                "train.class_histogram": _class_histogram(train_loader, ds.num_classes),
                "lr": float(trainer.optimizer.param_groups[0]["lr"]), "seconds": epoch_seconds}
         row |= {f"val.{k}": v for k, v in val.items() if k != "confusion" and "." not in k}
-        append_jsonl(out / "history.jsonl", row)
+        if is_main:
+            append_jsonl(out / "history.jsonl", row)
+            tracker.log_epoch(row)
         log.info("epoch %d: loss %.4f acc %.4f | val acc %.4f bal-acc %.4f auc %.4f | %.0f img/s",
                  epoch + 1, stats["loss"], stats["accuracy"], val["accuracy"], val["balanced_accuracy"],
                  val["auc_macro"], row["train.images_per_second"])
@@ -190,17 +218,24 @@ def train(cfg: Config) -> dict | None:
     final_model = copy.deepcopy(trainer.model)
     final_model.load_state_dict(best_weights)
     val = _eval_metrics(trainer, val_loader, ds.classes, final_model)
-    test = _eval_metrics(trainer, test_loader, ds.classes, final_model)
+    test_cm, test_probs, test_labels = distributed.merge_eval(*trainer.evaluate(test_loader, final_model))
+    test = summarize(test_cm, test_probs, test_labels, ds.classes, bootstrap=BOOTSTRAP_RESAMPLES)
+    test["confusion"] = test_cm.cpu().tolist()
     bad_runtime = {**train_loader.bad.items, **val_loader.bad.items, **test_loader.bad.items}
     metrics = {f"test.{k}": v for k, v in test.items()} | {f"val.{k}": v for k, v in val.items()}
     metrics |= {
         "train.images_per_second": images_seen / max(train_seconds, 1e-9),
         "epochs": epoch + 1, "best_epoch": best["epoch"] + 1, "wall_seconds": time.perf_counter() - wall0,
         "device": device_name(device), "versions": versions(), "loader": name, "model": cfg.model.name,
-        "image_size": cfg.data.image_size, "classes": ds.classes, "world_size": 1,
+        "image_size": cfg.data.image_size, "classes": ds.classes, "world_size": dist_ctx.world_size,
         "data.skipped": len(ds.skipped) + len(bad_runtime),
     }
+    if not is_main:
+        return metrics
     atomic_write_json(out / "metrics.json", metrics)
+    report.save_test_outputs(out, test_probs, test_labels, test_loader.split, _split_counts(ds))
+    report.build_or_warn(out)
+    tracker.finish(metrics, out / "report")
     print(f"test: accuracy {test['accuracy']:.4f}  balanced_accuracy {test['balanced_accuracy']:.4f}  "
           f"f1_macro {test['f1_macro']:.4f}  auc_macro {test['auc_macro']:.4f}  "
           f"(n={test['n']}, best epoch {best['epoch'] + 1}, {metrics['train.images_per_second']:.0f} img/s, "

@@ -25,6 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except RuntimeError as exc:  # under torchrun: a rank died or hung; one line, not a traceback
+        from engine.distributed import PeerLost
+        if not isinstance(exc, PeerLost):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
     return 0 if metrics is not None else 1
 
 

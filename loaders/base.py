@@ -56,7 +56,12 @@ class Loader:
                  sampler: EpochSampler | None = None, out_dtype: torch.dtype = torch.float32):
         self.ds, self.split, self.cfg, self.device, self.train = ds, split, cfg, device, train
         self.sampler = sampler
-        self.batch_size = cfg.data.batch_size if train else (cfg.data.eval_batch_size or cfg.data.batch_size)
+        # Under DDP the configured batches are global: each rank holds its share (engine/distributed.py).
+        self.rank, self.world_size = shard_of(sampler)
+        if train:
+            self.batch_size = cfg.data.batch_size // self.world_size
+        else:
+            self.batch_size = -(-(cfg.data.eval_batch_size or cfg.data.batch_size) // self.world_size)
         self.image_size = cfg.data.image_size or ds.native_size
         self.bad = BadFiles()
         self.spec = AugmentSpec(
@@ -74,7 +79,7 @@ class Loader:
     def steps(self) -> int:
         if self.train:
             return self.sampler.steps
-        return -(-len(self.split) // self.batch_size)
+        return -(-len(self.split) // (self.batch_size * self.world_size))
 
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
         self.epoch, self.start_step = epoch, start_step
@@ -84,10 +89,13 @@ class Loader:
         if self.train:
             order = self.sampler.epoch_indices(self.epoch)
             return order, len(order)
+        # Evaluation: rank r takes the r-th contiguous block of the padded split, so the ranks'
+        # real rows concatenated in rank order are the split in order (exact metric merges).
         n = len(self.split)
-        total = self.steps * self.batch_size
-        order = torch.arange(total, device=self.device) % max(n, 1)
-        return order, n
+        per_rank = self.steps * self.batch_size
+        start = self.rank * per_rank
+        order = (start + torch.arange(per_rank, device=self.device)) % max(n, 1)
+        return order, min(max(n - start, 0), per_rank)
 
     def batch_labels(self, order: torch.Tensor, real: int, step: int) -> torch.Tensor:
         idx = order[step * self.batch_size:(step + 1) * self.batch_size]
@@ -98,7 +106,10 @@ class Loader:
         return labels
 
     def key(self, step: int) -> int:
-        return self.epoch * 1_000_003 + step if self.train else step
+        if not self.train:
+            return step
+        # Ranks draw different augmentations for their rows; one process keeps its old keys.
+        return (self.epoch * 1_000_003 + step) * self.world_size + self.rank
 
     def __len__(self) -> int:
         return self.steps
@@ -144,9 +155,20 @@ def build(name: str, ds: Dataset, split: str, cfg: Config, device: torch.device,
     return loader_cls(ds, ds.split(split), cfg, device, train, sampler, out_dtype)
 
 
+def shard_of(sampler: EpochSampler | None) -> tuple[int, int]:
+    """(rank, world size) of a loader: its sampler's for training, the process group's for
+    evaluation (every rank evaluates a disjoint block), (0, 1) in a single process."""
+    if sampler is not None:
+        return sampler.rank, sampler.world_size
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
 def make_sampler(ds: Dataset, cfg: Config, device: torch.device, rank: int = 0, world_size: int = 1) -> EpochSampler:
     labels = torch.as_tensor(ds.train.labels, dtype=torch.int64, device=device)
-    return EpochSampler(labels, ds.num_classes, cfg.data.batch_size, kind=cfg.sampler.kind,
+    # cfg.data.batch_size is the global batch; the sampler deals each rank its share.
+    return EpochSampler(labels, ds.num_classes, cfg.data.batch_size // world_size, kind=cfg.sampler.kind,
                         alpha=cfg.sampler.alpha, replacement=cfg.sampler.replacement,
                         seed=cfg.train.seed, rank=rank, world_size=world_size)
 
