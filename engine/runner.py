@@ -70,13 +70,13 @@ def _class_histogram(loader, num_classes: int) -> list[int]:
     return distributed.sum_counts(counts, loader.device)
 
 
-def train(cfg: Config) -> dict | None:
+def train(cfg: Config, dataset=None) -> dict | None:
     """One run; under torchrun one rank of it (a failed peer becomes `distributed.PeerLost`)."""
     with distributed.guard():
-        return _train(cfg)
+        return _train(cfg, dataset)
 
 
-def _train(cfg: Config) -> dict | None:
+def _train(cfg: Config, dataset=None) -> dict | None:
     setup_logging()
     if cfg.run.resume:
         saved = checkpoint.load(cfg.run.resume)
@@ -94,7 +94,8 @@ def _train(cfg: Config) -> dict | None:
     dist_ctx.run_dir = str(out)
 
     # -- data ----------------------------------------------------------------------------------
-    ds = load_dataset(cfg.data, seed=cfg.train.seed)
+    # engine.cv passes each fold's splits in; everything else reads the data named by the config.
+    ds = dataset if dataset is not None else load_dataset(cfg.data, seed=cfg.train.seed)
     name, why = loaders.resolve(cfg.data.loader, ds, device)
     log.info("dataset %s: %d classes, train/val/test %d/%d/%d, native %dpx; loader %s (%s)",
              ds.name, ds.num_classes, len(ds.train), len(ds.val), len(ds.test), ds.native_size, name, why)

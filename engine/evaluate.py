@@ -1,0 +1,69 @@
+"""`python -m engine.evaluate --checkpoint DIR --data PATH [--out DIR] [--tta] [--split test|val|train|all]
+[--device auto|cpu|cuda] [--batch-size N] [--loader NAME] [--amp]`
+
+Scores a trained checkpoint on a dataset with the same classes and writes `metrics.json`
+with the same `test.*` keys training writes (bootstrap intervals included), the test
+predictions and a report. The default `--out` is `<checkpoint>/eval-<data name>[-tta]`,
+so the training run's own metrics are never overwritten.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from engine import report
+from engine.atomic import atomic_write_json
+from engine.config import ConfigError
+from engine.env import device_name, setup_logging, versions
+from engine.inference import parse_options, run
+from engine.metrics import summarize
+
+BOOTSTRAP_RESAMPLES = 1000
+OPTIONS = {"checkpoint": "", "data": "", "out": "", "tta": False, "split": "test", "device": "auto",
+           "batch_size": 0, "loader": "auto", "amp": False}
+
+
+def default_out(options: dict) -> Path:
+    name = Path(options["data"]).stem or "data"
+    suffix = ("-" + options["split"] if options["split"] != "test" else "") + ("-tta" if options["tta"] else "")
+    return Path(options["checkpoint"]) / f"eval-{name}{suffix}"
+
+
+def evaluate(options: dict) -> dict:
+    restored, ds, _, loader, (cm, probs, labels), seconds = run(options)
+    test = summarize(cm, probs, labels, restored.classes, bootstrap=BOOTSTRAP_RESAMPLES)
+    test["confusion"] = cm.cpu().tolist()
+    metrics = {f"test.{k}": v for k, v in test.items()} | {
+        "checkpoint": str(options["checkpoint"]), "data": str(options["data"]), "split": options["split"],
+        "tta": options["tta"], "model": restored.model_name, "image_size": restored.image_size,
+        "classes": restored.classes, "device": device_name(restored.device), "versions": versions(),
+        "wall_seconds": seconds, "test.images_per_second": test["n"] / max(seconds, 1e-9),
+    }
+    out = Path(options["out"]) if options["out"] else default_out(options)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "metrics.json", metrics)
+    counts = {"evaluated": [int(v) for v in cm.sum(1).tolist()]}
+    report.save_test_outputs(out, probs, labels, loader.split, counts)
+    report.build_or_warn(out)
+    print(f"test: accuracy {test['accuracy']:.4f}  balanced_accuracy {test['balanced_accuracy']:.4f}  "
+          f"f1_macro {test['f1_macro']:.4f}  auc_macro {test['auc_macro']:.4f}  "
+          f"(n={test['n']}, split {options['split']}, tta {'on' if options['tta'] else 'off'}, {seconds:.1f}s) -> {out}")
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "-h" in argv or "--help" in argv:
+        print(__doc__.strip().splitlines()[0] + "\n" + __doc__.strip().splitlines()[1])
+        return 0
+    setup_logging()
+    try:
+        evaluate(parse_options(argv, OPTIONS, ("checkpoint", "data"), "engine.evaluate"))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

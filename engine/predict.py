@@ -1,0 +1,61 @@
+"""`python -m engine.predict --checkpoint DIR --data PATH --out FILE.csv [--tta] [--split all|test|val|train]
+[--device auto|cpu|cuda] [--batch-size N] [--loader NAME] [--amp]`
+
+Writes one CSV row per image: its position, split, file (relative to the data folder; empty
+for array datasets), true label, predicted label, confidence and one probability column per
+class (`p_<class>`). The default `--split all` scores every image of the dataset.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from pathlib import Path
+
+from engine.atomic import atomic_write_bytes
+from engine.config import ConfigError
+from engine.env import setup_logging
+from engine.inference import parse_options, relative_name, run
+
+OPTIONS = {"checkpoint": "", "data": "", "out": "", "tta": False, "split": "all", "device": "auto",
+           "batch_size": 0, "loader": "auto", "amp": False}
+
+
+def predict(options: dict) -> Path:
+    if not options["out"].endswith(".csv"):
+        raise ConfigError(f"engine.predict: --out must name a .csv file; got {options['out']!r}")
+    restored, ds, row_split, loader, (_, probs, labels), seconds = run(options)
+    p = probs.cpu().numpy()  # sync point: once, after scoring
+    y = labels.cpu().numpy()
+    files = loader.split.files
+    classes = restored.classes
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["index", "split", "file", "label", "prediction", "confidence"] + [f"p_{c}" for c in classes])
+    for i in range(len(y)):
+        name = relative_name(files[i], ds.source) if files is not None else ""
+        row = [i, row_split[i], name, classes[y[i]], classes[int(p[i].argmax())], f"{p[i].max():.6f}"]
+        writer.writerow(row + [f"{v:.6f}" for v in p[i]])
+    out = Path(options["out"])
+    atomic_write_bytes(out, lambda fh: fh.write(buf.getvalue().encode()))
+    print(f"predictions: {len(y)} images, {len(classes)} classes, tta {'on' if options['tta'] else 'off'}, "
+          f"{seconds:.1f}s -> {out}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "-h" in argv or "--help" in argv:
+        print("\n".join(__doc__.strip().splitlines()[:2]))
+        return 0
+    setup_logging()
+    try:
+        predict(parse_options(argv, OPTIONS, ("checkpoint", "data", "out"), "engine.predict"))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
