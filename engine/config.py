@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 from dataclasses import dataclass, field, fields
 
 
@@ -259,6 +260,8 @@ def set_option(cfg: Config, key: str, raw) -> None:
     if key in CHOICES and value not in CHOICES[key]:
         raise ConfigError(f"--{key} must be one of {', '.join(CHOICES[key])}; got {value!r}"
                           f"{_suggest(str(value), list(CHOICES[key])).replace('--', '')}")
+    if isinstance(value, float) and not math.isfinite(value):  # nan slips past every bound check
+        raise ConfigError(f"--{key} must be a finite number; got {value}")
     if key in BOUNDS:
         lo, hi = BOUNDS[key]
         if (lo is not None and value < lo) or (hi is not None and value > hi):
@@ -313,6 +316,9 @@ def parse_args(argv: list[str], base: Config | None = None) -> Config:
                 raise ConfigError(f"--{key} needs a value")
             raw = "true"
         set_option(cfg, full, raw)
+    if cfg.data.val_fraction + cfg.data.test_fraction >= 1.0:
+        raise ConfigError(f"--data.val_fraction {cfg.data.val_fraction} + --data.test_fraction "
+                          f"{cfg.data.test_fraction} leave nothing for training; keep their sum below 1")
     return cfg
 
 

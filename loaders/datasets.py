@@ -335,6 +335,9 @@ def load_dataset(cfg: DataConfig, seed: int = 0) -> Dataset:
             ds = _load_files(path, cfg, seed, path.name)
         else:
             raise ConfigError(f"--data {cfg.path}: unsupported file type; expected {FORMATS}")
+    if len(ds.train) == 0:  # tiny or few-group datasets: rounding can deal every group to val/test
+        raise ConfigError(f"{ds.source}: the split left no training images ({len(ds.val)} val, {len(ds.test)} test); "
+                          "lower --data.val_fraction/--data.test_fraction or add images")
     if ds.skipped:
         reasons = Counter(reason for _, reason in ds.skipped)
         summary = "; ".join(f"{n} {r}" for r, n in reasons.most_common())
