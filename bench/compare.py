@@ -1,0 +1,151 @@
+"""Regression guard: compare a new benchmark result's RATIOS with the committed reference.
+
+`python -m bench.compare NEW.json [--reference FILE] [--tolerance T]` exits 0 when every
+reference ratio is matched, 1 when one is more than its tolerance below the reference (or
+missing), 2 when a file is unreadable. `--doctor F -o OUT` writes a copy of NEW whose
+ratios are F slower (what the self-test of this guard feeds it).
+
+Why ratios: absolute times on shared 2-core machines drift 20-40% between repeats, but a
+ratio of two things timed in alternating rounds of one process (engine vs baseline, AMP vs
+fp32, ...) moves much less. Every ratio is "higher is better" (the faster thing on top).
+A ratio fails when new < reference x (1 - tolerance). The default tolerance, 0.25, sits
+between the run-to-run spread of those ratios in CI (about +-15%, measured) and the 30%
+slowdown the guard must catch; a benchmark may state a wider one for a noisier ratio
+(`extra_info.tolerances` in the reference). Faster than the reference always passes.
+
+Inputs: pytest-benchmark JSON (`pytest bench --benchmark-json F`: ratios in each
+benchmark's `extra_info.ratios`), one JSON result of a bench CLI, or JSON lines of them.
+Without --reference the reference is bench/results/reference-<device kind>.json, the kind
+read from the new result (cpu, nvidia-h100, ...).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DEFAULT_TOLERANCE = 0.25
+
+
+class BadInput(ValueError):
+    pass
+
+
+def load(path: str | Path, require_ratios: bool = True) -> dict:
+    """Any accepted input as {"benchmarks": [{"name", "extra_info": {...}}, ...]}."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise BadInput(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError:
+        try:
+            payload = [json.loads(line) for line in text.splitlines() if line.strip()]
+        except json.JSONDecodeError as exc:
+            raise BadInput(f"{path}: not JSON or JSON lines ({exc})") from None
+    if isinstance(payload, dict) and "benchmarks" in payload:
+        return payload
+    results = payload if isinstance(payload, list) else [payload]
+    if not all(isinstance(r, dict) and ("ratios" in r or not require_ratios) for r in results):
+        raise BadInput(f"{path}: no ratios found; expected pytest-benchmark JSON or bench CLI results with 'ratios'")
+    return {"benchmarks": [{"name": r.get("name") or r.get("benchmark", f"result{i}"), "extra_info": r}
+                           for i, r in enumerate(results)]}
+
+
+def ratios(payload: dict) -> dict[str, float]:
+    out = {}
+    for bench in payload["benchmarks"]:
+        for key, value in (bench.get("extra_info") or {}).get("ratios", {}).items():
+            if isinstance(value, (int, float)):
+                out[f"{bench['name']}.{key}"] = float(value)
+    return out
+
+
+def tolerances(payload: dict) -> dict[str, float]:
+    out = {}
+    for bench in payload["benchmarks"]:
+        for key, value in (bench.get("extra_info") or {}).get("tolerances", {}).items():
+            out[f"{bench['name']}.{key}"] = float(value)
+    return out
+
+
+def device_kind(payload: dict) -> str:
+    for bench in payload["benchmarks"]:
+        kind = (bench.get("extra_info") or {}).get("device_kind")
+        if kind:
+            return kind
+    raise BadInput("the result names no device_kind; pass --reference FILE")
+
+
+def compare(new: dict, reference: dict, tolerance: float = DEFAULT_TOLERANCE) -> tuple[bool, list[str]]:
+    """(passed, report lines)."""
+    new_r, ref_r, tol = ratios(new), ratios(reference), tolerances(reference)
+    if not ref_r:
+        raise BadInput("the reference holds no ratios")
+    lines, passed = [f"{'ratio':58} {'reference':>9} {'new':>9} {'change':>8}  verdict"], True
+    for key in sorted(ref_r):
+        ref, limit = ref_r[key], tol.get(key, tolerance)
+        if key not in new_r:
+            passed = False
+            lines.append(f"{key:58} {ref:9.3f} {'-':>9} {'':>8}  FAIL: missing from the new result")
+            continue
+        value = new_r[key]
+        change = value / ref - 1
+        if value < ref * (1 - limit):
+            passed, verdict = False, f"FAIL: more than {limit:.0%} below the reference"
+        elif value > ref * (1 + limit):
+            verdict = f"ok (more than {limit:.0%} faster: consider updating the reference)"
+        else:
+            verdict = f"ok (within {limit:.0%})"
+        lines.append(f"{key:58} {ref:9.3f} {value:9.3f} {change:+8.1%}  {verdict}")
+    extra = sorted(set(new_r) - set(ref_r))
+    if extra:
+        lines.append(f"not in the reference (not guarded): {', '.join(extra)}")
+    return passed, lines
+
+
+def doctor(payload: dict, slower: float) -> dict:
+    """A copy whose every ratio has its faster side `slower` (e.g. 0.3 = 30%) slower."""
+    out = copy.deepcopy(payload)
+    for bench in out["benchmarks"]:
+        info = bench.get("extra_info") or {}
+        info["ratios"] = {k: v * (1 - slower) for k, v in info.get("ratios", {}).items()}
+        info["doctored"] = f"every ratio x {1 - slower:.2f}"
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.compare", description=__doc__.split("\n\n")[0])
+    parser.add_argument("new", help="new result: pytest-benchmark JSON or bench CLI JSON (lines)")
+    parser.add_argument("--reference", help="committed reference (default bench/results/reference-<device kind>.json)")
+    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="allowed fall of a ratio (default 0.25)")
+    parser.add_argument("--doctor", type=float, metavar="F", help="write NEW with every ratio F slower to -o, then exit")
+    parser.add_argument("-o", "--output", help="where --doctor writes")
+    args = parser.parse_args(argv)
+    try:
+        new = load(args.new)
+        if args.doctor is not None:
+            if not args.output or not 0 < args.doctor < 1:
+                raise BadInput("--doctor F needs 0 < F < 1 and -o OUT")
+            Path(args.output).write_text(json.dumps(doctor(new, args.doctor), indent=2) + "\n")
+            print(f"wrote {args.output}: every ratio {args.doctor:.0%} slower")
+            return 0
+        ref_path = Path(args.reference) if args.reference else RESULTS / f"reference-{device_kind(new)}.json"
+        if not ref_path.exists():
+            raise BadInput(f"{ref_path}: no reference for this device kind; commit one or pass --reference")
+        passed, lines = compare(new, load(ref_path), args.tolerance)
+    except BadInput as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.new} vs {ref_path}")
+    print("\n".join(lines))
+    print("PASS" if passed else "FAIL: a guarded ratio regressed")
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Benchmark fixtures: where the data is, where artifacts go, which suites run where.
+
+Markers: `ci` is the short CPU subset `make test` runs and compares with the committed
+reference; `gpu` needs CUDA (skipped without it); `slow` takes minutes on the 2-core CPU.
+Data is looked up in `.gpu/` (what `make gpu-pack` carries to the GPU machine), then in
+../shared/data beside the checkout; benchmarks that need it skip with the reason when absent.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("MEDTRAIN_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "ci: the short CPU benchmark subset CI runs and compares")
+    config.addinivalue_line("markers", "gpu: needs a CUDA GPU (skipped without one)")
+    config.addinivalue_line("markers", "slow: longer than a few seconds on the 2-core CPU")
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (none visible)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    os.environ.setdefault("MEDTRAIN_CACHE", str(tmp_path_factory.mktemp("cache")))
+    os.environ.setdefault("WANDB_MODE", "disabled")
+    yield
+
+
+def first_existing(*candidates: Path) -> Path | None:
+    return next((p for p in candidates if p.exists()), None)
+
+
+@pytest.fixture
+def ham_dir():
+    found = first_existing(REPO / ".gpu" / "ham_subset" / "labels.csv", SHARED / "ham10000_224" / "labels.csv")
+    if found is None:
+        pytest.skip(f"HAM10000 JPEGs not found in .gpu/ham_subset or {SHARED / 'ham10000_224'}")
+    return found.parent
+
+
+@pytest.fixture
+def dermamnist_npz():
+    found = first_existing(REPO / ".gpu" / "dermamnist28.npz", SHARED / "dermamnist28.npz")
+    if found is None:
+        pytest.skip(f"dermamnist28.npz not found in .gpu/ or {SHARED}")
+    return found
+
+
+@pytest.fixture
+def out_dir():
+    """Artifacts (profiles, logs) go to $OUT when set (gpu-check), else a folder under runs/."""
+    path = Path(os.environ.get("OUT") or REPO / "runs" / "bench")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+

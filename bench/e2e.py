@@ -1,0 +1,167 @@
+"""End to end: one training epoch of the engine against the same epoch through `baseline`.
+
+`python -m bench.e2e --data PATH [--rounds R] [--warmup-steps W] [train options]` prints one
+JSON line. Same dataset split, model architecture, resolution, batch size and machine, in
+the same process, epochs alternating (engine, baseline, baseline, engine, ...):
+
+- engine: the loader `--loader` picks (auto: tensor/nvjpeg/dali), the engine's Trainer step
+  (device accumulators, fused optimizer, channels_last, plus whatever --amp/--compile/
+  --cuda-graph ask for);
+- baseline: the `baseline` loader (PIL Dataset + torchvision transforms + DataLoader) and the
+  loop users write today: contiguous model, Adam, fp32, eager, `loss.item()` every step.
+
+Reported: images/s of each (median over rounds), their ratio, and one-off setup seconds
+(the engine's decode into memory, compile warm-up) with a ratio that charges setup to a
+single epoch, so a one-epoch run is not flattered.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import sys
+import time
+
+import torch
+from torch import nn
+
+from bench.record import environment, interleaved, print_line, split_options, sync
+from engine.config import Config, ConfigError, parse_args
+from engine.env import pick_device, seed_everything, setup_logging
+from engine.loop import Trainer
+from loaders import base as loaders
+from loaders.datasets import Dataset, load_dataset
+from models.registry import build_model
+
+log = logging.getLogger("medtrain.bench")
+
+
+class EnginePipeline:
+    def __init__(self, ds: Dataset, cfg: Config, device: torch.device, warmup_steps: int):
+        t0 = time.perf_counter()
+        self.name, self.why = loaders.resolve(cfg.data.loader, ds, device)
+        sampler = loaders.make_sampler(ds, cfg, device)
+        self.loader = loaders.build(self.name, ds, "train", cfg, device, train=True, sampler=sampler)
+        model = build_model(cfg.model.name, ds.num_classes, cfg.data.image_size, dropout=cfg.model.dropout).to(device)
+        self.trainer = Trainer(model, cfg, device, ds.num_classes, self.loader.steps)
+        self.device, self.epoch_index = device, 0
+        self._warmup(warmup_steps)  # compile and autotune belong to setup, not to the epoch
+        sync(device)
+        self.setup_seconds = time.perf_counter() - t0
+
+    def _warmup(self, steps: int) -> None:
+        if steps <= 0:
+            return
+        for step, (images, labels) in enumerate(self.loader):
+            self.trainer.train_step(images, labels)
+            if step + 1 >= steps:
+                break
+
+    def epoch(self) -> int:
+        self.loader.set_epoch(self.epoch_index)
+        self.epoch_index += 1
+        self.trainer.reset_accumulators()
+        for images, labels in self.loader:
+            self.trainer.train_step(images, labels)
+        return self.trainer.read_accumulators()["seen"]  # sync point: epoch end
+
+
+class BaselinePipeline:
+    """What users write today, on the same data and model: the yardstick."""
+
+    def __init__(self, ds: Dataset, cfg: Config, device: torch.device, warmup_steps: int):
+        t0 = time.perf_counter()
+        cfg = copy.deepcopy(cfg)
+        cfg.data.loader, cfg.train.amp, cfg.train.compile, cfg.train.cuda_graph = "baseline", False, False, False
+        if not loaders.available("baseline"):
+            raise ConfigError("the baseline loader (loaders/baseline.py) is not available in this checkout")
+        self.loader = loaders.build("baseline", ds, "train", cfg, device, train=True,
+                                    sampler=loaders.make_sampler(ds, cfg, device))
+        model = build_model(cfg.model.name, ds.num_classes, cfg.data.image_size, dropout=cfg.model.dropout)
+        self.model = model.to(device, memory_format=torch.contiguous_format)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.optim.lr)
+        self.criterion = nn.CrossEntropyLoss()
+        self.device, self.epoch_index = device, 0
+        self._run(warmup_steps)
+        sync(device)
+        self.setup_seconds = time.perf_counter() - t0
+
+    def _run(self, max_steps: int | None) -> int:
+        if max_steps is not None and max_steps <= 0:
+            return 0
+        self.model.train()
+        seen, running = 0, 0.0
+        for step, (images, labels) in enumerate(self.loader):
+            self.optimizer.zero_grad()
+            loss = self.criterion(self.model(images), labels)
+            loss.backward()
+            self.optimizer.step()
+            running += loss.item()  # the per-step host sync users write to log a running loss
+            seen += len(labels)
+            if max_steps is not None and step + 1 >= max_steps:
+                break
+        return seen
+
+    def epoch(self) -> int:
+        self.loader.set_epoch(self.epoch_index)
+        self.epoch_index += 1
+        return self._run(None)
+
+
+def prepare(cfg: Config, warmup_steps: int = 2) -> tuple[Dataset, EnginePipeline, BaselinePipeline, torch.device]:
+    """Both pipelines on one dataset split, warmed up and ready to time."""
+    device = pick_device(cfg)
+    seed_everything(cfg.train.seed, cfg.train.deterministic)
+    ds = load_dataset(cfg.data, seed=cfg.train.seed)
+    if cfg.data.image_size == 0:
+        cfg.data.image_size = ds.native_size
+    return ds, EnginePipeline(ds, cfg, device, warmup_steps), BaselinePipeline(ds, cfg, device, warmup_steps), device
+
+
+def summarize(cfg: Config, ds: Dataset, engine: EnginePipeline, baseline: BaselinePipeline,
+              timed: dict[str, dict], warmup_steps: int) -> dict:
+    e, b = timed["engine"]["images_per_second"], timed["baseline"]["images_per_second"]
+    n = len(ds.train)
+    # A one-epoch run pays the one-off setup too (the engine's decode into memory, compile).
+    one_epoch = {k: n / (n / timed[k]["images_per_second"] + p.setup_seconds)
+                 for k, p in (("engine", engine), ("baseline", baseline))}
+    return {
+        "benchmark": "e2e_epoch", **environment(engine.device),
+        "config": {"data": cfg.data.path, "dataset": ds.name, "train_images": n, "model": cfg.model.name,
+                   "image_size": cfg.data.image_size, "batch_size": cfg.data.batch_size,
+                   "rounds": len(timed["engine"]["rounds"]), "warmup_steps": warmup_steps,
+                   "engine_loader": engine.name, "engine_loader_reason": engine.why, "amp": cfg.train.amp,
+                   "amp_dtype": cfg.train.amp_dtype, "compile": cfg.train.compile, "cuda_graph": cfg.train.cuda_graph,
+                   "workers": cfg.data.workers,
+                   "baseline": "baseline loader, contiguous model, Adam, fp32 eager, loss.item() per step"},
+        "images_per_second": {"engine": e, "baseline": b},
+        "rounds_images_per_second": {k: v["rounds"] for k, v in timed.items()},
+        "setup_seconds": {"engine": engine.setup_seconds, "baseline": baseline.setup_seconds},
+        "ratios": {"engine_vs_baseline": e / b,
+                   "engine_vs_baseline_one_epoch_with_setup": one_epoch["engine"] / one_epoch["baseline"]},
+    }
+
+
+def compare(cfg: Config, rounds: int = 1, warmup_steps: int = 2) -> dict:
+    """Time `rounds` epochs of each pipeline, alternating, and summarize."""
+    ds, engine, baseline, device = prepare(cfg, warmup_steps)
+    timed = interleaved({"engine": engine.epoch, "baseline": baseline.epoch}, rounds, device)
+    return summarize(cfg, ds, engine, baseline, timed, warmup_steps)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        own, rest = split_options(argv, {"rounds": 1, "warmup_steps": 2})
+        cfg = parse_args(rest)
+        cfg.train.progress = "off"
+        setup_logging()
+        result = compare(cfg, own["rounds"], own["warmup_steps"])
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print_line(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

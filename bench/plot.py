@@ -1,0 +1,111 @@
+"""Figures for the README: a markdown table and a bar chart of speed-up ratios.
+
+`python -m bench.plot FILE... [--md OUT.md] [--png OUT.png]` reads pytest-benchmark JSON
+or bench CLI results (bench/results/*.json) and writes the table (stdout unless --md) and
+a horizontal bar chart of every ratio on a log scale, one colour per device kind.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bench.compare import BadInput, load
+
+
+def _cfg(c: dict, *keys: str) -> str:
+    return " ".join(f"{k}={c[k]}" for k in keys if k in c and c[k] not in (None, "", False))
+
+
+def rows(info: dict) -> list[tuple[str, str, str, str]]:
+    """(benchmark, device, configuration, figure) rows for one result."""
+    kind, device = info.get("device_kind", "?"), info.get("device", "?")
+    c, bench = info.get("config", {}), info.get("benchmark", "")
+    where = f"{device}"
+    if bench == "e2e_epoch":
+        ips, setup = info["images_per_second"], info.get("setup_seconds", {})
+        return [(f"end-to-end epoch, {c.get('dataset')} {c.get('model')}@{c.get('image_size')}px", where,
+                 _cfg(c, "batch_size", "engine_loader", "amp", "compile", "cuda_graph", "train_images"),
+                 f"engine {ips['engine']:.0f} img/s vs baseline {ips['baseline']:.0f} img/s = "
+                 f"**{info['ratios']['engine_vs_baseline']:.2f}x** (with one-off setup "
+                 f"{setup.get('engine', 0):.0f} s charged to one epoch: "
+                 f"{info['ratios']['engine_vs_baseline_one_epoch_with_setup']:.2f}x)")]
+    if bench == "time_to_accuracy":
+        target = info["target_test_accuracy"]
+        if info["reached"]:
+            fig = f"**{info['seconds_to_target']:.1f} s** of training to {target} test accuracy ({info['epochs_to_target']} epochs)"
+        else:
+            last = info["curve"][-1] if info["curve"] else {"train_seconds": 0, "epoch": 0}
+            fig = (f"not reached: best test accuracy {info['best_test_accuracy']:.3f} after {last['train_seconds']:.0f} s "
+                   f"({last['epoch']} epochs)")
+        return [(f"time to accuracy, {c.get('dataset')} {c.get('model')}@{c.get('image_size')}px", where,
+                 _cfg(c, "preset", "batch_size", "epochs", "lr", "amp", "compile", "loader"), fig)]
+    if bench == "profile":
+        u = info.get("utilisation", {})
+        what = "GPU" if info.get("gpu") else "CPU"
+        util = f"{u['utilisation_mean']:.0f}% mean {what} utilisation" if "utilisation_mean" in u else "no utilisation samples"
+        return [(f"profile, {c.get('dataset')} {c.get('model')}@{c.get('image_size')}px", where,
+                 _cfg(c, "batch_size", "loader", "amp", "compile", "cuda_graph"),
+                 f"{info['images_per_second']:.0f} img/s, {util}, data wait {100 * info['data_wait_share']:.0f}%")]
+    name = bench or info.get("name", "result")
+    return [(f"{name}: {key}", where, _cfg(c, "model", "image_size", "batch_size", "loader"), f"**{value:.2f}x**")
+            for key, value in info.get("ratios", {}).items()] or [(name, where, kind, "")]
+
+
+def table(files: list[str]) -> tuple[str, list[tuple[str, str, float]]]:
+    lines = ["| benchmark | device | configuration | figure |", "|---|---|---|---|"]
+    bars = []
+    for path in files:
+        for bench in load(path, require_ratios=False)["benchmarks"]:
+            info = bench.get("extra_info") or {}
+            for row in rows(info):
+                lines.append("| " + " | ".join(cell.replace("|", "/") for cell in row) + " |")
+            for key, value in info.get("ratios", {}).items():
+                bars.append((f"{bench['name']}.{key}", info.get("device_kind", "?"), float(value)))
+    return "\n".join(lines) + "\n", bars
+
+
+def plot(bars: list[tuple[str, str, float]], out: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = sorted({k for _, k, _ in bars})
+    colours = dict(zip(kinds, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    fig, ax = plt.subplots(figsize=(9, 0.35 * len(bars) + 1.2))
+    ax.barh(range(len(bars)), [v for _, _, v in bars], color=[colours[k] for _, k, _ in bars])
+    ax.set_yticks(range(len(bars)), [n.replace("test_", "") for n, _, _ in bars], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.axvline(1.0, color="black", lw=0.8)
+    ax.set_xlabel("speed-up ratio (higher is better; 1 = same speed)")
+    for k in kinds:
+        ax.bar(0, 0, color=colours[k], label=k)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.plot", description=__doc__.split("\n")[0])
+    ap.add_argument("files", nargs="+", help="bench/results/*.json")
+    ap.add_argument("--md", help="write the markdown table here (default: stdout)")
+    ap.add_argument("--png", help="write the ratio bar chart here")
+    args = ap.parse_args(argv)
+    try:
+        md, bars = table(args.files)
+    except BadInput as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.md:
+        Path(args.md).write_text(md)
+    else:
+        print(md, end="")
+    if args.png and bars:
+        plot(bars, Path(args.png))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

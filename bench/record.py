@@ -1,0 +1,146 @@
+"""What every benchmark figure carries: device, versions, command, config; and fair timing.
+
+Absolute times on a shared machine drift 20-40% between repeats, so benchmarks that compare
+two things (engine vs baseline, compiled vs eager) time them in alternating rounds inside one
+process and report the ratio of medians: drift hits both sides of a ratio alike.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from engine.env import versions
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def device_kind(device: torch.device | str | None = None) -> str:
+    """Short key naming the class of machine a figure belongs to: 'cpu' or e.g. 'nvidia-h100'."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type != "cuda":
+        return "cpu"
+    name = torch.cuda.get_device_name(device).lower()
+    for kind in ("h200", "h100", "a100", "l40s", "l4", "a10g", "v100", "t4"):
+        if kind in name:
+            return f"nvidia-{kind}"
+    return "nvidia-" + name.replace("nvidia", "").strip().split()[0]
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
+def environment(device: torch.device | str | None = None) -> dict:
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
+        f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+    return {"device": name, "device_kind": device_kind(device), "versions": versions(),
+            "host": platform.node(), "commit": git_commit(), "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def sync(device: torch.device) -> None:
+    # Sync point: a timer may only stop once the device has finished the work it times.
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class RoundTimer:
+    """Times each variant once per `round()`, alternating the order; a variant returns images done."""
+
+    def __init__(self, variants: dict[str, Callable[[], int]], device: torch.device):
+        self.variants, self.device, self.rounds = variants, device, 0
+        self.per_round: dict[str, list[float]] = {n: [] for n in variants}
+
+    def round(self) -> None:
+        names = list(self.variants)
+        for name in (names if self.rounds % 2 == 0 else names[::-1]):  # neither side always goes first
+            sync(self.device)
+            t0 = time.perf_counter()
+            images = self.variants[name]()
+            sync(self.device)
+            self.per_round[name].append(images / max(time.perf_counter() - t0, 1e-9))
+        self.rounds += 1
+
+    def results(self) -> dict[str, dict]:
+        """Per variant: images/s of every round and their median."""
+        return {n: {"rounds": v, "images_per_second": statistics.median(v)} for n, v in self.per_round.items()}
+
+
+def interleaved(variants: dict[str, Callable[[], int]], rounds: int, device: torch.device) -> dict[str, dict]:
+    timer = RoundTimer(variants, device)
+    for _ in range(rounds):
+        timer.round()
+    return timer.results()
+
+
+def attach(benchmark, result: dict, tolerances: dict | None = None) -> dict:
+    """Put a result (device, versions, config, figures, ratios) into pytest-benchmark's JSON.
+
+    `tolerances` (ratio name -> allowed fall) widens the compare guard for a noisy ratio.
+    """
+    benchmark.extra_info.update(result)
+    if tolerances:
+        benchmark.extra_info["tolerances"] = tolerances
+    return result
+
+
+def write_json(path: str | Path, payload: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def print_line(payload: dict) -> None:
+    """The CLIs' contract: one JSON line on stdout (logs go to stderr)."""
+    print(json.dumps(payload, sort_keys=True, default=str), flush=True)
+
+
+def split_options(argv: list[str], own: dict[str, object]) -> tuple[dict, list[str]]:
+    """Take this tool's own `--name value` options out of argv; the rest are train options.
+
+    `own` maps option name to its default; the default's type converts the value (a bool
+    option is a bare flag). Unknown options are left for `engine.config.parse_args`, which
+    rejects them with a suggestion.
+    """
+    from engine.config import ConfigError
+
+    values, rest, i = dict(own), [], 0
+    while i < len(argv):
+        key, eq, inline = argv[i][2:].partition("=") if argv[i].startswith("--") else ("", "", "")
+        name = key.replace("-", "_")
+        if name not in own:
+            rest.append(argv[i])
+            i += 1
+            continue
+        default = own[name]
+        if isinstance(default, bool):
+            values[name], i = (inline.lower() not in ("0", "false", "no", "off")) if eq else True, i + 1
+            continue
+        if eq:
+            raw, i = inline, i + 1
+        elif i + 1 < len(argv):
+            raw, i = argv[i + 1], i + 2
+        else:
+            raise ConfigError(f"--{key} needs a value")
+        try:
+            values[name] = type(default)(raw) if default is not None else raw
+        except ValueError:
+            raise ConfigError(f"--{key} expects {type(default).__name__}, got {raw!r}") from None
+    return values, rest

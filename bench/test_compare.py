@@ -1,0 +1,58 @@
+"""The regression guard itself: the committed reference passes, a 30%-slower copy fails."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import compare
+
+REFERENCE = compare.RESULTS / "reference-cpu.json"
+
+
+def fake(ratio: float, tolerance: float | None = None) -> dict:
+    info = {"device_kind": "cpu", "ratios": {"engine_vs_baseline": ratio}}
+    if tolerance is not None:
+        info["tolerances"] = {"engine_vs_baseline": tolerance}
+    return {"benchmarks": [{"name": "test_x", "extra_info": info}]}
+
+
+@pytest.mark.ci
+def test_committed_reference_passes_and_doctored_fails(tmp_path):
+    reference = compare.load(REFERENCE)
+    assert compare.ratios(reference), "the committed CPU reference holds no ratios"
+    assert compare.compare(reference, reference)[0]
+    slow = tmp_path / "slow.json"
+    assert compare.main([str(REFERENCE), "--doctor", "0.3", "-o", str(slow)]) == 0
+    assert compare.main([str(slow), "--reference", str(REFERENCE)]) == 1
+    assert compare.main([str(REFERENCE)]) == 0  # default reference chosen by device kind
+
+
+@pytest.mark.ci
+@pytest.mark.parametrize("new, expected", [(3.0, True), (2.3, True), (2.24, False), (10.0, True)])
+def test_tolerance_is_one_sided(new, expected):
+    assert compare.compare(fake(new), fake(3.0))[0] is expected  # 25%: 3.0 -> floor 2.25
+
+
+@pytest.mark.ci
+def test_reference_tolerance_overrides_default():
+    assert compare.compare(fake(1.5), fake(3.0, tolerance=0.6))[0]
+    assert not compare.compare(fake(1.1), fake(3.0, tolerance=0.6))[0]
+
+
+@pytest.mark.ci
+def test_missing_ratio_fails_and_bad_input_is_exit_2(tmp_path):
+    empty = {"benchmarks": [{"name": "test_x", "extra_info": {"device_kind": "cpu", "ratios": {}}}]}
+    assert not compare.compare(empty, fake(3.0))[0]
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert compare.main([str(bad)]) == 2
+    assert compare.main([str(tmp_path / "absent.json")]) == 2
+
+
+@pytest.mark.ci
+def test_cli_json_lines_are_accepted(tmp_path):
+    lines = tmp_path / "lines.jsonl"
+    lines.write_text("\n".join(json.dumps({"benchmark": f"b{i}", "device_kind": "cpu", "ratios": {"r": 2.0}})
+                               for i in range(2)))
+    assert compare.ratios(compare.load(lines)) == {"b0.r": 2.0, "b1.r": 2.0}

@@ -1,0 +1,45 @@
+"""End-to-end epoch: the engine against the `baseline` pipeline, same data/model/machine/run."""
+from __future__ import annotations
+
+import pytest
+
+from bench import e2e
+from bench.record import RoundTimer, attach
+from engine.config import parse_args
+
+
+def run_e2e(benchmark, argv: list[str], rounds: int, warmup_steps: int = 2) -> dict:
+    cfg = parse_args(argv + ["--train.progress", "off"])
+    ds, engine, baseline, device = e2e.prepare(cfg, warmup_steps)
+    timer = RoundTimer({"engine": engine.epoch, "baseline": baseline.epoch}, device)
+    # pytest-benchmark's stats time one round (an engine epoch plus a baseline epoch);
+    # the guarded figures are the per-pipeline medians and their ratio in extra_info.
+    benchmark.pedantic(timer.round, rounds=rounds, iterations=1)
+    return attach(benchmark, e2e.summarize(cfg, ds, engine, baseline, timer.results(), warmup_steps))
+
+
+@pytest.mark.ci
+def test_e2e_synthetic_cpu(benchmark):
+    """CI: a pipeline-bound pair (pixel MLP) on the embedded synthetic JPEGs, 3 alternating rounds."""
+    result = run_e2e(benchmark, ["--data", "synthetic", "--data.synthetic_count", "800", "--model", "mlp",
+                                 "--batch-size", "64", "--device", "cpu", "--workers", "2"], rounds=3)
+    assert result["images_per_second"]["engine"] > 0 and result["images_per_second"]["baseline"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["mlp", "seedcnn"])
+def test_e2e_ham224_cpu(benchmark, ham_dir, model):
+    """Acceptance 1 on the CPU: HAM10000 at 224 px, one epoch each; mlp is pipeline-bound, seedcnn model-bound."""
+    argv = ["--data", str(ham_dir), "--image-size", "224", "--model", model, "--batch-size", "64", "--device", "cpu"]
+    if model == "seedcnn":
+        argv += ["--data.max_samples", "1200"]  # a model-bound epoch at 224 px costs minutes on 2 cores
+    result = run_e2e(benchmark, argv, rounds=1)
+    assert result["config"]["image_size"] == 224
+
+
+@pytest.mark.gpu
+def test_e2e_ham224_gpu(benchmark, ham_dir):
+    """Acceptance 3: ResNet-50 AMP channels-last, engine loader (nvjpeg/tensor) vs baseline, 2 rounds."""
+    result = run_e2e(benchmark, ["--data", str(ham_dir), "--image-size", "224", "--model", "resnet50", "--amp",
+                                 "--batch-size", "256", "--device", "cuda"], rounds=2, warmup_steps=5)
+    assert result["ratios"]["engine_vs_baseline"] > 1

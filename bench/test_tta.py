@@ -1,0 +1,35 @@
+"""Time to 0.75 test accuracy on DermaMNIST-28 (training seconds; evaluation not counted)."""
+from __future__ import annotations
+
+import pytest
+
+from bench import tta
+from bench.record import attach
+from engine.config import parse_args
+
+TARGET = 0.75
+
+
+def run_tta(benchmark, argv: list[str], max_seconds: float, warmup_steps: int) -> dict:
+    cfg = parse_args(argv + ["--train.progress", "off"])
+    holder = {}
+    benchmark.pedantic(lambda: holder.update(tta.time_to_accuracy(cfg, TARGET, max_seconds, warmup_steps)),
+                       rounds=1, iterations=1)
+    return attach(benchmark, holder)
+
+
+@pytest.mark.slow
+def test_tta_dermamnist_cpu(benchmark, dermamnist_npz):
+    """CPU figure: the seed CNN, the cheapest model that clears 0.75 here; capped at 10 minutes."""
+    result = run_tta(benchmark, ["--data", str(dermamnist_npz), "--model", "seedcnn", "--batch-size", "128",
+                                 "--epochs", "12", "--lr", "3e-3", "--schedule.name", "onecycle",
+                                 "--device", "cpu"], max_seconds=600, warmup_steps=0)
+    assert result["curve"], "no epoch finished"
+
+
+@pytest.mark.gpu
+def test_tta_dermamnist_gpu(benchmark, dermamnist_npz):
+    """Acceptance 3: the dermamnist preset (ResNet-18 at 28 px) with AMP; target under 10 s of training."""
+    result = run_tta(benchmark, ["--preset", "dermamnist", "--data", str(dermamnist_npz), "--amp",
+                                 "--batch-size", "512", "--lr", "4e-3", "--device", "cuda"], max_seconds=120, warmup_steps=3)
+    assert result["reached"], f"best test accuracy {result['best_test_accuracy']:.3f} < {TARGET}"

@@ -1,0 +1,110 @@
+"""Time to accuracy: training seconds until the test accuracy first reaches a target.
+
+`python -m bench.tta --data PATH [--target 0.75] [--max-seconds S] [--warmup-steps W]
+[train options]` prints one JSON line. The test split is evaluated after every epoch
+(evaluation time is not counted; the stopping rule reads test accuracy as airbench and
+MLPerf's time-to-quality do). Warm-up steps (compile, cuDNN autotune) run first and are
+undone by restoring the initial state, so the clock measures training, not compilation;
+their cost is reported as `warmup_seconds`. The learning-rate schedule spans `--epochs`,
+so a run that reaches the target early still followed its full schedule's shape so far.
+"""
+from __future__ import annotations
+
+import copy
+import sys
+import time
+
+import torch
+
+from bench.record import environment, print_line, split_options, sync
+from engine.config import Config, ConfigError, parse_args
+from engine.env import pick_device, seed_everything, setup_logging
+from engine.loop import Trainer
+from loaders import base as loaders
+from loaders.datasets import load_dataset
+from models.registry import build_model
+
+
+def _warmup(trainer: Trainer, loader, steps: int, device: torch.device) -> float:
+    if steps <= 0:
+        return 0.0
+    initial = copy.deepcopy(trainer.state_dict())
+    rng = torch.get_rng_state()
+    t0 = time.perf_counter()
+    for step, (images, labels) in enumerate(loader):
+        trainer.train_step(images, labels)
+        if step + 1 >= steps:
+            break
+    sync(device)
+    seconds = time.perf_counter() - t0
+    trainer.load_state_dict(initial)  # back to the untouched model: only the caches stay warm
+    torch.set_rng_state(rng)
+    return seconds
+
+
+def time_to_accuracy(cfg: Config, target: float = 0.75, max_seconds: float = 0.0, warmup_steps: int = 0) -> dict:
+    device = pick_device(cfg)
+    seed_everything(cfg.train.seed, cfg.train.deterministic)
+    ds = load_dataset(cfg.data, seed=cfg.train.seed)
+    if cfg.data.image_size == 0:
+        cfg.data.image_size = ds.native_size
+    name, why = loaders.resolve(cfg.data.loader, ds, device)
+    train_loader = loaders.build(name, ds, "train", cfg, device, train=True, sampler=loaders.make_sampler(ds, cfg, device))
+    test_loader = loaders.build(name, ds, "test", cfg, device, train=False)
+    model = build_model(cfg.model.name, ds.num_classes, cfg.data.image_size, dropout=cfg.model.dropout,
+                        pretrained=cfg.model.pretrained).to(device)
+    trainer = Trainer(model, cfg, device, ds.num_classes, train_loader.steps)
+    warmup_seconds = _warmup(trainer, train_loader, warmup_steps, device)
+
+    curve, train_seconds, reached = [], 0.0, None
+    for epoch in range(cfg.train.epochs):
+        train_loader.set_epoch(epoch)
+        sync(device)
+        t0 = time.perf_counter()
+        for images, labels in train_loader:
+            trainer.train_step(images, labels)
+        sync(device)
+        train_seconds += time.perf_counter() - t0
+        cm, _, _ = trainer.evaluate(test_loader)
+        accuracy = float(cm.diagonal().sum() / cm.sum().clamp(min=1))  # sync point: epoch end
+        curve.append({"epoch": epoch + 1, "train_seconds": train_seconds, "test_accuracy": accuracy})
+        if accuracy >= target and reached is None:
+            reached = curve[-1]
+            break
+        if max_seconds and train_seconds >= max_seconds:
+            break
+    best = max(c["test_accuracy"] for c in curve)
+    return {
+        "benchmark": "time_to_accuracy", **environment(device),
+        "config": {"data": cfg.data.path, "dataset": ds.name, "model": cfg.model.name, "image_size": cfg.data.image_size,
+                   "batch_size": cfg.data.batch_size, "epochs": cfg.train.epochs, "lr": cfg.optim.lr,
+                   "schedule": cfg.schedule.name, "amp": cfg.train.amp, "compile": cfg.train.compile,
+                   "cuda_graph": cfg.train.cuda_graph, "loader": name, "loader_reason": why, "preset": cfg.run.preset,
+                   "warmup_steps": warmup_steps, "max_seconds": max_seconds, "seed": cfg.train.seed},
+        "target_test_accuracy": target,
+        "reached": reached is not None,
+        "seconds_to_target": reached["train_seconds"] if reached else None,
+        "epochs_to_target": reached["epoch"] if reached else None,
+        "best_test_accuracy": best,
+        "warmup_seconds": warmup_seconds,
+        "curve": curve,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        own, rest = split_options(argv, {"target": 0.75, "max_seconds": 0.0, "warmup_steps": 0})
+        cfg = parse_args(rest)
+        cfg.train.progress = "off"
+        setup_logging()
+        result = time_to_accuracy(cfg, own["target"], own["max_seconds"], own["warmup_steps"])
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print_line(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
