@@ -84,7 +84,7 @@ def restore(checkpoint_dir: str, device: str = "auto") -> Restored:
     return Restored(model.to(dev).eval(), classes, cfg, saved["image_size"], saved["model_name"], dev)
 
 
-def _concat(parts: list[Split]) -> Split:
+def concat_splits(parts: list[Split]) -> Split:
     def join(attr):
         values = [getattr(p, attr) for p in parts]
         if any(v is None for v in values):
@@ -102,7 +102,7 @@ def load_checked(restored: Restored, data_path: str, split: str) -> tuple[Datase
         raise ConfigError(f"--data {data_path}: classes {ds.classes} do not match the checkpoint's "
                           f"{restored.classes}; evaluate only on data with the same classes in the same order")
     names = ("train", "val", "test") if split == "all" else (split,)
-    rows = _concat([ds.split(n) for n in names])
+    rows = concat_splits([ds.split(n) for n in names])
     row_split = [n for n in names for _ in range(len(ds.split(n)))]
     return with_splits(ds, ds.train, ds.val, rows), row_split
 

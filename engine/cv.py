@@ -1,0 +1,140 @@
+"""`python -m engine.cv --folds K [train options]`: K-fold cross-validation.
+
+All images (the dataset's train, val and test together) are dealt into K folds, stratified
+by class and grouped by lesion/patient when the data has a group column (loaders/splits.py
+`k_folds`): no lesion is ever in two folds. Fold i tests on fold i and trains on the rest,
+holding out a grouped, stratified `--data.val_fraction` of it for model selection. Each
+fold is a normal run folder `OUT/fold<i>`; `OUT/cv_summary.json` and `cv_summary.md` give
+the mean and standard deviation (sample, ddof=1) of every numeric metric across folds.
+Re-running the same command skips folds that already finished.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from engine.atomic import atomic_write_json
+from engine.config import Config, ConfigError, parse_args, usage
+from engine.env import setup_logging
+from engine.inference import concat_splits
+from loaders import splits
+from loaders.datasets import Dataset, load_dataset, with_splits
+
+log = logging.getLogger("medtrain.cv")
+HEADLINE = ("test.balanced_accuracy", "test.auc_macro", "test.accuracy", "test.f1_macro", "test.ece",
+            "val.balanced_accuracy", "epochs", "wall_seconds")
+
+
+def _take_folds(argv: list[str]) -> tuple[int, list[str]]:
+    rest, folds, i = [], None, 0
+    while i < len(argv):
+        token = argv[i]
+        if token == "--folds" or token.startswith("--folds="):
+            value = token.split("=", 1)[1] if "=" in token else (argv[i + 1] if i + 1 < len(argv) else "")
+            i += 1 if "=" in token else 2
+            try:
+                folds = int(value)
+            except ValueError:
+                raise ConfigError(f"--folds expects an integer >= 2, got {value!r}") from None
+            continue
+        rest.append(token)
+        i += 1
+    if folds is None:
+        raise ConfigError("engine.cv needs --folds K (K >= 2)")
+    if folds < 2:
+        raise ConfigError(f"--folds must be >= 2; got {folds}")
+    return folds, rest
+
+
+def fold_datasets(ds: Dataset, k: int, val_fraction: float, seed: int) -> list[Dataset]:
+    """K datasets: fold i as test, a grouped stratified val carved from the other folds, the rest train."""
+    pool = concat_splits([ds.train, ds.val, ds.test])
+    folds = splits.k_folds(pool.labels, pool.groups, k, seed)
+    out = []
+    for i, test_idx in enumerate(folds):
+        rest_idx = np.sort(np.concatenate([f for j, f in enumerate(folds) if j != i]))
+        rest = pool.subset(rest_idx)
+        tr, va, _ = splits.train_val_test(rest.labels, rest.groups, val_fraction, 0.0, seed + 1 + i)
+        out.append(with_splits(ds, rest.subset(tr), rest.subset(va), pool.subset(test_idx)))
+    return out
+
+
+def summarize_folds(per_fold: list[dict]) -> dict:
+    keys = sorted({k for m in per_fold for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    summary = {}
+    for key in keys:
+        values = np.array([m[key] for m in per_fold if isinstance(m.get(key), (int, float))], np.float64)
+        summary[key] = {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                        "values": values.tolist()}
+    return summary
+
+
+def _markdown(summary: dict, k: int, cfg: Config, group_note: str) -> str:
+    lines = [f"# {k}-fold cross-validation", "", f"data `{cfg.data.path}`, model `{cfg.model.name}`, "
+             f"{str(cfg.data.image_size) + ' px' if cfg.data.image_size else 'native size'}, seed {cfg.train.seed}; folds {group_note}.", "",
+             "| metric | mean | std | per fold |", "|---|---|---|---|"]
+    for key in [k for k in HEADLINE if k in summary] + [k for k in summary if k.startswith("test.") and k not in HEADLINE]:
+        s = summary[key]
+        lines.append(f"| {key} | {s['mean']:.4f} | {s['std']:.4f} | " + ", ".join(f"{v:.4f}" for v in s["values"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def cross_validate(k: int, cfg: Config) -> dict:
+    from engine.runner import train  # heavy imports only after the arguments are valid
+    if cfg.run.resume:
+        raise ConfigError("engine.cv: --resume is not a cv option; re-run the same command to finish missing folds")
+    root = Path(cfg.run.out or f"runs/cv-{datetime.now():%Y%m%d-%H%M%S}")
+    ds = load_dataset(cfg.data, seed=cfg.train.seed)
+    group_note = "grouped by " + ("the dataset's lesion/patient column" if ds.train.groups is not None else
+                                  "image (no group column)") + ", stratified by class"
+    per_fold = []
+    for i, fold_ds in enumerate(fold_datasets(ds, k, cfg.data.val_fraction, cfg.train.seed)):
+        fold_cfg = Config.from_dict(cfg.to_dict())
+        fold_cfg.run.out = str(root / f"fold{i}")
+        done = Path(fold_cfg.run.out) / "metrics.json"
+        if done.exists():
+            log.info("fold %d/%d already finished: %s", i + 1, k, done)
+            per_fold.append(json.loads(done.read_text()))
+            continue
+        log.info("fold %d/%d: train/val/test %d/%d/%d", i + 1, k, len(fold_ds.train), len(fold_ds.val), len(fold_ds.test))
+        metrics = train(fold_cfg, dataset=fold_ds)
+        if metrics is None:
+            raise KeyboardInterrupt  # stopped by a signal: the finished folds are kept
+        per_fold.append(metrics)
+    summary = {"folds": k, "grouping": group_note, "fold_sizes": [int(m.get("test.n", 0)) for m in per_fold],
+               "metrics": summarize_folds(per_fold)}
+    atomic_write_json(root / "cv_summary.json", summary)
+    (root / "cv_summary.md").write_text(_markdown(summary["metrics"], k, cfg, group_note))
+    for key in ("test.balanced_accuracy", "test.auc_macro", "test.accuracy"):
+        s = summary["metrics"].get(key)
+        if s:
+            print(f"cv {key}: {s['mean']:.4f} ± {s['std']:.4f} over {k} folds")
+    print(f"-> {root}/cv_summary.md")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "-h" in argv or "--help" in argv:
+        print("usage: python -m engine.cv --folds K [train options]\n\n" + usage())
+        return 0
+    setup_logging()
+    try:
+        k, rest = _take_folds(argv)
+        cross_validate(k, parse_args(rest))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished folds are kept; re-run the same command to continue", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
