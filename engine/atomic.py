@@ -1,7 +1,8 @@
 """Atomic writes: a temp file in the same folder, fsync, then rename over the target.
 
-A crash or `kill -9` mid-write leaves the previous file intact; a full disk raises a clear
-`OSError` and also leaves it intact.
+A crash or `kill -9` mid-write leaves the previous file intact (its temp file, named after
+the writer's pid, is removed by the next write once that pid is gone); a full disk raises a
+`WriteError` (an `OSError`) naming the file, and also leaves the previous one intact.
 """
 from __future__ import annotations
 
@@ -11,22 +12,59 @@ import tempfile
 from pathlib import Path
 
 
+class WriteError(OSError):
+    """A failed write (full disk, quota, read-only folder): one line naming the file and what was kept."""
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def _write_error(exc: OSError, path: Path, existed: bool, verb: str = "write") -> WriteError:
+    kept = ("earlier lines are kept" if verb == "append to" else f"the previous {path.name} is kept") if existed \
+        else "nothing was written"
+    return WriteError(exc.errno, f"could not {verb} {path} ({exc.strerror or exc}); {kept}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but belongs to someone else
+        return True
+    return True
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Temp files of writers killed mid-write (kill -9, OOM killer): checkpoints are large."""
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+
+
 def atomic_write_bytes(path: str | Path, write) -> None:
     """`write(fileobj)` fills a temp file that then replaces `path` in one rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError) and not isinstance(exc, WriteError):
+            raise _write_error(exc, path, path.exists()) from None
         raise
 
 
@@ -37,10 +75,15 @@ def atomic_write_json(path: str | Path, obj) -> None:
 
 def append_jsonl(path: str | Path, obj) -> None:
     """One line per call; a torn last line from a crash is tolerated by `read_jsonl`."""
-    with open(path, "a") as fh:
-        fh.write(json.dumps(obj, sort_keys=True, default=str) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    path = Path(path)
+    existed = path.exists()
+    try:
+        with open(path, "a") as fh:
+            fh.write(json.dumps(obj, sort_keys=True, default=str) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        raise _write_error(exc, path, existed, "append to") from None
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

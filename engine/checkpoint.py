@@ -24,10 +24,7 @@ def save(run_dir: str | Path, payload: dict) -> Path:
     buf = io.BytesIO()
     torch.save(payload, buf)  # serialise first: a failure here never touches the old file
     path = Path(run_dir) / NAME
-    try:
-        atomic_write_bytes(path, lambda fh: fh.write(buf.getbuffer()))
-    except OSError as exc:
-        raise OSError(exc.errno, f"could not write {path} ({exc.strerror}); the previous checkpoint is kept") from None
+    atomic_write_bytes(path, lambda fh: fh.write(buf.getbuffer()))  # a full disk: WriteError, old file kept
     return path
 
 

@@ -10,6 +10,7 @@ import copy
 import logging
 import signal
 import time
+import traceback
 from datetime import datetime
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from engine.metrics import summarize
 from engine.progress import progress
 from loaders import base as loaders
 from loaders.datasets import load_dataset
+from loaders.tabular import attach_metadata
+from models.metadata import fuse
 from models.registry import build_model
 
 log = logging.getLogger("medtrain.train")
@@ -73,7 +76,24 @@ def _class_histogram(loader, num_classes: int) -> list[int]:
 def train(cfg: Config, dataset=None) -> dict | None:
     """One run; under torchrun one rank of it (a failed peer becomes `distributed.PeerLost`)."""
     with distributed.guard():
-        return _train(cfg, dataset)
+        try:
+            return _train(cfg, dataset)
+        except torch.OutOfMemoryError as exc:
+            raise ConfigError(_out_of_memory_advice(cfg, exc)) from None
+
+
+def _out_of_memory_advice(cfg: Config, exc: BaseException) -> str:
+    """One line naming the batch size to try; the checkpoint of the last finished epoch is kept."""
+    in_eval = any(frame.name == "evaluate" for frame in traceback.extract_tb(exc.__traceback__))
+    size = (cfg.data.eval_batch_size or cfg.data.batch_size) if in_eval else cfg.data.batch_size
+    where = "evaluating" if in_eval else "training"
+    if size <= 1:
+        return (f"out of device memory {where} {cfg.model.name} at batch size 1, {cfg.data.image_size} px; "
+                "try a smaller --image-size or --model")
+    flag = "--data.eval_batch_size" if in_eval else "--batch-size"
+    amp = "" if cfg.train.amp or in_eval else " (or add --amp)"
+    return (f"out of device memory {where} {cfg.model.name} at batch size {size}, {cfg.data.image_size} px; "
+            f"try {flag} {size // 2}{amp}")
 
 
 def _train(cfg: Config, dataset=None) -> dict | None:
@@ -96,6 +116,11 @@ def _train(cfg: Config, dataset=None) -> dict | None:
     # -- data ----------------------------------------------------------------------------------
     # engine.cv passes each fold's splits in; everything else reads the data named by the config.
     ds = dataset if dataset is not None else load_dataset(cfg.data, seed=cfg.train.seed)
+    if cfg.model.metadata:  # tabular columns joined on the image id; loaders then yield meta too
+        ds, meta_names = attach_metadata(ds, cfg.model.metadata)
+        log.info("metadata fusion: %d features from %s", len(meta_names), cfg.model.metadata)
+        if cfg.train.cuda_graph:
+            raise ConfigError("--model.metadata with --cuda-graph is not supported yet; drop one of them")
     name, why = loaders.resolve(cfg.data.loader, ds, device)
     log.info("dataset %s: %d classes, train/val/test %d/%d/%d, native %dpx; loader %s (%s)",
              ds.name, ds.num_classes, len(ds.train), len(ds.val), len(ds.test), ds.native_size, name, why)
@@ -108,7 +133,10 @@ def _train(cfg: Config, dataset=None) -> dict | None:
 
     # -- model ---------------------------------------------------------------------------------
     model = build_model(cfg.model.name, ds.num_classes, cfg.data.image_size, dropout=cfg.model.dropout,
-                        pretrained=cfg.model.pretrained).to(device)
+                        pretrained=cfg.model.pretrained)
+    if cfg.model.metadata:
+        model = fuse(model, ds.train.meta.shape[1], ds.num_classes, dropout=cfg.model.dropout)
+    model = model.to(device)
     model = distributed.convert_sync_bn(model, cfg)
     trainer = Trainer(model, cfg, device, ds.num_classes, train_loader.steps)
     distributed.attach(trainer, cfg)  # DDP forward; the trainer keeps the bare module for state
@@ -156,8 +184,8 @@ def _train(cfg: Config, dataset=None) -> dict | None:
         t0 = time.perf_counter()
         bar = progress(total=train_loader.steps, initial=start_step, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
                        mode=cfg.train.progress if is_main else "off")
-        for step, (images, labels) in enumerate(train_loader, start=start_step):
-            trainer.train_step(images, labels)
+        for step, (images, labels, *meta) in enumerate(train_loader, start=start_step):
+            trainer.train_step(images, labels, *meta)
             bar.update(1)
             if (step + 1) % cfg.train.log_interval == 0:
                 stats = trainer.read_accumulators()  # sync point: the log interval

@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # full disk, read-only or missing folder: a fault of the machine, not of the options
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except RuntimeError as exc:  # under torchrun: a rank died or hung; one line, not a traceback
         from engine.distributed import PeerLost
         if not isinstance(exc, PeerLost):

@@ -128,3 +128,10 @@ def error_line(result: subprocess.CompletedProcess, status: int = 2) -> str:
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, result.stderr[-2000:]
     return errors[0]
+
+
+def fast_run_args(data, out) -> list[str]:
+    """A seconds-long CPU run: tiny pixel MLP, one worker, no tracking, no progress bar."""
+    return ["--data", str(data), "--out", str(out), "--model", "mlp", "--image-size", "16", "--batch-size", "8",
+            "--epochs", "1", "--device", "cpu", "--wandb", "disabled", "--train.progress", "off",
+            "--data.workers", "1", "--train.log_interval", "2"]
