@@ -49,12 +49,17 @@ def device_name(device: torch.device) -> str:
 
 def versions() -> dict:
     out = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
-    for name in ("torchvision", "triton", "nvidia.dali", "ffcv"):
-        try:
-            module = __import__(name, fromlist=["__version__"])
-            out[name.split(".")[-1]] = getattr(module, "__version__", "?")
-        except Exception:
-            pass
+    # Installed-package metadata, never an import: importing ffcv sets torch to 1 thread for the
+    # whole process (ffcv/pipeline/compiler.py), which slowed and changed the numerics of later runs.
+    from importlib import metadata
+    for key, dists in (("torchvision", ("torchvision",)), ("triton", ("triton",)),
+                       ("dali", ("nvidia-dali-cuda120", "nvidia-dali-cuda130")), ("ffcv", ("ffcv",))):
+        for dist in dists:
+            try:
+                out[key] = metadata.version(dist)
+                break
+            except metadata.PackageNotFoundError:
+                pass
     if torch.cuda.is_available():
         out["cuda"] = torch.version.cuda
     return out

@@ -1,21 +1,28 @@
 """The training step and evaluation: everything stays on the device between log intervals.
 
 Hot-loop rules (DESIGN.md): no `.item()`/`.cpu()`/printing inside a step; the learning rate
-comes from a device table indexed by a device step counter; loss, correct count and the
-non-finite flag accumulate in device tensors read by the caller at the log interval. A
-non-finite loss skips its update on the device (fused optimizers take a `found_inf` tensor).
+and EMA decay come from device tables indexed by a device step counter; loss, correct count
+and the non-finite flag accumulate in device tensors read by the caller at the log interval.
+A non-finite loss skips its update on the device: fused optimizers take a `found_inf` tensor
+and then leave weights, moments and their step count untouched. Every tensor the step writes
+is updated in place, so the same step can be captured once as a CUDA graph (engine/graphs.py)
+and replayed.
 """
 from __future__ import annotations
+
+import os
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from engine.config import Config
-from engine.schedules import Plateau, lr_multipliers
+from engine.schedules import Plateau, ema_decays, lr_multipliers
 from kernels.confusion import confusion_matrix
 
 PAD_LABEL = -1
+# Tests swap in a counting backend; users keep inductor.
+COMPILE_BACKEND = os.environ.get("MEDTRAIN_COMPILE_BACKEND", "inductor")
 
 
 def autocast_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
@@ -23,7 +30,20 @@ def autocast_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
         return None
     if cfg.train.amp_dtype == "fp16":
         return torch.float16
+    if cfg.train.amp_dtype == "auto" and not fast_bf16(device):
+        return None  # emulated bf16 (e.g. an AVX2-only CPU) runs ~10x slower than fp32
     return torch.bfloat16
+
+
+def fast_bf16(device: torch.device) -> bool:
+    """Whether bf16 math is native here: CUDA with bf16 support, or a CPU with AVX512-BF16/AMX."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def make_optimizer(model: nn.Module, cfg: Config, device: torch.device) -> torch.optim.Optimizer:
@@ -34,39 +54,92 @@ def make_optimizer(model: nn.Module, cfg: Config, device: torch.device) -> torch
     groups = [{"params": decay, "weight_decay": cfg.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     # Tensor lr on the device: the step writes it from the schedule table without a sync.
     lr = torch.tensor(cfg.optim.lr, device=device)
-    if cfg.optim.name == "sgd":
+    if cfg.optim.name == "sgd":  # SGD keeps no step count: capture needs no flag
         return torch.optim.SGD(groups, lr=lr, momentum=cfg.optim.momentum, nesterov=True, fused=True)
-    return torch.optim.AdamW(groups, lr=lr, fused=True)
+    # capturable: the step count lives on the device, which CUDA-graph capture requires.
+    return torch.optim.AdamW(groups, lr=lr, fused=True, capturable=cfg.train.cuda_graph)
 
+
+# ----------------------------------------------------------------------------- mixing
+
+class Mixer:
+    """Mixup / cutmix on the device: each sample is mixed with its mirror in the batch
+    (`flip(0)`, as timm does: no permutation to draw) by a weight lam ~ Beta(a, a) drawn from
+    the default generator, so it is saved with the RNG state and replayed by CUDA graphs.
+    With both on, each batch picks one of the two by a device coin flip."""
+
+    def __init__(self, mixup: float, cutmix: float, device: torch.device):
+        self.mixup, self.cutmix = mixup, cutmix
+        self.enabled = mixup > 0 or cutmix > 0
+        self.alphas = torch.tensor([mixup or 1.0] * 2 + [cutmix or 1.0] * 2, device=device)
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor):
+        """-> (mixed images, partner labels, lam): loss = lam * CE(y) + (1 - lam) * CE(partner)."""
+        gam = torch._standard_gamma(self.alphas)
+        lam_mix = gam[0] / (gam[0] + gam[1])
+        lam_cut = gam[2] / (gam[2] + gam[3])
+        if self.mixup > 0 and self.cutmix > 0:
+            use_cut = torch.rand((), device=images.device) < 0.5
+        else:
+            use_cut = torch.full((), self.cutmix > 0, device=images.device)
+        h, w = images.shape[-2:]
+        centre = torch.rand(2, device=images.device)
+        half = torch.sqrt(1 - lam_cut) / 2  # box side as a fraction of the image side
+        ys = (torch.arange(h, device=images.device) + 0.5) / h
+        xs = (torch.arange(w, device=images.device) + 0.5) / w
+        box = ((ys - centre[0]).abs() <= half).view(h, 1) & ((xs - centre[1]).abs() <= half).view(1, w)
+        box = box & use_cut
+        partner = images.flip(0)
+        blend = torch.where(use_cut, torch.ones_like(lam_mix), lam_mix).to(images.dtype)
+        mixed = torch.where(box, partner, images * blend + partner * (1 - blend))
+        lam = torch.where(use_cut, 1 - box.float().mean(), lam_mix)  # the area actually kept
+        return mixed.contiguous(memory_format=torch.channels_last), labels.flip(0), lam
+
+
+# ----------------------------------------------------------------------------- trainer
 
 class Trainer:
     def __init__(self, model: nn.Module, cfg: Config, device: torch.device, num_classes: int, steps_per_epoch: int):
         self.model, self.cfg, self.device, self.num_classes = model, cfg, device, num_classes
-        self.forward = torch.compile(model, dynamic=False) if cfg.train.compile else model
+        self.forward = torch.compile(model, dynamic=False, backend=COMPILE_BACKEND) if cfg.train.compile else model
         self.optimizer = make_optimizer(model, cfg, device)
         self.amp_dtype = autocast_dtype(cfg, device)
         self.scaler = torch.amp.GradScaler(device.type) if self.amp_dtype == torch.float16 else None
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.base_lr = cfg.optim.lr
+        total = steps_per_epoch * cfg.train.epochs
         self.lr_table = (lr_multipliers(cfg.schedule, steps_per_epoch, cfg.train.epochs) * self.base_lr).to(device)
         self.lr_scale = torch.ones((), device=device)
         self.plateau = Plateau(cfg.schedule, self.lr_scale) if cfg.schedule.name == "plateau" else None
         self.step_counter = torch.zeros((), dtype=torch.int64, device=device)
-        self.ema = [p.detach().clone() for p in model.state_dict().values()] if cfg.train.ema > 0 else None
-        self.reset_accumulators()
-        self.nonfinite_streak = torch.zeros((), dtype=torch.int64, device=device)
+        self.mixer = Mixer(cfg.train.mixup, cfg.train.cutmix, device)
+        self.ema = None
+        if cfg.train.ema > 0:
+            self.ema_table = ema_decays(cfg.train.ema, total).to(device)
+            live = list(model.state_dict().values())
+            self.ema = [t.detach().clone() for t in live]
+            self._ema_float = ([e for e in self.ema if e.is_floating_point()], [t for t in live if t.is_floating_point()])
+            self._ema_other = [(e, t) for e, t in zip(self.ema, live) if not e.is_floating_point()]
+        z = lambda dtype: torch.zeros((), dtype=dtype, device=device)
+        # loss_rows: rows of finite-loss steps, the loss mean's denominator (skipped steps add no loss)
+        self.acc = {"loss_sum": z(torch.float64), "loss_rows": z(torch.int64), "correct": z(torch.int64),
+                    "seen": z(torch.int64), "nonfinite": z(torch.int64)}
+        self.nonfinite_streak = z(torch.int64)
+        self.graph = None
+        if cfg.train.cuda_graph:
+            from engine.graphs import CudaGraphStep
+            self.graph = CudaGraphStep(self._step)
 
     # -- accumulators ---------------------------------------------------------------------------
     def reset_accumulators(self) -> None:
-        z = lambda dtype: torch.zeros((), dtype=dtype, device=self.device)
-        self.acc = {"loss_sum": z(torch.float64), "correct": z(torch.int64), "seen": z(torch.int64),
-                    "nonfinite": z(torch.int64)}
+        for value in self.acc.values():  # in place: a captured graph holds these very tensors
+            value.zero_()
 
     def read_accumulators(self) -> dict:
         # Sync point: called at the log interval and at epoch end only.
         values = {k: v.item() for k, v in self.acc.items()}
         seen = max(values["seen"], 1)
-        return {"loss": values["loss_sum"] / seen, "accuracy": values["correct"] / seen,
+        return {"loss": values["loss_sum"] / max(values["loss_rows"], 1), "accuracy": values["correct"] / seen,
                 "seen": values["seen"], "nonfinite": values["nonfinite"],
                 "nonfinite_streak": int(self.nonfinite_streak.item())}
 
@@ -74,15 +147,33 @@ class Trainer:
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
 
-    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor, meta: torch.Tensor | None = None) -> None:
         self.model.train()
-        lr = self.lr_table[self.step_counter.clamp(max=len(self.lr_table) - 1)] * self.lr_scale
+        if self.graph is not None:  # the runner refuses --cuda-graph with metadata
+            self.graph(images, labels)
+        else:
+            self._step(images, labels, meta)
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor, partner, lam) -> torch.Tensor:
+        ce = lambda target: F.cross_entropy(logits.float(), target, ignore_index=PAD_LABEL,
+                                            label_smoothing=self.cfg.optim.label_smoothing)
+        if partner is None:
+            return ce(labels)
+        return lam * ce(labels) + (1 - lam) * ce(partner)
+
+    def _step(self, images: torch.Tensor, labels: torch.Tensor, meta: torch.Tensor | None = None) -> None:
+        """One update. Every write is in place and no value goes to the host: graph-capturable."""
+        index = self.step_counter.clamp(max=len(self.lr_table) - 1)
+        lr = self.lr_table[index] * self.lr_scale
         for group in self.optimizer.param_groups:
             group["lr"].copy_(lr)
-        with self._autocast():
-            logits = self.forward(images)
-        loss = F.cross_entropy(logits.float(), labels, ignore_index=PAD_LABEL,
-                               label_smoothing=self.cfg.optim.label_smoothing)
+        partner = lam = None
+        if self.mixer.enabled:
+            images, partner, lam = self.mixer(images, labels)
+        with self._autocast():  # meta: tabular features for a fused model (loaders/tabular.py)
+            logits = self.forward(images) if meta is None else self.forward(images, meta)
+        loss = self._loss(logits, labels, partner, lam)
+        # The scaler skips fp16 gradient overflow on its own; only a non-finite loss counts here.
         found_inf = (~torch.isfinite(loss)).to(torch.float32)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -92,7 +183,8 @@ class Trainer:
             if self.scaler is not None:
                 self.scaler.unscale_(self.optimizer)
             norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.optim.clip_grad, foreach=True)
-            found_inf = torch.maximum(found_inf, (~torch.isfinite(norm)).to(torch.float32))
+            if self.scaler is None:
+                found_inf = torch.maximum(found_inf, (~torch.isfinite(norm)).to(torch.float32))
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -101,26 +193,24 @@ class Trainer:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
-            self._update_ema(found_inf)
-        self.step_counter += 1
+            self._update_ema(index, found_inf)
+        self.step_counter.add_(1)
         valid = labels != PAD_LABEL
         ok = 1 - found_inf
-        self.acc["loss_sum"] += torch.nan_to_num(loss.detach().double() * valid.sum() * ok)
-        self.acc["correct"] += ((logits.detach().argmax(1) == labels) & valid).sum()
-        self.acc["seen"] += valid.sum()
-        self.acc["nonfinite"] += found_inf.long()
-        self.nonfinite_streak.mul_(found_inf.long()).add_(found_inf.long())
+        count = valid.sum()
+        self.acc["loss_sum"].add_(torch.nan_to_num(loss.detach().double() * count * ok))
+        self.acc["loss_rows"].add_(count * ok.long())
+        self.acc["correct"].add_(((logits.detach().argmax(1) == labels) & valid).sum())
+        self.acc["seen"].add_(count)
+        bad = found_inf.long()
+        self.acc["nonfinite"].add_(bad)
+        self.nonfinite_streak.mul_(bad).add_(bad)
 
-    def _update_ema(self, found_inf: torch.Tensor) -> None:
-        step = self.step_counter.to(torch.float32)
-        decay = torch.minimum(torch.tensor(self.cfg.train.ema, device=self.device), (1 + step) / (10 + step))
-        weight = (1 - decay) * (1 - found_inf)
-        current = list(self.model.state_dict().values())
-        floats = [(e, c) for e, c in zip(self.ema, current) if e.is_floating_point()]
-        torch._foreach_lerp_([e for e, _ in floats], [c for _, c in floats], weight)
-        for e, c in zip(self.ema, current):
-            if not e.is_floating_point():
-                e.copy_(c)
+    def _update_ema(self, index: torch.Tensor, found_inf: torch.Tensor) -> None:
+        weight = (1 - self.ema_table[index]) * (1 - found_inf)  # a skipped step leaves the EMA too
+        torch._foreach_lerp_(self._ema_float[0], self._ema_float[1], weight)
+        for e, t in self._ema_other:
+            e.copy_(t)
 
     def ema_state_dict(self) -> dict | None:
         if self.ema is None:
@@ -138,9 +228,9 @@ class Trainer:
         labels_all = torch.empty(total, dtype=torch.int64, device=self.device)
         cm = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64, device=self.device)
         offset = 0
-        for images, labels in loader:
+        for images, labels, *meta in loader:  # meta present only for metadata fusion
             with self._autocast():
-                logits = forward(images)
+                logits = forward(images, *meta)
             p = logits.float().softmax(1)
             n = len(labels)
             probs[offset:offset + n] = p
@@ -159,6 +249,8 @@ class Trainer:
                 "acc": {k: v.clone() for k, v in self.acc.items()}, "nonfinite_streak": self.nonfinite_streak.clone()}
 
     def load_state_dict(self, state: dict) -> None:
+        """Everything is copied into the existing tensors, so nothing a captured graph holds moves.
+        Call before the first step (the optimizer state is created anew by its loader)."""
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         for group in self.optimizer.param_groups:  # keep lr a device tensor after loading
@@ -173,5 +265,6 @@ class Trainer:
         if self.plateau and state["plateau"]:
             self.plateau.load_state_dict(state["plateau"])
         for k, v in state["acc"].items():
-            self.acc[k].copy_(v)
+            if k in self.acc:
+                self.acc[k].copy_(v)
         self.nonfinite_streak.copy_(state["nonfinite_streak"])

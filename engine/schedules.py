@@ -1,4 +1,4 @@
-"""Learning-rate schedules as precomputed per-step tables (multipliers of the base lr).
+"""Learning-rate and EMA-decay schedules as precomputed per-step tables.
 
 A table indexed on the device by a step counter lets a captured CUDA graph replay the
 schedule. ReduceLROnPlateau cannot be precomputed: the host decides at epoch end and scales
@@ -30,6 +30,14 @@ def lr_multipliers(cfg: ScheduleConfig, steps_per_epoch: int, epochs: int) -> to
     else:  # constant and plateau: warmup, then flat (plateau scales it at epoch ends)
         mult = torch.where(t < warmup, (t + 1) / max(1, warmup), torch.ones_like(t))
     return mult.clamp(min=0).to(torch.float32)
+
+
+def ema_decays(decay: float, total_steps: int) -> torch.Tensor:
+    """Per-step EMA decay, min(decay, (1 + t) / (10 + t)): early averages follow the weights
+    closely instead of remembering the random init. A table (not a formula evaluated in the
+    step) so the captured graph replays it from the device step counter."""
+    t = torch.arange(max(1, total_steps) + 1, dtype=torch.float64)
+    return torch.minimum(torch.full_like(t, decay), (1 + t) / (10 + t)).to(torch.float32)
 
 
 class Plateau:
