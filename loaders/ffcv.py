@@ -1,0 +1,282 @@
+"""`ffcv` backend and `.beton` writer.
+
+    python -m loaders.ffcv write --data PATH --out FILE.beton [--max-res N] [--jpeg-quality Q]
+
+writes any dataset `--data` accepts (all of its files, every split) to one `.beton` plus a
+sidecar `FILE.beton.json` naming the source file of each row. JPEGs no larger than `--max-res`
+are stored as their original bytes (no second lossy compression of a diagnostic image, and the
+fastest write); others, or all of them when `--jpeg-quality Q` is given, are decoded, shrunk to
+fit `--max-res` and re-encoded at quality Q (90 by default). Each file is fully decoded once
+while writing: an unreadable one is reported (path and reason) and left out of the file.
+
+`--loader ffcv` writes such a file once into the cache folder (keyed by the dataset's files)
+and reads it with FFCV's JIT-compiled decoders: random-resized-crop fused into the decode and
+horizontal flips in FFCV's workers; the uint8 batch moves to the device as channels_last,
+where vertical flips, rot90 and colour jitter (the device augmentation with its crop switched
+off, only when those are enabled) and normalization follow. Order: the engine's sampler decides
+it every epoch (uniform = random, balanced = our weighted order, DDP shards) through a custom
+FFCV TraversalOrder; FFCV's own QUASI_RANDOM is not used (it only pays off with
+`os_cache=False` on datasets larger than memory). Rows whose source file was left out of the
+`.beton` are dropped from the split together with their labels: no shift.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.config import ConfigError, DataConfig
+from kernels.augment import DeviceAugment
+from loaders import images
+from loaders.base import Loader, host_indices
+from loaders.synthetic import cache_root
+
+log = logging.getLogger("medtrain.loaders")
+DEFAULT_QUALITY = 90
+
+
+# ----------------------------------------------------------------------------- writing
+
+def _jpeg_field_class():
+    from ffcv.fields import RGBImageField
+    from ffcv.fields.rgb_image import IMAGE_MODES
+
+    class KeepJpegField(RGBImageField):
+        """RGBImageField that stores already-fitting JPEG bytes as they are (mode 'jpg')."""
+
+        def encode(self, destination, image, malloc):
+            if isinstance(image, bytes):
+                h, w = images.check_bytes(image)
+                destination["mode"] = IMAGE_MODES["jpg"]
+                destination["height"], destination["width"] = h, w
+                destination["data_ptr"], storage = malloc(len(image))
+                storage[:] = np.frombuffer(image, np.uint8)
+                return
+            super().encode(destination, image, malloc)
+
+    return KeepJpegField
+
+
+@contextmanager
+def _registered_as_rgb_image(field_cls):
+    # FFCV records a field's type by exact class; our subclass writes the same layout as
+    # RGBImageField, so it is recorded as that (type id 2) and read back by FFCV's own class.
+    from ffcv import types
+
+    original = types.TYPE_ID_HANDLER[2]
+    types.TYPE_ID_HANDLER[2] = field_cls
+    try:
+        yield
+    finally:
+        types.TYPE_ID_HANDLER[2] = original
+
+
+class _Rows:
+    """What FFCV's writer indexes: (image as bytes or HxWx3 uint8, label)."""
+
+    def __init__(self, files, labels, max_res: int, quality: int | None):
+        self.files, self.labels, self.max_res, self.quality = files, labels, max_res, quality
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i):
+        data = images.read_bytes(self.files[i])
+        h, w = images.check_bytes(data)
+        if self.quality is None and data[:3] == b"\xff\xd8\xff" and max(h, w) <= self.max_res:
+            return data, int(self.labels[i])
+        return images.decode(data, None), int(self.labels[i])
+
+
+def _verified(files: list[str], workers: int) -> tuple[list[int], list[tuple[str, str]]]:
+    good, bad, _ = images.scan(files, full=True, workers=workers)
+    for path, reason in bad:
+        log.warning("leaving out %s: %s", path, reason)
+    return good, bad
+
+
+def write_beton(files: list[str], labels: np.ndarray, out: Path, max_res: int, quality: int | None,
+                workers: int | None = None, source: str = "") -> dict:
+    """Write `files` to `out` (+ `out.json` sidecar); returns the sidecar's content."""
+    from ffcv.fields import IntField
+    from ffcv.writer import DatasetWriter
+
+    workers = workers or os.cpu_count() or 2
+    good, bad = _verified(files, workers)
+    if not good:
+        raise ConfigError(f"{source or out}: no readable image to write")
+    kept = [files[i] for i in good]
+    kept_labels = np.asarray(labels)[good]
+    field_cls = _jpeg_field_class()
+    image_field = field_cls(write_mode="jpg", max_resolution=max_res, jpeg_quality=quality or DEFAULT_QUALITY)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    with _registered_as_rgb_image(field_cls):
+        writer = DatasetWriter(str(partial), {"image": image_field, "label": IntField()}, num_workers=workers)
+        writer.from_indexed_dataset(_Rows(kept, kept_labels, max_res, quality), chunksize=64)
+    sidecar = {"source": source, "files": kept, "labels": kept_labels.tolist(), "max_res": max_res,
+               "jpeg_quality": quality, "skipped": [{"path": p, "reason": r} for p, r in bad]}
+    Path(str(out) + ".json").write_text(json.dumps(sidecar))
+    os.replace(partial, out)  # the .beton appears only once complete
+    return sidecar
+
+
+def cached_beton(ds, cfg: DataConfig) -> tuple[Path, dict]:
+    """The dataset's `.beton` in the cache folder, written on first use."""
+    files, labels = [], []
+    for split in (ds.train, ds.val, ds.test):
+        files += split.files
+        labels += split.labels.tolist()
+    order = np.argsort(files)
+    files, labels = [files[i] for i in order], np.asarray(labels)[order]
+    digest = hashlib.sha256()
+    for f, y in zip(files, labels):
+        st = os.stat(f)
+        digest.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\0{y}\n".encode())
+    digest.update(f"max_res={ds.native_size}".encode())
+    out = cache_root(cfg.cache_dir) / "ffcv" / f"{ds.name}-{digest.hexdigest()[:16]}.beton"
+    meta_path = Path(str(out) + ".json")
+    if out.exists() and meta_path.exists():
+        return out, json.loads(meta_path.read_text())
+    log.info("writing %d images to %s (once; later runs reuse it)", len(files), out)
+    return out, write_beton(files, labels, out, ds.native_size, None, cfg.workers or None, ds.source)
+
+
+# ----------------------------------------------------------------------------- reading
+
+def _engine_order_class():
+    from ffcv.traversal_order.base import TraversalOrder
+
+    class EngineOrder(TraversalOrder):
+        """The sample order our sampler chose for the epoch, as `.beton` row indices."""
+
+        def __init__(self, loader, rows: np.ndarray):
+            super().__init__(loader)
+            self.rows = rows
+            self.next: np.ndarray = rows
+
+        def sample_order(self, epoch: int):
+            return self.next
+
+    return EngineOrder
+
+
+class FfcvLoader(Loader):
+    name = "ffcv"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.split.files is None:
+            raise ValueError("ffcv reads a .beton of files; in-memory datasets use the tensor loader")
+        self.beton, meta = cached_beton(self.ds, self.cfg.data)
+        row_of = {f: r for r, f in enumerate(meta["files"])}
+        keep = [i for i, f in enumerate(self.split.files) if f in row_of]
+        for i, f in enumerate(self.split.files):
+            if f not in row_of:
+                reason = next((s["reason"] for s in meta["skipped"] if s["path"] == f), "not in the .beton")
+                self.bad.add(f, reason)
+        if len(keep) != len(self.split):  # drop failures together with their labels: no shift
+            self.split = self.split.subset(np.asarray(keep))
+            self.labels = self.labels[torch.as_tensor(keep, dtype=torch.int64, device=self.device)]
+        self.rows = np.asarray([row_of[f] for f in self.split.files], dtype=np.int64)
+        self.workers = self.cfg.data.workers or os.cpu_count() or 2
+        self.ffcv_loader = self._build()
+        spec = self.spec
+        self.post = None
+        if spec.train and (spec.vflip or spec.rot90 or spec.jitter > 0):
+            # FFCV already cropped and h-flipped: the device augmentation only adds the rest.
+            rest = dataclasses.replace(spec, scale_min=1.0, ratio=(1.0, 1.0), hflip=False)
+            self.post = DeviceAugment(rest, self.cfg.train.seed, self.device)
+        shape = (1, 3, 1, 1)
+        self.mean = torch.tensor(spec.mean, device=self.device).view(shape) * 255
+        self.inv_std = 1 / (torch.tensor(spec.std, device=self.device).view(shape) * 255)
+
+    def _build(self):
+        from ffcv.fields.rgb_image import CenterCropRGBImageDecoder, RandomResizedCropRGBImageDecoder
+        from ffcv.loader import Loader as FLoader, OrderOption
+        from ffcv.transforms import RandomHorizontalFlip, ToDevice, ToTensor, ToTorchImage
+
+        spec, size = self.spec, self.image_size
+        if spec.train:
+            ops = [RandomResizedCropRGBImageDecoder((size, size), scale=(spec.scale_min, 1.0), ratio=spec.ratio)]
+            ops += [RandomHorizontalFlip()] if spec.hflip else []
+        else:
+            ops = [CenterCropRGBImageDecoder((size, size), ratio=spec.eval_crop)]
+        ops += [ToTensor()]
+        ops += [ToDevice(self.device, non_blocking=True)] if self.device.type == "cuda" else []
+        ops += [ToTorchImage(channels_last=True)]
+        loader = FLoader(str(self.beton), batch_size=self.batch_size, num_workers=self.workers,
+                         order=OrderOption.SEQUENTIAL, indices=self.rows, os_cache=True, drop_last=False,
+                         seed=self.cfg.train.seed, pipelines={"image": ops, "label": None}, batches_ahead=2)
+        # FFCV 1.0.2 cannot take a custom order in its constructor (it calls the instance):
+        # install ours afterwards; the order array is set per epoch in __iter__.
+        loader.traversal_order = _engine_order_class()(loader, self.rows)
+        return loader
+
+    def _finish(self, batch: torch.Tensor, key: int) -> torch.Tensor:
+        if self.post is not None:
+            return self.post(batch, key)
+        x = (batch.float() - self.mean) * self.inv_std
+        return x.to(self.spec.out_dtype).contiguous(memory_format=torch.channels_last)
+
+    def __iter__(self):
+        order, real = self.epoch_order()
+        bs = self.batch_size
+        positions = host_indices(order)[self.start_step * bs:self.steps * bs]
+        rows = self.rows[positions]
+        self.ffcv_loader.traversal_order.next = rows
+        self.ffcv_loader.first_traversal_order = rows  # FFCV sizes the epoch from this
+        step = self.start_step
+        for (batch,) in self.ffcv_loader:
+            yield self._finish(batch, self.key(step)), self.batch_labels(order, real, step)
+            step += 1
+        self.start_step = 0
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loaders.ffcv", description=__doc__.split("\n\n")[1])
+    sub = parser.add_subparsers(dest="command", required=True)
+    write = sub.add_parser("write", help="write a dataset to a .beton")
+    write.add_argument("--data", required=True, help="a folder + CSV, class-per-folder tree or 'synthetic'")
+    write.add_argument("--out", required=True, help="the .beton to write")
+    write.add_argument("--max-res", type=int, default=0, help="longest side stored; 0 = the dataset's native size")
+    write.add_argument("--jpeg-quality", type=int, default=None,
+                       help="re-encode every image at this quality (default: keep fitting JPEGs as they are)")
+    write.add_argument("--workers", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        if args.jpeg_quality is not None and not 1 <= args.jpeg_quality <= 100:
+            raise ConfigError(f"--jpeg-quality {args.jpeg_quality}: expected 1..100")
+        if args.max_res < 0:
+            raise ConfigError(f"--max-res {args.max_res}: expected a positive size or 0")
+        from loaders.datasets import load_dataset
+
+        ds = load_dataset(DataConfig(path=args.data, workers=args.workers))
+        if ds.train.files is None:
+            raise ConfigError(f"--data {args.data}: an in-memory array; the .beton writer takes image files")
+        files = ds.train.files + ds.val.files + ds.test.files
+        labels = np.concatenate([ds.train.labels, ds.val.labels, ds.test.labels])
+        meta = write_beton(files, labels, Path(args.out), args.max_res or ds.native_size, args.jpeg_quality,
+                           args.workers or None, ds.source)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"out": args.out, "images": len(meta["files"]), "skipped": len(meta["skipped"]) + len(ds.skipped),
+                      "bytes": os.path.getsize(args.out)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
