@@ -81,7 +81,7 @@ class ScheduleConfig:
 class TrainConfig:
     epochs: int = 10
     amp: bool = False
-    amp_dtype: str = "bf16"       # bf16|fp16 (fp16 uses a GradScaler)
+    amp_dtype: str = "bf16"       # bf16|fp16|auto (fp16 uses a GradScaler; auto: bf16 only where native)
     compile: bool = False
     cuda_graph: bool = False
     device: str = "auto"          # auto|cpu|cuda
@@ -199,7 +199,7 @@ CHOICES = {
     "sampler.kind": ("uniform", "balanced"),
     "optim.name": ("adamw", "sgd"),
     "schedule.name": ("cosine", "onecycle", "plateau", "constant"),
-    "train.amp_dtype": ("bf16", "fp16"),
+    "train.amp_dtype": ("bf16", "fp16", "auto"),
     "train.device": ("auto", "cpu", "cuda"),
     "train.progress": ("auto", "on", "off"),
     "wandb.mode": ("offline", "online", "disabled"),

@@ -152,7 +152,11 @@ def build(name: str, ds: Dataset, split: str, cfg: Config, device: torch.device,
           sampler: EpochSampler | None = None, out_dtype: torch.dtype = torch.float32) -> Loader:
     module, cls = REGISTRY[name].split(":")
     loader_cls = getattr(importlib.import_module(module), cls)
-    return loader_cls(ds, ds.split(split), cfg, device, train, sampler, out_dtype)
+    loader = loader_cls(ds, ds.split(split), cfg, device, train, sampler, out_dtype)
+    if loader.split.meta is not None:  # metadata fusion: yield (images, labels, meta)
+        from loaders.tabular import MetaLoader
+        return MetaLoader(loader)
+    return loader
 
 
 def shard_of(sampler: EpochSampler | None) -> tuple[int, int]:
