@@ -3,14 +3,19 @@
 Target: sample i is drawn with probability p_i = w_i / sum(w), where w is given per sample or
 is n_c^-alpha for its class c (alpha 0 = natural frequencies, 1 = every class equally often).
 
-- With replacement: i.i.d. draws by inverse CDF (`searchsorted` of uniforms into the float64
-  cumulative weights). Exact for any number of samples (torch.multinomial stops at 2^24
-  categories), O(log n) per draw, no table to build on the host: the alias method's
-  table build is sequential and gains nothing at these sizes.
+- With replacement: stratified inverse CDF. The cumulative weights are laid out class by
+  class; draw t takes the uniform (t + v_t) / L with v_t ~ U[0, 1), is looked up with
+  `searchsorted` in float64, and the epoch is shuffled. Every draw has exactly probability
+  p_i and samples repeat freely, but each class gets within 2 of its expected count L * P_c,
+  where i.i.d. multinomial draws add sqrt(L P_c) noise (about 4% per class on HAM10000's
+  4,000 training images: enough to miss "uniform within 10%" by chance). Exact for any
+  number of samples (torch.multinomial stops at 2^24 categories), O(log n) per draw, no
+  alias table to build sequentially.
 - Without replacement: each sample appears floor(L p_i) or ceil(L p_i) times, i.e. as few
   repeats as the target allows, and exactly once or never when L p_i <= 1 (systematic
   probability-proportional-to-size sampling over a shuffled item order, so inclusion
-  probabilities are exactly L p_i), then the epoch is shuffled. Exponential keys / Gumbel
+  probabilities are exactly L p_i; items laid out class by class, so each class gets its
+  expected count within 1), then the epoch is shuffled. Exponential keys / Gumbel
   top-k were the first design and are not used: their inclusion probabilities are not
   proportional to the weights, and an epoch as long as the dataset returns every sample once,
   i.e. the natural class frequencies, which defeats balancing.
@@ -47,15 +52,25 @@ def cumulative(p: torch.Tensor, total: float) -> torch.Tensor:
 
 
 def draw_with_replacement(cdf: torch.Tensor, length: int, generator: torch.Generator) -> torch.Tensor:
-    """`length` i.i.d. indices with P(i) = cdf[i] - cdf[i-1] (cdf ends at exactly 1)."""
-    u = torch.rand(length, dtype=torch.float64, device=cdf.device, generator=generator)
-    return torch.searchsorted(cdf, u, right=True).clamp_(max=len(cdf) - 1)
+    """`length` positions, one per stratum [t/L, (t+1)/L) of the CDF (cdf ends at exactly 1), so
+    P(position i) = cdf[i] - cdf[i-1] for every draw and each run of positions gets its
+    expected count within 2; returned in random order."""
+    device = cdf.device
+    u = (torch.arange(length, dtype=torch.float64, device=device)
+         + torch.rand(length, dtype=torch.float64, device=device, generator=generator)) / length
+    positions = torch.searchsorted(cdf, u, right=True).clamp_(max=len(cdf) - 1)
+    return positions[torch.randperm(length, device=device, generator=generator)]
 
 
-def draw_without_replacement(p: torch.Tensor, length: int, generator: torch.Generator) -> torch.Tensor:
-    """Each i floor or ceil of length * p[i] times (systematic sampling), in random order."""
+def draw_without_replacement(p: torch.Tensor, labels: torch.Tensor, length: int,
+                             generator: torch.Generator) -> torch.Tensor:
+    """Each i floor or ceil of length * p[i] times (systematic sampling), in random order.
+
+    Items are laid out class by class (shuffled within their class), so each class also gets
+    its expected count within 1."""
     n, device = len(p), p.device
     items = torch.randperm(n, device=device, generator=generator)
+    items = items[torch.argsort(labels[items], stable=True)]
     expected = cumulative(p[items], float(length))
     offset = torch.rand(1, dtype=torch.float64, device=device, generator=generator)
     points = torch.arange(length, dtype=torch.float64, device=device) + offset
@@ -103,7 +118,9 @@ class EpochSampler:
             if not bool(torch.isfinite(weights).all() & (weights >= 0).all() & (weights.sum() > 0)):
                 raise ValueError("sampler weights must be finite, non-negative and not all zero")
             self.p = target_probabilities(weights)
-            self.cdf = cumulative(self.p, 1.0)
+            # Class by class, so stratified draws give each class its expected count.
+            self.by_class = torch.argsort(labels, stable=True)
+            self.cdf = cumulative(self.p[self.by_class], 1.0)
         length = epoch_length or self.n
         self.steps = max(1, length // (batch_size * world_size))
         self.per_rank = self.steps * batch_size
@@ -117,8 +134,8 @@ class EpochSampler:
         if self.weights is None:
             return draw_permutations(self.n, length, g, self.device)
         if self.replacement:
-            return draw_with_replacement(self.cdf, length, g)
-        return draw_without_replacement(self.p, length, g)
+            return self.by_class[draw_with_replacement(self.cdf, length, g)]
+        return draw_without_replacement(self.p, self.labels, length, g)
 
     def epoch_indices(self, epoch: int) -> torch.Tensor:
         order = self.global_order(epoch)
