@@ -24,6 +24,7 @@ import datetime
 import inspect
 import logging
 import os
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -140,8 +141,14 @@ def shutdown() -> None:
 
 
 def _first_line(exc: BaseException) -> str:
+    """The backend's message without its source location, cut at a sentence end."""
     text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
+    line = text.splitlines()[0] if text else type(exc).__name__
+    line = re.sub(r"^\[[^\]]*\.(?:cc|cpp|h|hpp):\d+\]\s*", "", line)
+    if len(line) > 160:
+        cut = line.rfind(". ", 0, 160)
+        line = line[:cut + 1] if cut > 40 else line[:160] + "..."
+    return line
 
 
 # Words the gloo/NCCL/store errors carry; a RuntimeError without them is not ours to rename.

@@ -1,0 +1,59 @@
+"""What is decided before any process waits on another: environment, refusals, one-process no-ops."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from engine import distributed
+from engine.config import ConfigError, parse_args
+
+
+def test_no_torchrun_environment_means_one_process(monkeypatch):
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    assert distributed.env_ranks() == (0, 0, 1)
+    ctx, device = distributed.setup(parse_args(["--device", "cpu"]))
+    assert (ctx.world_size, ctx.is_main, ctx.enabled, device.type) == (1, True, False, "cpu")
+
+
+def test_torchrun_environment_is_read(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert distributed.env_ranks() == (3, 1, 4)
+
+
+@pytest.mark.parametrize("env, words", [({"WORLD_SIZE": "2", "RANK": "2"}, "inconsistent torchrun environment"),
+                                        ({"WORLD_SIZE": "two"}, "must be integers")])
+def test_broken_environment_is_one_clear_error(monkeypatch, env, words):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigError, match=words):
+        distributed.env_ranks()
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--batch-size", "30"], "--batch-size 30 is the global batch and must be divisible by the 4 processes"),
+    (["--cuda-graph"], "--cuda-graph is single-process only"),
+    (["--dist.sync_bn"], "--dist.sync_bn needs CUDA"),
+])
+def test_refused_combinations_name_the_reason(argv, words):
+    with pytest.raises(ConfigError, match=words.replace("-", r"\-").replace(".", r"\.")):
+        distributed.check_config(parse_args(["--batch-size", "32", *argv]), 4, torch.device("cpu"))
+
+
+def test_one_process_merges_are_identity():
+    cm = torch.eye(3, dtype=torch.int64)
+    probs, labels = torch.rand(5, 3), torch.arange(5) % 3
+    assert distributed.merge_eval(cm, probs, labels) == (cm, probs, labels)
+    assert distributed.sum_counts([1, 2], torch.device("cpu")) == [1, 2]
+    assert distributed.stop_requested("SIGTERM", 3, 50, torch.device("cpu"))
+    assert not distributed.stop_requested(None, 3, 50, torch.device("cpu"))
+
+
+def test_backend_messages_lose_source_paths():
+    exc = RuntimeError("[/src/gloo/transport/tcp/pair.cc:545] Read error [127.0.0.1]:1: Connection reset by peer. "
+                       "This is typically caused by a remote worker hanging or bugs in the application code " * 2)
+    assert distributed.is_peer_failure(exc)
+    assert distributed._first_line(exc) == "Read error [127.0.0.1]:1: Connection reset by peer."
+    assert not distributed.is_peer_failure(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
