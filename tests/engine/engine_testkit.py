@@ -1,0 +1,51 @@
+"""Shared bits for the engine tests: a seconds-long run configuration and a stop-after-N-steps hook."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from engine import runner
+
+# Small enough for seconds on 2 CPU cores, big enough for several steps per epoch and a padded
+# last evaluation batch (the splits are not multiples of the batch size).
+FAST = ["--data", "synthetic", "--data.synthetic_count", "100", "--image-size", "16", "--batch-size", "12",
+        "--model", "seedcnn", "--device", "cpu", "--wandb", "disabled", "--train.progress", "off",
+        "--data.workers", "1", "--train.log_interval", "3"]
+
+
+def skip_report(monkeypatch) -> None:
+    """The PNG report costs more than the training here and is not what these tests check."""
+    monkeypatch.setattr(runner.report, "build_or_warn", lambda run_dir: True)
+
+
+def stop_after(monkeypatch, steps: int) -> None:
+    """The runner sees SIGTERM after `steps` train steps: a signal at an exact, repeatable point."""
+
+    class StopAfter(runner.StopFlag):
+        checks = 0
+
+        @property
+        def signal(self):
+            StopAfter.checks += 1  # the runner reads the flag once after every step
+            return "SIGTERM" if StopAfter.checks >= steps else None
+
+        @signal.setter
+        def signal(self, value):
+            pass
+
+    monkeypatch.setattr(runner, "StopFlag", StopAfter)
+
+
+def stop_never(monkeypatch) -> None:
+    monkeypatch.setattr(runner, "StopFlag", ORIGINAL_STOP_FLAG)
+
+
+ORIGINAL_STOP_FLAG = runner.StopFlag
+
+
+def history(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (Path(run_dir) / "history.jsonl").read_text().splitlines()]
+
+
+def metrics(run_dir: Path) -> dict:
+    return json.loads((Path(run_dir) / "metrics.json").read_text())
