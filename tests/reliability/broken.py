@@ -112,6 +112,7 @@ def cli_env() -> dict:
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env.setdefault("WANDB_MODE", "disabled")
     env["MEDTRAIN_LOG"] = "WARNING"  # keep stderr to warnings and the error line
+    env.setdefault("OMP_NUM_THREADS", "1")  # tiny runs: one thread each, immune to a busy machine
     return env
 
 
