@@ -33,6 +33,8 @@ REGISTRY = {
     "baseline": "loaders.baseline:BaselineLoader",
 }
 PAD_LABEL = -1
+# Backends whose batches go through DeviceAugment, where --data.clahe is applied.
+CLAHE_LOADERS = ("plain", "tensor", "nvjpeg")
 
 
 class BadFiles:
@@ -150,6 +152,9 @@ def resolve(name: str, ds: Dataset, device: torch.device) -> tuple[str, str]:
 
 def build(name: str, ds: Dataset, split: str, cfg: Config, device: torch.device, train: bool,
           sampler: EpochSampler | None = None, out_dtype: torch.dtype = torch.float32) -> Loader:
+    if cfg.data.clahe and name not in CLAHE_LOADERS:  # never silently skip a requested step
+        raise ConfigError(f"--data.clahe runs in the device augmentation, which --loader {name} does not use; "
+                          f"use --loader {'|'.join(CLAHE_LOADERS)}")
     module, cls = REGISTRY[name].split(":")
     loader_cls = getattr(importlib.import_module(module), cls)
     loader = loader_cls(ds, ds.split(split), cfg, device, train, sampler, out_dtype)

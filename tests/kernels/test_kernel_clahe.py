@@ -88,3 +88,20 @@ def test_cuda_matches_opencv():
     rng = np.random.default_rng(3)
     assert_close_to_opencv(rng.integers(50, 150, (224, 224), dtype=np.uint8), 2.0, device="cuda")
     assert_close_to_opencv(rng.integers(50, 150, (101, 77), dtype=np.uint8), 4.0, device="cuda")
+
+
+def test_data_clahe_reaches_the_loaders(tiny_csv):
+    from engine.config import ConfigError, parse_args
+    from loaders import base
+    from loaders.datasets import load_dataset
+
+    def first_val_batch(extra, name="tensor"):
+        cfg = parse_args(["--data", str(tiny_csv), "--batch-size", "4", "--device", "cpu", *extra])
+        ds = load_dataset(cfg.data)
+        return next(iter(base.build(name, ds, "val", cfg, torch.device("cpu"), train=False)))[0]
+
+    assert not torch.allclose(first_val_batch([]), first_val_batch(["--data.clahe", "true"]))
+    torch.testing.assert_close(first_val_batch(["--data.clahe", "true"]),
+                               first_val_batch(["--data.clahe", "true"], name="plain"))
+    with pytest.raises(ConfigError, match="clahe"):
+        first_val_batch(["--data.clahe", "true"], name="baseline")
