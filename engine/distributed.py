@@ -261,9 +261,13 @@ def global_accumulators(trainer) -> dict:
         dist.all_reduce(value)
     trainer.acc = summed
     try:
-        return trainer.read_accumulators()  # sync point: the caller's epoch end
+        stats = trainer.read_accumulators()  # sync point: the caller's epoch end
     finally:
         trainer.acc = local
+    streak = torch.tensor([stats["nonfinite_streak"]], dtype=torch.int64, device=trainer.device)
+    dist.all_reduce(streak, op=dist.ReduceOp.MAX)  # every rank stops on the same streak
+    stats["nonfinite_streak"] = int(streak.item())
+    return stats
 
 
 def merge_eval(cm: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor):
@@ -306,11 +310,12 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     return bool(t.item())
 
 
-def stop_requested(signal_name: str | None, step: int, interval: int, device: torch.device) -> bool:
-    """Single process: at every step. Several: ranks agree at log intervals, so all of them
-    stop after the same step and rank 0's checkpoint is the state every rank had."""
+def stop_requested(signal_name: str | None, step: int, interval: int, device: torch.device,
+                   epoch_end: bool = False) -> bool:
+    """Single process: at every step. Several: ranks agree at log intervals and epoch ends, so
+    all of them stop after the same step and rank 0's checkpoint is the state every rank had."""
     if not enabled():
         return signal_name is not None
-    if step % interval:
+    if step % interval and not epoch_end:
         return False
     return any_rank(signal_name is not None, device)

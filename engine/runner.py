@@ -190,11 +190,12 @@ def _train(cfg: Config, dataset=None) -> dict | None:
             if (step + 1) % cfg.train.log_interval == 0:
                 stats = trainer.read_accumulators()  # sync point: the log interval
                 bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['accuracy']:.3f}")
-                if stats["nonfinite_streak"] >= cfg.train.max_nonfinite:
+                if distributed.any_rank(stats["nonfinite_streak"] >= cfg.train.max_nonfinite, device):
                     save(epoch, step + 1)
                     raise ConfigError(f"stopping: {stats['nonfinite_streak']} non-finite losses in a row at epoch "
                                       f"{epoch + 1} step {step + 1}; lower --lr or use --optim.clip_grad")
-            if distributed.stop_requested(stop.signal, step + 1, cfg.train.log_interval, device):
+            if distributed.stop_requested(stop.signal, step + 1, cfg.train.log_interval, device,
+                                          epoch_end=step + 1 == train_loader.steps):
                 save(epoch, step + 1)
                 bar.close()
                 log.warning("%s received: state saved to %s at epoch %d step %d; continue with --resume %s",

@@ -131,3 +131,18 @@ def test_hung_rank_times_out_then_resumes_on_one_process(npz, tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert _metrics(out)["world_size"] == 1 and _history_epochs(out) == list(range(EPOCHS))
+
+
+def test_sigterm_to_every_rank_saves_one_consistent_checkpoint_and_resumes(npz, tmp_path):
+    out = tmp_path / "preempted"
+    procs = _start_ranks(npz, out)
+    _wait_for_checkpoint(procs, out)
+    for p in procs:  # a scheduler's preemption: every rank gets the signal, at slightly different steps
+        p.send_signal(signal.SIGTERM)
+    results = [p.communicate(timeout=EXIT_WITHIN_S + 30) for p in procs]
+    assert [p.returncode for p in procs] == [1, 1], [err[-1500:] for _, err in results]
+    assert "state saved to" in results[0][1] and "Traceback" not in results[0][1] + results[1][1]
+    done = subprocess.run([sys.executable, "-m", "engine.train", "--resume", str(out)], cwd=REPO, env=_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _metrics(out)["epochs"] == EPOCHS and _history_epochs(out) == list(range(EPOCHS))
