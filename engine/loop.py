@@ -113,6 +113,10 @@ class Trainer:
         self.plateau = Plateau(cfg.schedule, self.lr_scale) if cfg.schedule.name == "plateau" else None
         self.step_counter = torch.zeros((), dtype=torch.int64, device=device)
         self.mixer = Mixer(cfg.train.mixup, cfg.train.cutmix, device)
+        # A non-finite batch also poisons BatchNorm running stats in the forward pass: they are
+        # copied aside before it and put back when the step is skipped.
+        self.buffers = list(model.buffers())
+        self.buffer_backup = [b.detach().clone() for b in self.buffers]
         self.ema = None
         if cfg.train.ema > 0:
             self.ema_table = ema_decays(cfg.train.ema, total).to(device)
@@ -170,6 +174,8 @@ class Trainer:
         partner = lam = None
         if self.mixer.enabled:
             images, partner, lam = self.mixer(images, labels)
+        if self.buffers:
+            torch._foreach_copy_(self.buffer_backup, self.buffers)
         with self._autocast():  # meta: tabular features for a fused model (loaders/tabular.py)
             logits = self.forward(images) if meta is None else self.forward(images, meta)
         loss = self._loss(logits, labels, partner, lam)
@@ -192,6 +198,9 @@ class Trainer:
             self.optimizer.found_inf = found_inf  # fused optimizers skip the update on the device
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        skipped = found_inf.bool()
+        for buffer, backup in zip(self.buffers, self.buffer_backup):
+            buffer.copy_(torch.where(skipped, backup, buffer))
         if self.ema is not None:
             self._update_ema(index, found_inf)
         self.step_counter.add_(1)

@@ -1,0 +1,140 @@
+"""The train step on the CPU: non-finite skips, EMA, mixing, clipping, AMP, no host syncs."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from engine.config import Config
+from engine.loop import Mixer, Trainer
+from models.registry import build_model
+
+CLASSES, SIZE, BATCH = 5, 16, 8
+
+
+def make_trainer(**train) -> Trainer:
+    torch.manual_seed(0)
+    cfg = Config()
+    cfg.train.epochs = 2
+    for key, value in train.items():
+        section, name = key.split("__") if "__" in key else ("train", key)
+        setattr(getattr(cfg, section), name, value)
+    model = build_model("seedcnn", CLASSES, SIZE, dropout=0.1)
+    return Trainer(model, cfg, torch.device("cpu"), CLASSES, steps_per_epoch=10)
+
+
+def batch(seed: int = 1, poison: bool = False):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randn(BATCH, 3, SIZE, SIZE, generator=g).contiguous(memory_format=torch.channels_last)
+    if poison:
+        images[0, 0, 0, 0] = float("nan")
+    return images, torch.randint(0, CLASSES, (BATCH,), generator=g)
+
+
+def snapshot(trainer: Trainer) -> dict:
+    state = {f"p{i}": p.detach().clone() for i, p in enumerate(trainer.model.parameters())}
+    state |= {f"b{i}": b.clone() for i, b in enumerate(trainer.model.buffers())}  # BatchNorm stats
+    for i, s in enumerate(trainer.optimizer.state.values()):
+        state |= {f"s{i}.{k}": v.clone() for k, v in s.items() if torch.is_tensor(v)}
+    if trainer.ema is not None:
+        state |= {f"e{i}": e.clone() for i, e in enumerate(trainer.ema)}
+    return state
+
+
+@pytest.mark.parametrize("options", [dict(), dict(optim__name="sgd"), dict(ema=0.9),
+                                     dict(optim__clip_grad=1.0), dict(mixup=0.4, cutmix=1.0)])
+def test_non_finite_loss_skips_the_whole_update(options):
+    trainer = make_trainer(**options)
+    for seed in range(2):  # optimizer state exists before the bad step
+        trainer.train_step(*batch(seed))
+    before = snapshot(trainer)
+    trainer.train_step(*batch(5, poison=True))
+    after = snapshot(trainer)
+    assert before.keys() == after.keys() and len(before) > 0
+    for key in before:  # weights, BN stats, moments, AdamW step count, EMA: untouched
+        assert torch.equal(before[key], after[key]), key
+    stats = trainer.read_accumulators()
+    assert stats["nonfinite"] == 1 and stats["nonfinite_streak"] == 1
+    assert stats["seen"] == 3 * BATCH and stats["loss"] == pytest.approx(stats["loss"]) and stats["loss"] > 0
+    trainer.train_step(*batch(6))  # a good step resumes training and ends the streak
+    assert trainer.read_accumulators()["nonfinite_streak"] == 0
+    assert not torch.equal(before["p0"], next(trainer.model.parameters()))
+
+
+def test_streak_counts_consecutive_bad_steps_only():
+    trainer = make_trainer()
+    for poison in (True, True, False, True, True, True):
+        trainer.train_step(*batch(poison=poison))
+    stats = trainer.read_accumulators()
+    assert stats["nonfinite"] == 5 and stats["nonfinite_streak"] == 3
+
+
+def test_learning_rate_follows_the_device_table():
+    trainer = make_trainer(schedule__name="cosine", schedule__warmup_epochs=0.5)
+    seen = []
+    for _ in range(7):
+        trainer.train_step(*batch())
+        seen.append(float(trainer.optimizer.param_groups[0]["lr"]))
+    expected = trainer.lr_table[:7].tolist()
+    assert seen == pytest.approx(expected)
+    assert expected[0] < expected[4] and max(expected) == pytest.approx(trainer.base_lr, rel=1e-6)
+
+
+def test_ema_tracks_weights_with_the_scheduled_decay():
+    trainer = make_trainer(ema=0.5)
+    start = [e.clone() for e in trainer.ema]
+    trainer.train_step(*batch())
+    decay = float(trainer.ema_table[0])  # min(0.5, 1/10)
+    assert decay == pytest.approx(0.1)
+    live = list(trainer.model.state_dict().values())
+    for e, s, w in zip(trainer.ema, start, live):
+        if e.is_floating_point():
+            torch.testing.assert_close(e, decay * s + (1 - decay) * w)
+        else:
+            assert torch.equal(e, w)
+
+
+def test_mixer_mixes_with_the_mirrored_sample_and_keeps_shapes():
+    torch.manual_seed(0)
+    images, labels = batch()
+    for mixup, cutmix in ((0.4, 0.0), (0.0, 1.0), (0.4, 1.0)):
+        mixed, partner, lam = Mixer(mixup, cutmix, torch.device("cpu"))(images, labels)
+        assert mixed.shape == images.shape and mixed.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(partner, labels.flip(0)) and 0 <= float(lam) <= 1
+        if cutmix and not mixup:  # every pixel comes from one of the two images, lam = kept area
+            from_self = (mixed == images).all(1)
+            assert float(lam) == pytest.approx(from_self.float().mean().item(), abs=1e-6)
+        if mixup and not cutmix:
+            torch.testing.assert_close(mixed, images * lam + images.flip(0) * (1 - lam))
+
+
+def test_label_smoothing_and_mixing_change_the_loss():
+    plain, smooth = make_trainer(), make_trainer(optim__label_smoothing=0.2)
+    for t in (plain, smooth):
+        t.train_step(*batch())
+    assert plain.read_accumulators()["loss"] != smooth.read_accumulators()["loss"]
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_amp_step_trains(dtype):
+    trainer = make_trainer(amp=True, amp_dtype=dtype)
+    assert (trainer.scaler is not None) == (dtype == "fp16")
+    before = next(trainer.model.parameters()).detach().clone()
+    for seed in range(3):
+        trainer.train_step(*batch(seed))
+    assert not torch.equal(before, next(trainer.model.parameters()))
+    assert trainer.read_accumulators()["nonfinite"] == 0
+
+
+def test_step_never_syncs_with_the_host(monkeypatch):
+    """`.item()`, `.tolist()` and `.cpu()` are what a sync looks like on a CPU tensor: forbid them."""
+    trainer = make_trainer(ema=0.9, mixup=0.4, cutmix=1.0, optim__clip_grad=1.0)
+    trainer.train_step(*batch())  # lazy optimizer state first
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("host sync inside the step")
+
+    for name in ("item", "tolist", "cpu", "__bool__", "__float__", "__int__"):
+        monkeypatch.setattr(torch.Tensor, name, refuse)
+    trainer.train_step(*batch(2))
+    monkeypatch.undo()
+    assert trainer.read_accumulators()["seen"] == 2 * BATCH
