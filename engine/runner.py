@@ -25,7 +25,7 @@ from engine.loop import Trainer
 from engine.metrics import summarize
 from engine.progress import progress
 from loaders import base as loaders
-from loaders.datasets import load_dataset
+from loaders.datasets import load_dataset, skip_summary
 from loaders.tabular import attach_metadata
 from models.metadata import fuse
 from models.registry import build_model
@@ -262,6 +262,9 @@ def _train(cfg: Config, dataset=None) -> dict | None:
     }
     if not is_main:
         return metrics
+    skipped = ds.skipped + sorted(bad_runtime.items())  # refused up front, then failed at decode
+    if bad_runtime:
+        atomic_write_json(out / "data_skipped.json", [{"path": p, "reason": r} for p, r in skipped])
     atomic_write_json(out / "metrics.json", metrics)
     report.save_test_outputs(out, test_probs, test_labels, test_loader.split, _split_counts(ds))
     report.build_or_warn(out)
@@ -270,6 +273,6 @@ def _train(cfg: Config, dataset=None) -> dict | None:
           f"f1_macro {test['f1_macro']:.4f}  auc_macro {test['auc_macro']:.4f}  "
           f"(n={test['n']}, best epoch {best['epoch'] + 1}, {metrics['train.images_per_second']:.0f} img/s, "
           f"{metrics['wall_seconds']:.0f}s) -> {out}")
-    if metrics["data.skipped"]:
-        print(f"skipped {metrics['data.skipped']} unreadable file(s); see {out}/data_skipped.json and the log")
+    if skipped:
+        print(f"skipped {len(skipped)} input(s): {skip_summary(skipped)} (each listed in {out}/data_skipped.json)")
     return metrics

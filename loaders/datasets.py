@@ -237,7 +237,7 @@ def _rows_from_csv(root: Path, csv_path: Path) -> tuple[list[str], list[str], li
             if first_label != label:  # which one is right is the user's call, not ours
                 raise ConfigError(f"{csv_path}:{line}: {name} is labelled {label!r} here but {first_label!r} "
                                   f"on line {first_line_seen}; fix the CSV")
-            skipped.append((f"{csv_path}:{line}", f"duplicate row for {name} (first one kept)"))
+            skipped.append((f"{csv_path}:{line}", f"duplicate row (first one kept): {name}"))
             continue
         seen[str(path)] = (line, label)
         if not path.exists():
@@ -339,14 +339,25 @@ def load_dataset(cfg: DataConfig, seed: int = 0) -> Dataset:
         raise ConfigError(f"{ds.source}: the split left no training images ({len(ds.val)} val, {len(ds.test)} test); "
                           "lower --data.val_fraction/--data.test_fraction or add images")
     if ds.skipped:
-        reasons = Counter(reason for _, reason in ds.skipped)
-        summary = "; ".join(f"{n} {r}" for r, n in reasons.most_common())
-        log.warning("skipped %d file(s): %s", len(ds.skipped), summary)
+        log.warning("skipped %d input(s): %s", len(ds.skipped), skip_summary(ds.skipped))
         for path, reason in ds.skipped[:20]:
             log.warning("  skipped %s: %s", path, reason)
         if len(ds.skipped) > 20:
-            log.warning("  ... and %d more (all listed in data_skipped.csv in the run folder)", len(ds.skipped) - 20)
+            log.warning("  ... and %d more (all listed in data_skipped.json in the run folder)", len(ds.skipped) - 20)
     return ds
+
+
+def skip_summary(skipped: list[tuple[str, str]], kinds: int = 5) -> str:
+    """'3 truncated JPEG (no end-of-image marker); 1 empty file (0 bytes)': counts per kind of
+    reason, the kind being the text before its details in parentheses."""
+    groups: dict[str, list[str]] = {}
+    for _, reason in skipped:
+        groups.setdefault(reason.split(" (")[0], []).append(reason)
+    ranked = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+    parts = [f"{len(rs)} {rs[0] if len(set(rs)) == 1 else kind}" for kind, rs in ranked[:kinds]]
+    if len(ranked) > kinds:
+        parts.append(f"{sum(len(rs) for _, rs in ranked[kinds:])} for {len(ranked) - kinds} other reason(s)")
+    return "; ".join(parts)
 
 
 def with_splits(ds: Dataset, train: Split, val: Split, test: Split) -> Dataset:

@@ -12,11 +12,11 @@ import numpy as np
 import torch
 
 from loaders import images
-from loaders.base import Loader
+from loaders.base import PAD_LABEL, Loader
 
 
 def decode_all(files: list[str], size: int, workers: int, bad) -> tuple[np.ndarray, np.ndarray]:
-    """(uint8 N x size x size x 3, kept indices); files that fail are reported and left out."""
+    """(uint8 N x size x size x 3, bool N: decoded); files that fail are reported, their rows zero."""
     out = np.empty((len(files), size, size, 3), np.uint8)
 
     def work(i):
@@ -29,8 +29,8 @@ def decode_all(files: list[str], size: int, workers: int, bad) -> tuple[np.ndarr
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
         ok = np.fromiter(pool.map(work, range(len(files)), chunksize=32), bool, len(files))
-    keep = np.flatnonzero(ok)
-    return (out if ok.all() else out[keep]), keep
+    out[~ok] = 0
+    return out, ok
 
 
 class TensorLoader(Loader):
@@ -38,15 +38,17 @@ class TensorLoader(Loader):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.failed: torch.Tensor | None = None  # bool per row: decode failed at load time
         split = self.split
         if split.images is not None:
             array = split.images
         else:
             workers = self.cfg.data.workers or os.cpu_count() or 2
-            array, keep = decode_all(split.files, self.ds.native_size, workers, self.bad)
-            if len(keep) != len(split):  # drop failures together with their labels: no shift
-                self.split = split = split.subset(keep)
-                self.labels = self.labels[torch.as_tensor(keep, device=self.device)]
+            array, ok = decode_all(split.files, self.ds.native_size, workers, self.bad)
+            if not ok.all():
+                # Rows stay, so the sampler's indices (drawn over the whole split) still match;
+                # a failed row's label becomes PAD_LABEL in every batch: no loss, no metric, no shift.
+                self.failed = torch.as_tensor(~ok, device=self.device)
         # NHWC storage viewed as NCHW: exactly the channels_last layout.
         self.nhwc = torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
 
@@ -55,5 +57,8 @@ class TensorLoader(Loader):
         for step in range(self.start_step, self.steps):
             idx = order[step * self.batch_size:(step + 1) * self.batch_size]
             batch = self.nhwc.index_select(0, idx).permute(0, 3, 1, 2)
-            yield self.augment(batch, self.key(step)), self.batch_labels(order, real, step)
+            labels = self.batch_labels(order, real, step)
+            if self.failed is not None:
+                labels = torch.where(self.failed[idx], torch.full_like(labels, PAD_LABEL), labels)
+            yield self.augment(batch, self.key(step)), labels
         self.start_step = 0

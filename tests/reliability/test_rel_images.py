@@ -99,7 +99,7 @@ def test_mixed_folder_skips_exactly_the_bad_files_and_keeps_labels(tmp_path, cap
     assert sorted(skipped) == sorted(bad)
     for name, start in bad.items():
         assert skipped[name].startswith(start), (name, skipped[name])
-    assert f"skipped {len(bad)} file(s)" in caplog.text
+    assert f"skipped {len(bad)} input(s)" in caplog.text
     kept = [f for part in (ds.train, ds.val, ds.test) for f in part.files]
     assert len(kept) == 30 + 4  # the 30 good files and the 4 converted ones
     for part in (ds.train, ds.val, ds.test):  # each kept file still carries its own label
@@ -133,8 +133,9 @@ def test_every_file_bad_from_the_cli(tmp_path):
     assert "all 6 images are unreadable" in line and "empty file (0 bytes)" in line
 
 
-def test_pixel_data_broken_behind_a_good_header_is_dropped_with_its_label(tmp_path):
-    """Passes the cheap header check, fails at decode: dropped at load time, label with it."""
+def test_pixel_data_broken_behind_a_good_header_is_masked_with_its_label(tmp_path):
+    """Passes the cheap header check, fails at decode: reported once, its row masked (label -1)
+    in every batch, so it adds no loss and no metric, and no other label moves."""
     import torch
 
     from engine.config import Config
@@ -145,15 +146,20 @@ def test_pixel_data_broken_behind_a_good_header_is_dropped_with_its_label(tmp_pa
     with open(root / "labels.csv", "a") as fh:
         fh.write("images/late.png,b\n")
     cfg = Config()
-    cfg.data = broken.data_cfg(root, val_fraction=0.0, test_fraction=0.0)
+    cfg.data = broken.data_cfg(root, val_fraction=0.0, test_fraction=0.0, batch_size=4)
     ds = load_dataset(cfg.data)
     assert not ds.skipped and len(ds.train) == 13
-    loader = base.build("tensor", ds, "train", cfg, torch.device("cpu"), train=True,
-                        sampler=base.make_sampler(ds, cfg, torch.device("cpu")))
+    device = torch.device("cpu")
+    loader = base.build("tensor", ds, "train", cfg, device, train=True, sampler=base.make_sampler(ds, cfg, device))
     assert list(loader.bad.items.values()) == ["decode failed: OSError: image file is truncated (0 bytes not processed)"]
-    assert len(loader.labels) == 12 and loader.nhwc.shape[0] == 12
-    expected = [ds.classes.index("abab"[i % 2]) for i in range(12)]  # the late file's label went with it
-    assert loader.labels.tolist() == expected
+    for epoch in range(3):  # the sampler draws over all 13 rows; the late one is always masked
+        loader.set_epoch(epoch)
+        order, _ = loader.epoch_order()
+        seen = torch.cat([labels for _, labels in loader])
+        expected = torch.as_tensor(ds.train.labels)[order]
+        expected[order == 12] = base.PAD_LABEL
+        assert torch.equal(seen, expected)
+    assert len(loader.bad.items) == 1  # reported once, not once per epoch
     cfg.data.verify = "full"  # the full check catches it before training instead
     ds_full = load_dataset(cfg.data)
     assert [Path(p).name for p, _ in ds_full.skipped] == ["late.png"]

@@ -54,7 +54,7 @@ def test_empty_or_missing_label_skips_the_row_instead_of_making_a_class(tmp_path
 
 def test_identical_duplicate_row_is_skipped_once(tmp_path):
     ds = _load(_with_rows(tmp_path, [["images/im001.jpg", "b"]]))
-    assert _skips(ds) == {"labels.csv:26": "duplicate row for images/im001.jpg (first one kept)"}
+    assert _skips(ds) == {"labels.csv:26": "duplicate row (first one kept): images/im001.jpg"}
     assert len(_all_labels(ds)) == 24
 
 
