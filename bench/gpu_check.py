@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -58,6 +59,18 @@ def command(step: str, out: Path) -> list[str]:
     return [py, "-m", "bench.compare", str(out / "bench-gpu.json")]
 
 
+def run_step(cmd: list[str], env: dict, log, limit: float) -> tuple[int | None, bool]:
+    """(exit status or None, timed out); a step that overruns is killed with its whole process
+    group, DataLoader workers included, so nothing it started keeps the GPU busy for the next."""
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        return proc.wait(timeout=limit), False
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return None, True
+
+
 def merge_benchmarks(out: Path) -> Path | None:
     merged, found = None, False
     for step in BENCH_STEPS:
@@ -72,6 +85,24 @@ def merge_benchmarks(out: Path) -> Path | None:
     target = out / "bench-gpu.json"
     target.write_text(json.dumps(merged, indent=2) + "\n")
     return target
+
+
+def compare_precondition(out: Path) -> str:
+    """Why the compare step cannot run ("" when it can)."""
+    from bench import compare
+
+    merged = merge_benchmarks(out)
+    if merged is None:
+        return "no benchmark JSON to compare"
+    try:
+        kind = compare.device_kind(compare.load(merged))
+    except compare.BadInput as exc:
+        return str(exc)
+    reference = compare.RESULTS / f"reference-{kind}.json"
+    if not reference.exists():
+        return (f"no {reference.relative_to(REPO)} committed yet; to make this run the reference: "
+                f"cp {merged} {reference.relative_to(REPO)}")
+    return ""
 
 
 def headline(out: Path) -> dict:
@@ -117,9 +148,12 @@ def main(argv: list[str] | None = None) -> int:
                                                      "dermamnist": (REPO / ".gpu/dermamnist28.npz").exists()}}
     for step in steps:
         left = args.budget - (time.perf_counter() - start)
-        if step == "compare" and merge_benchmarks(out) is None:
-            summary["steps"][step] = {"skipped": "no benchmark JSON to compare"}
-            continue
+        if step == "compare":
+            why = compare_precondition(out)
+            if why:
+                summary["steps"][step] = {"skipped": why}
+                print(f"gpu-check: compare skipped: {why}", flush=True)
+                continue
         if left < 10:
             summary["steps"][step] = {"skipped": f"time budget of {args.budget:.0f} s spent"}
             continue
@@ -127,12 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         print(f"gpu-check: {step} (limit {limit:.0f} s)", flush=True)
         with open(out / f"{step}.log", "w") as log:
-            try:
-                rc = subprocess.run(command(step, out), cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                    timeout=limit).returncode
-                timed_out = False
-            except subprocess.TimeoutExpired:
-                rc, timed_out = None, True
+            rc, timed_out = run_step(command(step, out), env, log, limit)
         summary["steps"][step] = {"rc": rc, "seconds": round(time.perf_counter() - t0, 1), "timed_out": timed_out}
         print(f"gpu-check: {step} -> {'timed out' if timed_out else f'exit {rc}'} in "
               f"{summary['steps'][step]['seconds']} s", flush=True)

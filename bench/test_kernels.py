@@ -11,8 +11,10 @@ RATIO_KEYS = ("speedup_vs_reference", "speedup_vs_torchvision_v2_per_sample", "s
 
 
 def record_lines(benchmark, lines: list[dict], device: torch.device) -> dict:
+    # Without CUDA the augmentation "kernel" is its own reference: that ratio is 1 by definition.
     ratios = {f"{line['kernel']}{'_' + line['impl'] if line['kernel'] == 'sampler' else ''}.{key}": line[key]
-              for line in lines for key in RATIO_KEYS if key in line}
+              for line in lines for key in RATIO_KEYS
+              if key in line and not (key == "speedup_vs_reference" and line["impl"].startswith("reference"))}
     return attach(benchmark, {"benchmark": "kernels", **environment(device), "lines": lines, "ratios": ratios})
 
 

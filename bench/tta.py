@@ -11,6 +11,7 @@ so a run that reaches the target early still followed its full schedule's shape 
 from __future__ import annotations
 
 import copy
+import logging
 import sys
 import time
 
@@ -23,6 +24,8 @@ from engine.loop import Trainer
 from loaders import base as loaders
 from loaders.datasets import load_dataset
 from models.registry import build_model
+
+log = logging.getLogger("medtrain.bench")
 
 
 def _warmup(trainer: Trainer, loader, steps: int, device: torch.device) -> float:
@@ -68,6 +71,7 @@ def time_to_accuracy(cfg: Config, target: float = 0.75, max_seconds: float = 0.0
         cm, _, _ = trainer.evaluate(test_loader)
         accuracy = float(cm.diagonal().sum() / cm.sum().clamp(min=1))  # sync point: epoch end
         curve.append({"epoch": epoch + 1, "train_seconds": train_seconds, "test_accuracy": accuracy})
+        log.info("epoch %d: %.1f s of training so far, test accuracy %.4f", epoch + 1, train_seconds, accuracy)
         if accuracy >= target and reached is None:
             reached = curve[-1]
             break

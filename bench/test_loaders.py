@@ -1,0 +1,66 @@
+"""Loader throughput per backend (no model), each against `baseline`, in alternating rounds.
+
+Uses bench/loaders.py's `measure` (one warm-up batch, then whole batches for S seconds)
+on loaders built once from one dataset, so every backend sees the same files and order.
+Augmentation is random-resized-crop + horizontal flip, the work every backend can do.
+"""
+from __future__ import annotations
+
+import statistics
+
+import pytest
+import torch
+
+from bench.loaders import measure
+from bench.record import attach, environment
+from engine.config import Config
+from loaders import base
+from loaders.datasets import load_dataset
+
+
+def run_loaders(benchmark, data: str, names: list[str], device: str, image_size: int, batch_size: int,
+                seconds: float, rounds: int, workers: int = 0) -> dict:
+    cfg = Config()
+    cfg.data.path, cfg.data.image_size, cfg.data.batch_size, cfg.data.workers = data, image_size, batch_size, workers
+    cfg.data.vflip = cfg.data.rot90 = False
+    dev = torch.device(device)
+    ds = load_dataset(cfg.data, seed=0)
+    loaders = {}
+    for name in names + ["baseline"]:
+        resolved, _ = base.resolve(name, ds, dev)
+        loaders[name] = base.build(resolved, ds, "train", cfg, dev, train=True, sampler=base.make_sampler(ds, cfg, dev))
+    per_round = {name: [] for name in loaders}
+    order = list(loaders)
+
+    def one_round():
+        for name in (order if len(per_round["baseline"]) % 2 == 0 else order[::-1]):
+            images, secs = measure(loaders[name], seconds, dev)
+            per_round[name].append(images / secs)
+
+    benchmark.pedantic(one_round, rounds=rounds, iterations=1)
+    ips = {name: statistics.median(v) for name, v in per_round.items()}
+    return attach(benchmark, {
+        "benchmark": "loaders", **environment(dev),
+        "config": {"data": data, "dataset": ds.name, "image_size": image_size or ds.native_size, "batch_size": batch_size,
+                   "seconds": seconds, "rounds": rounds, "workers": workers, "augment": "random-resized-crop+hflip"},
+        "images_per_second": ips, "rounds_images_per_second": per_round,
+        "ratios": {f"{name}_vs_baseline": ips[name] / ips["baseline"] for name in names}})
+
+
+@pytest.mark.ci
+def test_loaders_synthetic_cpu(benchmark):
+    result = run_loaders(benchmark, "synthetic", ["tensor", "plain"], "cpu", 64, 64, seconds=2, rounds=2, workers=2)
+    assert result["images_per_second"]["baseline"] > 0
+
+
+@pytest.mark.slow
+def test_loaders_ham224_cpu(benchmark, ham_dir):
+    # dali/ffcv on the CPU are measured by bench.loaders itself (README, Loaders).
+    run_loaders(benchmark, str(ham_dir), ["tensor", "plain"], "cpu", 224, 64, seconds=8, rounds=1)
+
+
+@pytest.mark.gpu
+def test_loaders_ham224_gpu(benchmark, ham_dir):
+    names = ["nvjpeg", "tensor"] + (["dali"] if base.available("dali") else [])
+    result = run_loaders(benchmark, str(ham_dir), names, "cuda", 224, 256, seconds=5, rounds=2)
+    assert result["ratios"]["nvjpeg_vs_baseline"] > 1
