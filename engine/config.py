@@ -267,6 +267,8 @@ def set_option(cfg: Config, key: str, raw) -> None:
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
             raise ConfigError(f"--{key} must be {rng}; got {value}")
+    if key == "data.image_size" and 0 < value < 8:  # every model pools 3 times; 0 keeps the native size
+        raise ConfigError(f"--{key} must be 0 (the dataset's own size) or at least 8; got {value}")
     setattr(section, name, value)
 
 

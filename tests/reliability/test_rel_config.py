@@ -26,6 +26,8 @@ CASES = {
     "positional argument": (["data.npz"], "error: unexpected argument 'data.npz': options look like --key value"),
     "unknown loader": (["--loader", "turbo"], "error: --data.loader must be one of auto, plain, tensor, dali, ffcv, "
                                               "nvjpeg, baseline; got 'turbo'"),
+    "image size too small": (["--image-size", "3"],
+                             "error: --data.image_size must be 0 (the dataset's own size) or at least 8; got 3"),
     "fractions leave no train": (["--data.val_fraction", "0.5", "--data.test_fraction", "0.5"],
                                  "error: --data.val_fraction 0.5 + --data.test_fraction 0.5 leave nothing for "
                                  "training; keep their sum below 1"),
@@ -60,3 +62,10 @@ def test_split_leaving_no_training_images(tmp_path):
     with pytest.raises(ConfigError, match=r"few: the split left no training images \(\d+ val, \d+ test\); lower "
                                           r"--data\.val_fraction/--data\.test_fraction or add images"):
         load_dataset(broken.data_cfg(root, val_fraction=0.3, test_fraction=0.3))
+
+
+def test_out_path_that_is_a_file(tmp_path):
+    (tmp_path / "taken").write_text("not a folder")
+    data = broken.good_folder(tmp_path / "data", n=12, classes=("a", "b"))
+    line = broken.error_line(broken.run_cli(broken.fast_run_args(data, tmp_path / "taken")), status=1)
+    assert line == f"error: [Errno 17] File exists: '{tmp_path / 'taken'}'"
