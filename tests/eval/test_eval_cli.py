@@ -1,0 +1,129 @@
+"""engine.evaluate / engine.predict / engine.cv end to end on tiny data, and TTA itself."""
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from engine import cv, evaluate, predict
+from engine.inference import TTA, dihedral_views
+from engine.train import main as train_main
+from tests.conftest import write_jpegs
+
+TINY = ["--model", "mlp", "--epochs", "1", "--batch-size", "8", "--device", "cpu", "--wandb", "disabled",
+        "--train.progress", "off"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    data = write_jpegs(root / "data", n=48, size=24)
+    run = root / "run"
+    assert train_main(["--data", str(data), "--out", str(run)] + TINY) == 0
+    return data, run
+
+
+def test_evaluate_reproduces_the_training_test_metrics(trained, tmp_path):
+    data, run = trained
+    assert evaluate.main(["--checkpoint", str(run), "--data", str(data), "--out", str(tmp_path)]) == 0
+    train_m = json.loads((run / "metrics.json").read_text())
+    eval_m = json.loads((tmp_path / "metrics.json").read_text())
+    test_keys = [k for k in train_m if k.startswith("test.")]
+    assert test_keys and set(test_keys) <= set(eval_m)
+    for key in ("test.accuracy", "test.balanced_accuracy", "test.f1_macro", "test.auc_macro", "test.n"):
+        assert eval_m[key] == pytest.approx(train_m[key], abs=1e-6), key
+    assert (tmp_path / "report" / "confusion_matrix.png").exists()
+
+
+def test_evaluate_with_tta_writes_the_same_keys(trained, tmp_path):
+    data, run = trained
+    assert evaluate.main(["--checkpoint", str(run), "--data", str(data), "--tta", "--out", str(tmp_path)]) == 0
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["tta"] is True and 0 <= m["test.accuracy"] <= 1 and 0 <= m["test.auc_macro"] <= 1
+    assert "test.balanced_accuracy_ci_low" in m
+
+
+def test_predict_writes_one_row_per_image_with_probabilities(trained, tmp_path):
+    data, run = trained
+    out = tmp_path / "p.csv"
+    assert predict.main(["--checkpoint", str(run), "--data", str(data), "--out", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 48
+    assert {r["file"] for r in rows} == {f"images/im{i:03d}.jpg" for i in range(48)}
+    assert {r["split"] for r in rows} == {"train", "val", "test"}
+    for r in rows:
+        probs = [float(r[f"p_{c}"]) for c in ("a", "b", "c")]
+        assert sum(probs) == pytest.approx(1, abs=1e-4)
+        assert r["prediction"] == ("a", "b", "c")[int(np.argmax(probs))]
+    labels = {f"images/im{i:03d}.jpg": ("a", "b", "c")[i % 3] for i in range(48)}
+    assert all(r["label"] == labels[r["file"]] for r in rows)
+
+
+def test_other_classes_are_refused_with_one_line(trained, tmp_path, capsys):
+    _, run = trained
+    other = write_jpegs(tmp_path / "other", n=12, size=24, classes=("x", "y", "z"))
+    assert evaluate.main(["--checkpoint", str(run), "--data", str(other)]) == 2
+    assert predict.main(["--checkpoint", str(run), "--data", str(other), "--out", str(tmp_path / "p.csv")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all("do not match the checkpoint's" in line for line in err)
+
+
+def test_bad_options_are_one_line_errors(trained, capsys):
+    data, run = trained
+    assert evaluate.main(["--checkpoint", str(run), "--data", str(data), "--ttta"]) == 2
+    assert "did you mean --tta" in capsys.readouterr().err
+    assert evaluate.main(["--data", str(data)]) == 2
+    assert "--checkpoint" in capsys.readouterr().err
+    assert predict.main(["--checkpoint", str(run), "--data", str(data), "--out", "x.txt"]) == 2
+    assert ".csv" in capsys.readouterr().err
+    assert evaluate.main(["--checkpoint", str(run / "nope"), "--data", str(data)]) == 2
+
+
+def test_tta_views_are_the_eight_symmetries_and_tta_is_invariant_under_them():
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4)
+    views = dihedral_views(x)
+    assert len({tuple(v.flatten().tolist()) for v in views}) == 8
+    assert any(torch.equal(v, x.flip(2)) for v in views)  # vertical flip is among them
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(48, 5)).eval()
+    tta = TTA(model)
+    with torch.no_grad():
+        base = tta(x).softmax(1)
+        assert torch.allclose(base.sum(1), torch.ones(2))
+        for v in views:
+            assert torch.allclose(tta(v.contiguous()).softmax(1), base, atol=1e-6)
+        manual = torch.stack([model(v).softmax(1) for v in views]).mean(0)
+        assert torch.allclose(base, manual, atol=1e-6)
+
+
+def test_folds_are_disjoint_grouped_and_stratified(tmp_path):
+    from loaders.datasets import load_dataset
+    from engine.config import DataConfig
+    data = write_jpegs(tmp_path / "d", n=60, size=24)
+    ds = load_dataset(DataConfig(path=str(data)), seed=0)
+    folds = cv.fold_datasets(ds, 3, 0.2, seed=0)
+    tests = [set(f.test.files) for f in folds]
+    every = set(ds.train.files) | set(ds.val.files) | set(ds.test.files)
+    assert set().union(*tests) == every and sum(len(t) for t in tests) == len(every)
+    for f in folds:
+        parts = [set(f.train.groups), set(f.val.groups), set(f.test.groups)]
+        assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
+        assert set(f.train.files) | set(f.val.files) | set(f.test.files) == every
+        assert sorted(np.bincount(f.test.labels, minlength=3)) == sorted(np.bincount(folds[0].test.labels, minlength=3))
+
+
+def test_cv_runs_each_fold_and_summarizes(tmp_path, capsys):
+    data = write_jpegs(tmp_path / "d", n=36, size=24)
+    out = tmp_path / "cv"
+    assert cv.main(["--folds", "2", "--data", str(data), "--out", str(out)] + TINY) == 0
+    summary = json.loads((out / "cv_summary.json").read_text())
+    assert summary["folds"] == 2 and sum(summary["fold_sizes"]) == 36
+    for fold in ("fold0", "fold1"):
+        assert (out / fold / "metrics.json").exists() and (out / fold / "report" / "README.md").exists()
+    bal = summary["metrics"]["test.balanced_accuracy"]
+    assert bal["mean"] == pytest.approx(np.mean(bal["values"])) and bal["std"] == pytest.approx(np.std(bal["values"], ddof=1))
+    assert "test.auc_macro" in summary["metrics"] and "| test.auc_macro |" in (out / "cv_summary.md").read_text()
+    assert "cv test.balanced_accuracy" in capsys.readouterr().out
+    assert cv.main(["--data", str(data)]) == 2
