@@ -10,6 +10,7 @@ and replayed.
 """
 from __future__ import annotations
 
+import copy
 import os
 
 import torch
@@ -102,6 +103,7 @@ class Trainer:
     def __init__(self, model: nn.Module, cfg: Config, device: torch.device, num_classes: int, steps_per_epoch: int):
         self.model, self.cfg, self.device, self.num_classes = model, cfg, device, num_classes
         self.forward = torch.compile(model, dynamic=False, backend=COMPILE_BACKEND) if cfg.train.compile else model
+        self._eval_twin = self._eval_compiled = None  # built at the first evaluation (see _eval_forward)
         self.optimizer = make_optimizer(model, cfg, device)
         self.amp_dtype = autocast_dtype(cfg, device)
         self.scaler = torch.amp.GradScaler(device.type) if self.amp_dtype == torch.float16 else None
@@ -227,11 +229,25 @@ class Trainer:
         return {k: v.clone() for k, v in zip(self.model.state_dict().keys(), self.ema)}
 
     # -- evaluation -----------------------------------------------------------------------------
+    def _eval_forward(self, model: nn.Module | None):
+        """Eager: the given model (live, EMA or selected weights). Compiled: one eval twin,
+        compiled once, into which those weights are copied, so every evaluation of the run
+        reuses a single compiled graph instead of running eagerly or compiling per model."""
+        source = model or self.model
+        if not self.cfg.train.compile:
+            source.eval()
+            return source
+        if self._eval_twin is None:
+            self._eval_twin = copy.deepcopy(self.model).eval()
+            self._eval_compiled = torch.compile(self._eval_twin, dynamic=False, backend=COMPILE_BACKEND)
+        self._eval_twin.load_state_dict(source.state_dict())
+        self._eval_twin.eval()
+        return self._eval_compiled
+
     @torch.no_grad()
     def evaluate(self, loader, model: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(confusion matrix, probabilities of real rows, labels of real rows), on the device."""
-        forward = self.forward if model is None else model
-        (model or self.model).eval()
+        forward = self._eval_forward(model)
         total = loader.steps * loader.batch_size
         probs = torch.empty(total, self.num_classes, device=self.device)
         labels_all = torch.empty(total, dtype=torch.int64, device=self.device)
