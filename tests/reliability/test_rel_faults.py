@@ -197,20 +197,23 @@ def _oom(*args, **kwargs):
      "error: out of device memory evaluating mlp at batch size 256, 16 px; try --data.eval_batch_size 128"),
 ])
 def test_out_of_memory_names_the_batch_size_to_try(tmp_path, monkeypatch, capsys, phase, extra, expected):
-    from engine.loop import Trainer
+    from engine import runner
     from engine.train import main
 
     data = broken.good_folder(tmp_path / "data", n=24, classes=("a", "b"))
-    if phase == "train":
-        monkeypatch.setattr(Trainer, "train_step", _oom)
-    else:
-        real_evaluate = Trainer.evaluate
+    real_build = runner.build_model
 
-        def evaluate(self, loader, model=None):  # runs the real method until its first forward
-            monkeypatch.setattr(self, "forward", _oom)
-            return real_evaluate(self, loader, model)
+    def build_model_that_runs_out(*args, **kwargs):  # the model itself runs out, in one phase only
+        model = real_build(*args, **kwargs)
 
-        monkeypatch.setattr(Trainer, "evaluate", evaluate)
+        def hook(module, inputs):
+            if module.training == (phase == "train"):
+                _oom()
+
+        model.register_forward_pre_hook(hook)
+        return model
+
+    monkeypatch.setattr(runner, "build_model", build_model_that_runs_out)
     assert main(broken.fast_run_args(data, tmp_path / "run") + extra) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
