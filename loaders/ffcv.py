@@ -16,8 +16,8 @@ where vertical flips, rot90 and colour jitter (the device augmentation with its 
 off, only when those are enabled) and normalization follow. Order: the engine's sampler decides
 it every epoch (uniform = random, balanced = our weighted order, DDP shards) through a custom
 FFCV TraversalOrder; FFCV's own QUASI_RANDOM is not used (it only pays off with
-`os_cache=False` on datasets larger than memory). Rows whose source file was left out of the
-`.beton` are dropped from the split together with their labels: no shift.
+`os_cache=False` on datasets larger than memory). A row whose source file was left out of the
+`.beton` stays in the split as a masked row (label -1), reported once: no shift.
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ import torch
 from engine.config import ConfigError, DataConfig
 from kernels.augment import DeviceAugment
 from loaders import images
-from loaders.base import Loader, host_indices
+from loaders.base import PAD_LABEL, Loader, host_indices
 from loaders.synthetic import cache_root
 
 log = logging.getLogger("medtrain.loaders")
@@ -97,21 +97,24 @@ class _Rows:
         return images.decode(data, None), int(self.labels[i])
 
 
-def _verified(files: list[str], workers: int) -> tuple[list[int], list[tuple[str, str]]]:
+def _verified(files: list[str], workers: int, report: bool) -> tuple[list[int], list[tuple[str, str]]]:
     good, bad, _ = images.scan(files, full=True, workers=workers)
-    for path, reason in bad:
+    for path, reason in bad if report else ():
         log.warning("leaving out %s: %s", path, reason)
     return good, bad
 
 
 def write_beton(files: list[str], labels: np.ndarray, out: Path, max_res: int, quality: int | None,
-                workers: int | None = None, source: str = "") -> dict:
-    """Write `files` to `out` (+ `out.json` sidecar); returns the sidecar's content."""
+                workers: int | None = None, source: str = "", report: bool = True) -> dict:
+    """Write `files` to `out` (+ `out.json` sidecar); returns the sidecar's content.
+
+    `report=False` leaves reporting the files left out to the caller (the loader reports
+    each once, with the other backends' wording)."""
     from ffcv.fields import IntField
     from ffcv.writer import DatasetWriter
 
     workers = workers or os.cpu_count() or 2
-    good, bad = _verified(files, workers)
+    good, bad = _verified(files, workers, report)
     if not good:
         raise ConfigError(f"{source or out}: no readable image to write")
     kept = [files[i] for i in good]
@@ -148,7 +151,7 @@ def cached_beton(ds, cfg: DataConfig) -> tuple[Path, dict]:
     if out.exists() and meta_path.exists():
         return out, json.loads(meta_path.read_text())
     log.info("writing %d images to %s (once; later runs reuse it)", len(files), out)
-    return out, write_beton(files, labels, out, ds.native_size, None, cfg.workers or None, ds.source)
+    return out, write_beton(files, labels, out, ds.native_size, None, cfg.workers or None, ds.source, report=False)
 
 
 # ----------------------------------------------------------------------------- reading
@@ -176,18 +179,19 @@ class FfcvLoader(Loader):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if self.split.files is None:
-            raise ValueError("ffcv reads a .beton of files; in-memory datasets use the tensor loader")
+            raise ConfigError("ffcv reads a .beton of files; in-memory datasets use the tensor loader")
         self.beton, meta = cached_beton(self.ds, self.cfg.data)
         row_of = {f: r for r, f in enumerate(meta["files"])}
-        keep = [i for i, f in enumerate(self.split.files) if f in row_of]
-        for i, f in enumerate(self.split.files):
-            if f not in row_of:
-                reason = next((s["reason"] for s in meta["skipped"] if s["path"] == f), "not in the .beton")
-                self.bad.add(f, reason)
-        if len(keep) != len(self.split):  # drop failures together with their labels: no shift
-            self.split = self.split.subset(np.asarray(keep))
-            self.labels = self.labels[torch.as_tensor(keep, dtype=torch.int64, device=self.device)]
-        self.rows = np.asarray([row_of[f] for f in self.split.files], dtype=np.int64)
+        skipped = {s["path"]: s["reason"] for s in meta["skipped"]}
+        missing = [f not in row_of for f in self.split.files]
+        for f, gone in zip(self.split.files, missing):
+            if gone:
+                self.bad.add(f, skipped.get(f, "not in the .beton"))
+        # A file left out of the .beton stays a row (read as row 0, label masked to -1), so the
+        # sampler's indices and every other label stay valid.
+        self.rows = np.asarray([row_of.get(f, 0) for f in self.split.files], dtype=np.int64)
+        self.missing = torch.as_tensor(missing, dtype=torch.bool, device=self.device)
+        self.any_missing = any(missing)
         self.workers = self.cfg.data.workers or os.cpu_count() or 2
         self.ffcv_loader = self._build()
         spec = self.spec
@@ -237,7 +241,11 @@ class FfcvLoader(Loader):
         self.ffcv_loader.first_traversal_order = rows  # FFCV sizes the epoch from this
         step = self.start_step
         for (batch,) in self.ffcv_loader:
-            yield self._finish(batch, self.key(step)), self.batch_labels(order, real, step)
+            labels = self.batch_labels(order, real, step)
+            if self.any_missing:
+                idx = order[step * bs:(step + 1) * bs]
+                labels = torch.where(self.missing[idx], torch.full_like(labels, PAD_LABEL), labels)
+            yield self._finish(batch, self.key(step)), labels
             step += 1
         self.start_step = 0
 

@@ -8,8 +8,8 @@ torchvision, so it is the GPU path wherever DALI is absent. On a CPU device the 
 decodes with torchvision's CPU decoder in worker threads (that is what CI tests).
 
 Bad data: files that are not JPEGs but readable (PNG, BMP, ...) are decoded once on the host
-and kept as pixels; files unreadable at load time are reported and dropped together with their
-labels; a file that fails inside a batch becomes a masked row (label -1), reported once.
+and kept as pixels; a file unreadable at load time or failing inside a batch becomes a masked
+row (zeros, label -1), reported once: the sampler's indices and every other label stay put.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_jpeg
 
+from engine.config import ConfigError
 from loaders import images
 from loaders.base import PAD_LABEL, Loader, host_indices
 
@@ -40,26 +41,24 @@ class NvjpegLoader(Loader):
         # One thread issues batched GPU decodes; on the CPU the decode itself needs the cores.
         self.workers = 1 if on_gpu else (self.cfg.data.workers or os.cpu_count() or 2)
         if self.split.images is not None:
-            raise ValueError("nvjpeg decodes files; in-memory datasets use the tensor loader")
+            raise ConfigError("nvjpeg decodes files; in-memory datasets use the tensor loader")
         self._load_bytes(pin=on_gpu)
 
     def _load_bytes(self, pin: bool) -> None:
-        blobs, keep, self.pixels = [], [], {}
+        blobs, self.pixels, self.unreadable = [], {}, set()
         for i, path in enumerate(self.split.files):
             try:
                 data = images.read_bytes(path)
                 images.check_bytes(data)
                 if not _is_jpeg(data):  # nvJPEG reads JPEG only: decode the rest once, here
-                    self.pixels[len(keep)] = torch.from_numpy(images.decode(data, self.size)).permute(2, 0, 1)
+                    self.pixels[i] = torch.from_numpy(images.decode(data, self.size)).permute(2, 0, 1)
                     data = b""
             except images.BadImage as exc:
+                # Kept as a masked row, not dropped: the sampler's indices stay valid.
                 self.bad.add(path, str(exc))
-                continue
+                self.unreadable.add(i)
+                data = b""
             blobs.append(data)
-            keep.append(i)
-        if len(keep) != len(self.split):  # drop failures together with their labels: no shift
-            self.split = self.split.subset(np.asarray(keep))
-            self.labels = self.labels[torch.as_tensor(keep, dtype=torch.int64, device=self.device)]
         lengths = np.fromiter((len(b) for b in blobs), np.int64, len(blobs))
         self.offsets = np.concatenate([[0], np.cumsum(lengths)])
         self.encoded = torch.empty(int(self.offsets[-1]), dtype=torch.uint8, pin_memory=pin)
@@ -79,9 +78,9 @@ class NvjpegLoader(Loader):
         return x.round_().clamp_(0, 255).to(torch.uint8)[0]
 
     def _decode_batch(self, positions) -> tuple[torch.Tensor, list[int]]:
-        jpeg_rows = [row for row, i in enumerate(positions) if int(i) not in self.pixels]
-        out = torch.empty((len(positions), 3, self.size, self.size), dtype=torch.uint8, device=self.device)
-        failed = []
+        failed = [row for row, i in enumerate(positions) if int(i) in self.unreadable]
+        jpeg_rows = [row for row, i in enumerate(positions) if int(i) not in self.pixels and row not in failed]
+        out = torch.zeros((len(positions), 3, self.size, self.size), dtype=torch.uint8, device=self.device)
         decoded: list[torch.Tensor | None]
         try:
             decoded = decode_jpeg([self._view(int(positions[r])) for r in jpeg_rows], mode=ImageReadMode.RGB,
@@ -96,7 +95,6 @@ class NvjpegLoader(Loader):
                     decoded.append(None)
         for r, img in zip(jpeg_rows, decoded):
             if img is None:
-                out[r] = 0
                 failed.append(r)
             else:
                 out[r] = self._fit(img)

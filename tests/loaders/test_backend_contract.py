@@ -1,0 +1,99 @@
+"""Every file backend keeps the batch contract and follows the engine's sampler order."""
+import pytest
+import torch
+
+from loaders import base
+from loaders.datasets import load_dataset
+
+from conftest import ALL
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_train_batches_follow_sampler_order(tiny, name):
+    cfg, ds, device = tiny
+    sampler = base.make_sampler(ds, cfg, device)
+    loader = base.build(name, ds, "train", cfg, device, train=True, sampler=sampler)
+    for epoch in (0, 1):
+        loader.set_epoch(epoch)
+        order, _ = loader.epoch_order()
+        batches = list(loader)
+        assert len(batches) == loader.steps >= 2
+        for step, (images, labels) in enumerate(batches):
+            assert images.shape == (8, 3, 32, 32) and images.dtype == torch.float32
+            assert images.is_contiguous(memory_format=torch.channels_last) and images.device == device
+            assert torch.isfinite(images).all() and images.std() > 0.05
+            # The labels are those of the sampler's indices, in the sampler's order.
+            assert labels.dtype == torch.int64
+            assert labels.tolist() == loader.labels[order[step * 8:(step + 1) * 8]].tolist()
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_eval_keeps_dataset_order_and_pads(tiny, name):
+    cfg, ds, device = tiny
+    loader = base.build(name, ds, "val", cfg, device, train=False)
+    batches = list(loader)
+    labels = torch.cat([y for _, y in batches])
+    n = len(ds.val)
+    assert len(labels) == loader.steps * 8 and all(x.shape == (8, 3, 32, 32) for x, _ in batches)
+    assert labels[:n].tolist() == ds.val.labels.tolist() and (labels[n:] == -1).all()
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_resume_mid_epoch_gives_the_remaining_batches(tiny, name):
+    cfg, ds, device = tiny
+    sampler = base.make_sampler(ds, cfg, device)
+    loader = base.build(name, ds, "train", cfg, device, train=True, sampler=sampler)
+    loader.set_epoch(1)
+    full = [y for _, y in loader]
+    loader.set_epoch(1, start_step=1)
+    rest = [y for _, y in loader]
+    assert len(rest) == len(full) - 1
+    assert all(torch.equal(a, b) for a, b in zip(rest, full[1:]))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_stopping_early_then_a_new_epoch(tiny, name):
+    # A consumer that breaks off (early stopping, a benchmark) must not leave stale batches.
+    cfg, ds, device = tiny
+    sampler = base.make_sampler(ds, cfg, device)
+    loader = base.build(name, ds, "train", cfg, device, train=True, sampler=sampler)
+    loader.set_epoch(0)
+    next(iter(loader))
+    loader.set_epoch(2)
+    order, _ = loader.epoch_order()
+    labels = [y for _, y in loader]
+    assert torch.cat(labels).tolist() == loader.labels[order].tolist()
+
+
+@pytest.mark.parametrize("name", [p for p in ALL if p.values[0] in ("dali", "nvjpeg")])
+def test_half_precision_output(tiny, name):
+    cfg, ds, device = tiny
+    loader = base.build(name, ds, "val", cfg, device, train=False, out_dtype=torch.bfloat16)
+    images, _ = next(iter(loader))
+    assert images.dtype == torch.bfloat16 and images.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("name", [p for p in ALL if p.values[0] != "plain"])
+def test_in_memory_dataset_is_one_clear_error_or_works(tmp_path, name):
+    import numpy as np
+    from engine.config import ConfigError, parse_args
+
+    x = np.random.default_rng(0).integers(0, 255, (40, 16, 16, 3), dtype=np.uint8)
+    y = np.arange(40) % 2
+    np.savez(tmp_path / "d.npz", train_images=x, train_labels=y)
+    cfg = parse_args(["--data", str(tmp_path / "d.npz"), "--batch-size", "8", "--device", "cpu"])
+    ds = load_dataset(cfg.data)
+    try:
+        loader = base.build(name, ds, "val", cfg, torch.device("cpu"), train=False)
+    except ConfigError as exc:
+        assert "tensor loader" in str(exc)
+        return
+    assert next(iter(loader))[0].shape == (8, 3, 16, 16)
+
+
+def test_auto_never_picks_baseline(tiny):
+    cfg, ds, device = tiny
+    for dev in (torch.device("cpu"), torch.device("cuda")):
+        name, why = base.resolve("auto", ds, dev)
+        assert name != "baseline" and why
+    assert base.resolve("baseline", ds, device)[0] == "baseline"
