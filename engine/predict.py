@@ -1,9 +1,10 @@
 """`python -m engine.predict --checkpoint DIR --data PATH --out FILE.csv [--tta] [--split all|test|val|train]
 [--device auto|cpu|cuda] [--batch-size N] [--loader NAME] [--amp]`
 
-Writes one CSV row per image: its position, split, file (relative to the data folder; empty
-for array datasets), true label, predicted label, confidence and one probability column per
-class (`p_<class>`). The default `--split all` scores every image of the dataset.
+Writes one CSV row per image: its split and position in that split (for a `.npz`, the row of
+`<split>_images`), file (relative to the data folder; empty for array datasets), true label,
+predicted label, confidence and one probability column per class (`p_<class>`). The default
+`--split all` scores every image of the dataset.
 """
 from __future__ import annotations
 
@@ -31,10 +32,12 @@ def predict(options: dict) -> Path:
     classes = restored.classes
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["index", "split", "file", "label", "prediction", "confidence"] + [f"p_{c}" for c in classes])
+    writer.writerow(["split", "index", "file", "label", "prediction", "confidence"] + [f"p_{c}" for c in classes])
+    position = {}
     for i in range(len(y)):
         name = relative_name(files[i], ds.source) if files is not None else ""
-        row = [i, row_split[i], name, classes[y[i]], classes[int(p[i].argmax())], f"{p[i].max():.6f}"]
+        position[row_split[i]] = index = position.get(row_split[i], -1) + 1
+        row = [row_split[i], index, name, classes[y[i]], classes[int(p[i].argmax())], f"{p[i].max():.6f}"]
         writer.writerow(row + [f"{v:.6f}" for v in p[i]])
     out = Path(options["out"])
     atomic_write_bytes(out, lambda fh: fh.write(buf.getvalue().encode()))

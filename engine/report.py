@@ -106,7 +106,7 @@ def build(run_dir: str | Path) -> list[Path]:
                                  [int(v) for v in cm.sum(1)], out / "per_class_accuracy.png"),
         plots.learning_curves(history, out / "learning_curves.png"),
     ]
-    counts = {name: saved[f"counts_{name}"] for name in ("train", "val", "test") if f"counts_{name}" in saved}
+    counts = {key[len("counts_"):]: value for key, value in saved.items() if key.startswith("counts_")}
     counts = counts or {"test": cm.sum(1)}
     sampled = history[-1].get("train.class_histogram") if history else None
     written.append(plots.class_distribution(classes, counts, sampled, out / "class_distribution.png"))
@@ -148,7 +148,7 @@ def _fmt(value) -> str:
         return "–"
     if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) > 1):
         return str(int(value))
-    return f"{value:.4f}"
+    return f"{value:.1f}" if abs(value) >= 100 else f"{value:.4f}"
 
 
 def _with_interval(metrics: dict, prefix: str, key: str) -> str:

@@ -53,6 +53,9 @@ def test_predict_writes_one_row_per_image_with_probabilities(trained, tmp_path):
     assert len(rows) == 48
     assert {r["file"] for r in rows} == {f"images/im{i:03d}.jpg" for i in range(48)}
     assert {r["split"] for r in rows} == {"train", "val", "test"}
+    for part in ("train", "val", "test"):
+        indices = [int(r["index"]) for r in rows if r["split"] == part]
+        assert indices == list(range(len(indices)))
     for r in rows:
         probs = [float(r[f"p_{c}"]) for c in ("a", "b", "c")]
         assert sum(probs) == pytest.approx(1, abs=1e-4)
