@@ -173,3 +173,18 @@ def test_missing_data_path_names_path_and_formats(tmp_path):
     with pytest.raises(ConfigError, match=r"--data .*nowhere: no such file or folder; expected a MedMNIST \.npz, "
                                           r"a class-per-folder tree, a folder with a CSV"):
         _load(tmp_path / "nowhere")
+
+
+def test_evaluating_on_data_with_an_unknown_label_is_refused(tmp_path, monkeypatch):
+    """A label the checkpoint never saw cannot be scored: refused, not mapped onto a known class."""
+    from engine import runner
+    from engine.train import main
+
+    monkeypatch.setattr(runner.report, "build_or_warn", lambda out: None)  # figures are not under test
+    data = broken.good_folder(tmp_path / "train", n=24, classes=("a", "b"))
+    assert main(broken.fast_run_args(data, tmp_path / "run")) == 0
+    other = broken.good_folder(tmp_path / "other", n=12, classes=("a", "b", "zz"))
+    result = broken.run_cli(["--checkpoint", tmp_path / "run", "--data", other, "--device", "cpu"],
+                            module="engine.evaluate")
+    line = broken.error_line(result)
+    assert line.startswith(f"error: --data {other}: classes ['a', 'b', 'zz'] do not match the checkpoint's ['a', 'b']")
