@@ -26,3 +26,6 @@ ALL = [needs(n) for n in BACKENDS]
 def tiny(tiny_csv):
     cfg = parse_args(["--data", str(tiny_csv), "--batch-size", "8", "--device", "cpu", "--data.workers", "2"])
     return cfg, load_dataset(cfg.data), torch.device("cpu")
+
+
+REPO_ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]

@@ -1,0 +1,58 @@
+"""`python -m loaders.ffcv write`: a real .beton written and read back (FFCV's own reader)."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from loaders import images
+
+from conftest import REPO_ROOT, needs
+
+pytestmark = pytest.mark.skipif(needs("ffcv").marks[0].args[0], reason="ffcv not installed")
+
+
+def _write(args):
+    return subprocess.run([sys.executable, "-m", "loaders.ffcv", "write", *args], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _read_back(beton):
+    from ffcv.fields.decoders import IntDecoder, SimpleRGBImageDecoder
+    from ffcv.loader import Loader, OrderOption
+
+    loader = Loader(str(beton), batch_size=64, num_workers=1, order=OrderOption.SEQUENTIAL, drop_last=False,
+                    pipelines={"image": [SimpleRGBImageDecoder()], "label": [IntDecoder()]})
+    xs, ys = zip(*loader)
+    return np.concatenate(xs), np.concatenate(ys)[:, 0]
+
+
+def test_write_keeps_original_jpegs_and_labels(tiny_csv, tmp_path):
+    open(tiny_csv / "images" / "im005.jpg", "wb").close()  # left out, reported
+    out = tmp_path / "tiny.beton"
+    run = _write(["--data", str(tiny_csv), "--out", str(out)])
+    assert run.returncode == 0, run.stderr
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    assert summary["images"] == 35 and summary["skipped"] == 1
+    meta = json.loads((tmp_path / "tiny.beton.json").read_text())
+    x, y = _read_back(out)
+    assert y.tolist() == meta["labels"] and len(meta["files"]) == 35
+    for row in (0, 17, 34):  # the stored bytes are the original file: turbojpeg decodes it
+        original = images.decode(images.read_bytes(meta["files"][row]), None)
+        assert np.abs(x[row].astype(int) - original.astype(int)).mean() < 2
+
+
+def test_write_reencodes_and_shrinks_when_asked(tiny_csv, tmp_path):
+    out = tmp_path / "small.beton"
+    run = _write(["--data", str(tiny_csv), "--out", str(out), "--max-res", "16", "--jpeg-quality", "75"])
+    assert run.returncode == 0, run.stderr
+    x, _ = _read_back(out)
+    assert x.shape[1:] == (16, 16, 3)
+
+
+def test_bad_arguments_are_one_line_exit_2(tiny_csv, tmp_path):
+    run = _write(["--data", str(tiny_csv), "--out", str(tmp_path / "x.beton"), "--jpeg-quality", "0"])
+    assert run.returncode == 2 and run.stderr.strip().count("\n") == 0 and "--jpeg-quality" in run.stderr
+    run = _write(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.beton")])
+    assert run.returncode == 2 and "nowhere" in run.stderr
