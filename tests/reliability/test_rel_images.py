@@ -167,3 +167,22 @@ def test_pixel_data_broken_behind_a_good_header_is_masked_with_its_label(tmp_pat
     cfg.data.verify = "full"  # the full check catches it before training instead
     ds_full = load_dataset(cfg.data)
     assert [Path(p).name for p, _ in ds_full.skipped] == ["late.png"]
+
+
+def test_file_deleted_after_the_check_is_masked_with_its_reason(tmp_path):
+    """A network share hiccup or a cleanup job: the file vanishes between the check and the decode."""
+    import torch
+
+    from engine.config import Config
+    from loaders import base
+
+    root = broken.good_folder(tmp_path / "gone", n=12, classes=("a", "b"))
+    cfg = Config()
+    cfg.data = broken.data_cfg(root, val_fraction=0.0, test_fraction=0.0, batch_size=4)
+    ds = load_dataset(cfg.data)
+    (root / "images" / "im005.jpg").unlink()
+    device = torch.device("cpu")
+    loader = base.build("tensor", ds, "train", cfg, device, train=True, sampler=base.make_sampler(ds, cfg, device))
+    assert {Path(p).name: r for p, r in loader.bad.items.items()} == {
+        "im005.jpg": "cannot read file (No such file or directory)"}
+    assert loader.failed.tolist() == [i == 5 for i in range(12)]
