@@ -200,8 +200,8 @@ def attach(trainer, cfg: Config) -> None:
     # torch renames the option (and deprecates the old name); 2.11 knows only the old one.
     no_forward_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in _ddp_options()
                        else {"broadcast_buffers": False})
-    ddp = nn.parallel.DistributedDataParallel(
-        trainer.model, device_ids=[device.index] if device.type == "cuda" else None, **no_forward_sync)
+    gpu = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
+    ddp = nn.parallel.DistributedDataParallel(trainer.model, device_ids=gpu, **no_forward_sync)
     # torch.compile over DDP: dynamo's DDPOptimizer splits the graph at bucket boundaries so
     # gradient all-reduce still overlaps the backward.
     trainer.forward = torch.compile(ddp, dynamic=False, backend=_compile_backend()) if cfg.train.compile else ddp

@@ -49,22 +49,25 @@ def global_batch(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     return images, labels
 
 
-def one_step(model_name: str, optim: str, rank: int, world: int, poison_rank: int = -1) -> dict:
+def one_step(model_name: str, optim: str, rank: int, world: int, poison_rank: int = -1,
+             device: str = "cpu", extra: tuple[str, ...] = ()) -> dict:
     """Parameters after one step on this rank's rows of the global batch (DDP when world > 1)."""
-    cfg = config("--model", model_name, "--optim.name", optim)
+    device = torch.device(device)
+    cfg = config("--model", model_name, "--optim.name", optim, "--device", device.type, *extra)
     torch.manual_seed(0)
-    model = build_model(model_name, len(CLASSES), IMAGE, dropout=0.0)
-    trainer = Trainer(model, cfg, torch.device("cpu"), len(CLASSES), steps_per_epoch=10)
+    model = build_model(model_name, len(CLASSES), IMAGE, dropout=0.0).to(device)
+    trainer = Trainer(model, cfg, device, len(CLASSES), steps_per_epoch=10)
     distributed.attach(trainer, cfg)
     images, labels = global_batch()
     rows = slice(rank * GLOBAL_BATCH // world, (rank + 1) * GLOBAL_BATCH // world)
-    images, labels = images[rows].clone(), labels[rows].clone()
+    images, labels = images[rows].to(device), labels[rows].to(device)
     if rank == poison_rank:
         images[0] = float("nan")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     trainer.train_step(images, labels)
     stats = distributed.global_accumulators(trainer)
-    return {"before": before, "after": {k: v.clone() for k, v in model.state_dict().items()}, "stats": stats}
+    after = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return {"before": {k: v.cpu() for k, v in before.items()}, "after": after, "stats": stats}
 
 
 def evaluation(rank: int, world: int, per_process_batch: bool = True) -> dict:
@@ -113,12 +116,20 @@ def run_all(rank: int, world: int, out_dir: str) -> None:
     torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
 
 
-def spawned(rank: int, world: int, out_dir: str) -> None:
-    """torch.multiprocessing entry: a gloo group through a shared file, then every check."""
+def run_cuda(rank: int, world: int, out_dir: str) -> None:
+    """The CUDA path (channels_last, bf16 autocast, fused optimizers) through DDP on one GPU."""
+    amp = ("--amp", "--train.amp_dtype", "bf16")
+    results = {"fp32": one_step("mlp", "sgd", rank, world, device="cuda"),
+               "bf16": one_step("seedcnn", "adamw", rank, world, device="cuda", extra=amp)}
+    torch.save(results, os.path.join(out_dir, f"cuda_rank{rank}.pt"))
+
+
+def spawned(rank: int, world: int, out_dir: str, job=run_all) -> None:
+    """torch.multiprocessing entry: a gloo group through a shared file, then the job."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{out_dir}/rendezvous", rank=rank, world_size=world,
                             timeout=timedelta(seconds=60))
     try:
-        run_all(rank, world, out_dir)
+        job(rank, world, out_dir)
     finally:
         dist.destroy_process_group()
