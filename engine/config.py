@@ -216,6 +216,7 @@ BOUNDS = {
     "train.epochs": (1, None), "train.ema": (0.0, 0.99999), "train.log_interval": (1, None),
     "train.patience": (0, None), "train.max_nonfinite": (1, None), "model.dropout": (0.0, 0.99),
     "schedule.warmup_epochs": (0.0, None), "schedule.min_lr_ratio": (0.0, 1.0),
+    "dist.timeout_s": (1, 86400),
 }
 
 

@@ -94,8 +94,9 @@ def check_config(cfg: Config, world: int, device: torch.device) -> None:
         raise ConfigError(f"--batch-size {cfg.data.batch_size} is the global batch and must be divisible by the "
                           f"{world} processes (each trains on batch/{world} rows)")
     if cfg.train.cuda_graph:
-        raise ConfigError("--cuda-graph is single-process only: DDP's gradient all-reduce runs from autograd hooks "
-                          "that the captured step cannot replay; under torchrun use --compile (and --amp) instead")
+        raise ConfigError("--cuda-graph is single-process only: capturing DDP's hook-driven all-reduce needs NCCL's "
+                          "async error handling off, which would disable --dist.timeout_s; under torchrun use "
+                          "--compile (and --amp) instead")
     if cfg.dist.sync_bn and device.type != "cuda":
         raise ConfigError("--dist.sync_bn needs CUDA: torch's SyncBatchNorm has no CPU implementation")
 
