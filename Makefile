@@ -4,17 +4,34 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 CONSTRAINTS := constraints/ci.txt
-EXTRAS ?= dev,triton
+# dali (the 405 MiB nvidia-dali-cuda120 wheel; dali-cuda130 for CUDA 13 machines) and ffcv
+# (built from source against the system libraries `make sysdeps` installs) run CPU tests in CI.
+EXTRAS ?= dev,triton,dali,ffcv
+FFCV_SYSDEPS := libopencv-dev libturbojpeg0-dev pkg-config
 
-.PHONY: setup run test gpu-check clean
+.PHONY: setup sysdeps run test gpu-check clean
 
-$(VENV)/.installed: setup.py $(CONSTRAINTS)
+$(VENV)/.installed: setup.py $(CONSTRAINTS) | sysdeps
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip wheel setuptools
 	$(PIP) install -q -c $(CONSTRAINTS) -e '.[$(EXTRAS)]'
 	touch $@
 
-setup: $(VENV)/.installed
+setup: sysdeps $(VENV)/.installed
+
+# FFCV compiles against OpenCV and libturbojpeg found by pkg-config: installed here when root,
+# otherwise the command is printed. Nothing to do when the extras leave ffcv out.
+sysdeps:
+ifneq (,$(findstring ffcv,$(EXTRAS)))
+	@if pkg-config --exists opencv4 libturbojpeg 2>/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -q && apt-get install -y -q --no-install-recommends $(FFCV_SYSDEPS); \
+	else \
+		echo "FFCV needs system libraries; run as root:"; \
+		echo "  apt-get update && apt-get install -y --no-install-recommends $(FFCV_SYSDEPS)"; \
+		echo "or leave ffcv out: make $(MAKECMDGOALS) EXTRAS=dev,triton,dali"; exit 1; \
+	fi
+endif
 
 run: setup
 	$(PY) -m engine.train --amp --compile
