@@ -302,6 +302,15 @@ def sum_counts(values: list[int], device: torch.device) -> list[int]:
     return t.tolist()
 
 
+def from_rank0(value: str) -> str:
+    """Rank 0's value on every rank (e.g. the default run folder, named from rank 0's clock)."""
+    if not enabled():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def any_rank(flag: bool, device: torch.device) -> bool:
     """True on every rank when it is true on one (sync point: called at log intervals)."""
     if not enabled():

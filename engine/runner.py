@@ -108,7 +108,7 @@ def _train(cfg: Config, dataset=None) -> dict | None:
     dist_ctx, device = distributed.setup(cfg)  # torchrun: join the group, one device per rank
     is_main = dist_ctx.is_main  # rank 0 alone writes files
     seed_everything(cfg.train.seed, cfg.train.deterministic)
-    out = _out_dir(cfg)
+    out = Path(distributed.from_rank0(str(_out_dir(cfg))))  # one folder, even for a timestamped default
     out.mkdir(parents=True, exist_ok=True)
     cfg.run.out = str(out)
     dist_ctx.run_dir = str(out)
