@@ -169,8 +169,9 @@ class Trainer:
 
     def _step(self, images: torch.Tensor, labels: torch.Tensor, meta: torch.Tensor | None = None) -> None:
         """One update. Every write is in place and no value goes to the host: graph-capturable."""
+        # take(), not table[index]: indexing with a 0-d tensor may read it on the host (a sync).
         index = self.step_counter.clamp(max=len(self.lr_table) - 1)
-        lr = self.lr_table[index] * self.lr_scale
+        lr = self.lr_table.take(index) * self.lr_scale
         for group in self.optimizer.param_groups:
             group["lr"].copy_(lr)
         partner = lam = None
@@ -218,8 +219,12 @@ class Trainer:
         self.nonfinite_streak.mul_(bad).add_(bad)
 
     def _update_ema(self, index: torch.Tensor, found_inf: torch.Tensor) -> None:
-        weight = (1 - self.ema_table[index]) * (1 - found_inf)  # a skipped step leaves the EMA too
-        torch._foreach_lerp_(self._ema_float[0], self._ema_float[1], weight)
+        weight = (1 - self.ema_table.take(index)) * (1 - found_inf)  # a skipped step leaves the EMA too
+        # ema = ema * (1 - w) + live * w with w a device tensor: the Tensor overloads of _foreach_mul
+        # (_foreach_lerp_ has none; it would read w on the host, a sync that capture refuses).
+        ema, live = self._ema_float
+        torch._foreach_mul_(ema, 1 - weight)
+        torch._foreach_add_(ema, torch._foreach_mul(live, weight))
         for e, t in self._ema_other:
             e.copy_(t)
 

@@ -1,0 +1,167 @@
+"""`python -m bench.step --model NAME --batch-size N --image-size S`: training-step throughput.
+
+Prints ONE JSON line: images/s of the real `Trainer` step (fused AdamW, device lr table,
+device accumulators) for eager, compiled, eager + CUDA graph, compiled + CUDA graph and
+`torch.compile(mode="reduce-overhead")` (inductor's own CUDA graphs), each in fp32 and AMP,
+from one process, with the device and versions. Graph variants need CUDA and read
+"skipped: no GPU" elsewhere. The batch is a fixed random channels-last tensor already on
+the device, so the figure is the step alone (bench/loaders.py measures the input side).
+`cudagraph_skips` counts the times inductor silently ran reduce-overhead code without graphs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import torch
+
+from engine.config import Config, ConfigError
+from engine.env import device_name, versions
+from engine.graphs import cudagraph_skips
+from engine.loop import Trainer
+from models.registry import MODELS, build_model
+
+VARIANTS = ("eager", "compiled", "cuda_graph", "compiled_cuda_graph", "reduce_overhead")
+NEEDS_CUDA = {"cuda_graph", "compiled_cuda_graph", "reduce_overhead"}
+
+
+def _trainer(args, device: torch.device, variant: str, amp: bool) -> Trainer:
+    cfg = Config()
+    cfg.model.name, cfg.data.batch_size, cfg.data.image_size = args.model, args.batch_size, args.image_size
+    cfg.train.amp, cfg.train.amp_dtype = amp, args.amp_dtype
+    cfg.train.compile = variant in ("compiled", "compiled_cuda_graph")
+    cfg.train.cuda_graph = variant in ("cuda_graph", "compiled_cuda_graph")
+    cfg.train.epochs = 1
+    torch.manual_seed(0)
+    model = build_model(args.model, args.classes, args.image_size).to(device)
+    trainer = Trainer(model, cfg, device, args.classes, steps_per_epoch=args.warmup + args.steps)
+    if variant == "reduce_overhead":
+        trainer.forward = torch.compile(model, mode="reduce-overhead", dynamic=False)
+    return trainer
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()  # sync point: timing boundaries only
+
+
+def measure(args, device: torch.device, variant: str, amp: bool) -> dict:
+    torch._dynamo.reset()
+    skips_before = cudagraph_skips()
+    trainer = _trainer(args, device, variant, amp)
+    g = torch.Generator(device=device).manual_seed(1)
+    images = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device, generator=g)
+    images = images.contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(0, args.classes, (args.batch_size,), device=device, generator=g)
+
+    def step():
+        if variant == "reduce_overhead":
+            torch.compiler.cudagraph_mark_step_begin()  # a new training iteration for cudagraph trees
+        trainer.train_step(images, labels)
+
+    t0 = time.perf_counter()
+    for _ in range(args.warmup):  # compile, autotune, capture
+        step()
+    _sync(device)
+    warm_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    _sync(device)
+    seconds = time.perf_counter() - t0
+    out = {"images_per_second": round(args.steps * args.batch_size / seconds, 1),
+           "warmup_seconds": round(warm_seconds, 2)}
+    if variant == "reduce_overhead":
+        out["cudagraph_skips"] = cudagraph_skips() - skips_before
+    if trainer.graph is not None:
+        out["captured"] = trainer.graph.captured
+    return out
+
+
+def ratios(results: dict) -> dict:
+    """Speed-ups against eager at the same precision: what the acceptance figures are."""
+    out = {}
+    for precision, row in results.items():
+        base = row.get("eager", {}).get("images_per_second")
+        for variant, value in row.items():
+            if variant != "eager" and isinstance(value, dict) and base:
+                out[f"{precision}.{variant}_vs_eager"] = round(value["images_per_second"] / base, 3)
+    return out
+
+
+def notes(results: dict, speedups: dict, device: torch.device) -> list[str]:
+    said = []
+    for key, ratio in speedups.items():
+        if "compiled_vs_eager" in key and ratio < 1:
+            said.append(f"{key} = {ratio}: torch.compile is slower than eager for this step on {device.type}")
+    for precision, row in results.items():
+        skips = row.get("reduce_overhead", {})
+        if isinstance(skips, dict) and skips.get("cudagraph_skips"):
+            said.append(f"{precision}: reduce-overhead silently ran without CUDA graphs "
+                        f"({skips['cudagraph_skips']} skips); the manual whole-step graph does not depend on it")
+    return said
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.step", description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="seedcnn")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--image-size", type=int, default=28)
+    p.add_argument("--classes", type=int, default=7)
+    p.add_argument("--steps", type=int, default=20, help="timed steps per variant")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps first (compile, capture)")
+    p.add_argument("--amp-dtype", choices=("bf16", "fp16"), default="bf16")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {','.join(VARIANTS)}")
+    p.add_argument("--precisions", default="fp32,amp", help="comma-separated subset of fp32,amp")
+    args = p.parse_args(argv)
+    if args.model not in MODELS:
+        raise ConfigError(f"--model {args.model}: unknown; known: {', '.join(MODELS)}")
+    for name in args.variants.split(","):
+        if name not in VARIANTS:
+            raise ConfigError(f"--variants: unknown variant {name!r}; known: {', '.join(VARIANTS)}")
+    for name in args.precisions.split(","):
+        if name not in ("fp32", "amp"):
+            raise ConfigError(f"--precisions: unknown {name!r}; known: fp32, amp")
+    if min(args.batch_size, args.image_size, args.steps, args.classes) < 1:
+        raise ConfigError("--batch-size, --image-size, --steps and --classes must be >= 1")
+    if args.warmup < 4:  # the graph step runs 3 eager warm-up steps, then captures on the 4th
+        raise ConfigError(f"--warmup must be >= 4 so CUDA-graph variants are captured before timing; got {args.warmup}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA GPU is visible here")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parse(sys.argv[1:] if argv is None else argv)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          args.device if args.device != "auto" else "cpu")
+    results = {}
+    for precision in args.precisions.split(","):
+        key = "fp32" if precision == "fp32" else f"amp_{args.amp_dtype}"
+        results[key] = {}
+        for variant in args.variants.split(","):
+            if variant in NEEDS_CUDA and device.type != "cuda":
+                results[key][variant] = "skipped: no GPU"
+                continue
+            try:
+                results[key][variant] = measure(args, device, variant, precision == "amp")
+            except Exception as exc:  # one failing variant is reported, the others still run
+                results[key][variant] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+    speedups = ratios(results)
+    line = {"bench": "step", "model": args.model, "batch_size": args.batch_size, "image_size": args.image_size,
+            "channels_last": True, "optimizer": "adamw fused", "steps": args.steps, "warmup": args.warmup,
+            "images_per_second": results, "ratios": speedups, "notes": notes(results, speedups, device),
+            "device": device_name(device), "versions": versions()}
+    print(json.dumps(line, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
