@@ -80,6 +80,9 @@ def restore(checkpoint_dir: str, device: str = "auto") -> Restored:
     dev = pick_device(cfg)
     classes = list(saved["classes"])
     model = build_model(saved["model_name"], len(classes), saved["image_size"], dropout=cfg.model.dropout)
+    if cfg.model.metadata:  # fused model: its metadata width is the embedding's input width
+        from models.metadata import fuse
+        model = fuse(model, saved["model"]["embed.0.weight"].shape[1], len(classes), dropout=cfg.model.dropout)
     model.load_state_dict(saved["model"])
     return Restored(model.to(dev).eval(), classes, cfg, saved["image_size"], saved["model_name"], dev)
 
@@ -98,6 +101,9 @@ def load_checked(restored: Restored, data_path: str, split: str) -> tuple[Datase
     """(dataset whose `test` is the requested rows, split name of each row); refuses other classes."""
     data_cfg = dataclasses.replace(restored.cfg.data, path=data_path)
     ds = load_dataset(data_cfg, seed=restored.cfg.train.seed)
+    if restored.cfg.model.metadata:  # same columns, encoded as in training (fit on the train split)
+        from loaders.tabular import attach_metadata
+        ds, _ = attach_metadata(ds, restored.cfg.model.metadata)
     if ds.classes != restored.classes:
         raise ConfigError(f"--data {data_path}: classes {ds.classes} do not match the checkpoint's "
                           f"{restored.classes}; evaluate only on data with the same classes in the same order")
@@ -135,8 +141,9 @@ class TTA(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        probs = torch.stack([self.model(v).float().softmax(1) for v in dihedral_views(images)]).mean(0)
+    def forward(self, images: torch.Tensor, *meta: torch.Tensor) -> torch.Tensor:
+        # meta (metadata fusion) describes the patient, not the pixels: the same for every view
+        probs = torch.stack([self.model(v, *meta).float().softmax(1) for v in dihedral_views(images)]).mean(0)
         return probs.clamp_min(1e-12).log()
 
 
@@ -150,9 +157,9 @@ def score(model: nn.Module, loader, num_classes: int, amp: bool = False):
     labels_all = torch.empty(total, dtype=torch.int64, device=device)
     cm = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
     offset = 0
-    for images, labels in loader:
+    for images, labels, *meta in loader:  # meta only for metadata fusion
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            p = model(images).float().softmax(1)
+            p = model(images, *meta).float().softmax(1)
         n = len(labels)
         probs[offset:offset + n] = p
         labels_all[offset:offset + n] = labels

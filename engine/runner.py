@@ -21,6 +21,7 @@ from engine import checkpoint, distributed, report, tracking
 from engine.atomic import append_jsonl, atomic_write_json, read_jsonl
 from engine.config import Config, ConfigError
 from engine.env import device_name, seed_everything, setup_logging, versions
+from engine.inference import TTA
 from engine.loop import Trainer
 from engine.metrics import summarize
 from engine.progress import progress
@@ -247,6 +248,8 @@ def _train(cfg: Config, dataset=None) -> dict | None:
     # -- test with the selected weights --------------------------------------------------------
     final_model = copy.deepcopy(trainer.model)
     final_model.load_state_dict(best_weights)
+    if cfg.run.tta:  # final figures average the 8 flips/rotations (engine/inference.py)
+        final_model = TTA(final_model)
     val = _eval_metrics(trainer, val_loader, ds.classes, final_model)
     test_cm, test_probs, test_labels = distributed.merge_eval(*trainer.evaluate(test_loader, final_model))
     test = summarize(test_cm, test_probs, test_labels, ds.classes, bootstrap=BOOTSTRAP_RESAMPLES)

@@ -130,3 +130,16 @@ def test_cv_runs_each_fold_and_summarizes(tmp_path, capsys):
     assert "test.auc_macro" in summary["metrics"] and "| test.auc_macro |" in (out / "cv_summary.md").read_text()
     assert "cv test.balanced_accuracy" in capsys.readouterr().out
     assert cv.main(["--data", str(data)]) == 2
+
+
+def test_training_tta_and_metadata_models_are_reproduced_by_evaluate(tmp_path):
+    data = write_jpegs(tmp_path / "d", n=36, size=24)
+    with open(data / "meta.csv", "w") as fh:  # HAM-style metadata joined on the image id, some ages missing
+        fh.write("image_id,age,sex\n" + "".join(f"im{i:03d},{'' if i % 5 == 0 else 20 + i},{'mf'[i % 2]}\n" for i in range(36)))
+    run = tmp_path / "run"
+    assert train_main(["--data", str(data), "--out", str(run), "--tta", "--model.metadata", "age,sex"] + TINY) == 0
+    assert evaluate.main(["--checkpoint", str(run), "--data", str(data), "--tta", "--out", str(tmp_path / "e")]) == 0
+    train_m = json.loads((run / "metrics.json").read_text())
+    eval_m = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    for key in ("test.accuracy", "test.auc_macro", "test.log_loss", "test.n"):
+        assert eval_m[key] == pytest.approx(train_m[key], abs=1e-6), key
