@@ -57,7 +57,9 @@ class CudaGraphStep:
         self.static_labels = labels.clone()
         torch.cuda.synchronize()  # sync point: once, before capture
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # thread_local: loader threads may allocate pinned memory meanwhile; only this thread's
+        # calls must be capture-safe.
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             self.step_fn(self.static_images, self.static_labels)
         self.graph = graph
         graph.replay()  # capture records the step without running it: run it for this batch
