@@ -54,7 +54,7 @@ def evaluate(options: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "-h" in argv or "--help" in argv:
-        print(__doc__.strip().splitlines()[0] + "\n" + __doc__.strip().splitlines()[1])
+        print("usage: " + " ".join(__doc__.strip().split("\n\n")[0].split()).strip("`"))
         return 0
     setup_logging()
     try:

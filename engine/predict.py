@@ -49,7 +49,7 @@ def predict(options: dict) -> Path:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "-h" in argv or "--help" in argv:
-        print("\n".join(__doc__.strip().splitlines()[:2]))
+        print("usage: " + " ".join(__doc__.strip().split("\n\n")[0].split()).strip("`"))
         return 0
     setup_logging()
     try:
