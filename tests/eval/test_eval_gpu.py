@@ -28,7 +28,12 @@ def test_tta_on_cuda_equals_cpu():
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                           nn.Linear(8, 4)).eval()
     x = torch.randn(16, 3, 32, 32).contiguous(memory_format=torch.channels_last)
-    with torch.no_grad():
-        cpu = TTA(model)(x).softmax(1)
-        gpu = TTA(model.cuda())(x.cuda()).softmax(1).cpu()
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False  # compare arithmetic, not TF32 rounding
+    try:
+        with torch.no_grad():
+            cpu = TTA(model)(x).softmax(1)
+            gpu = TTA(model.cuda())(x.cuda()).softmax(1).cpu()
+    finally:
+        torch.backends.cudnn.allow_tf32 = tf32
     assert torch.allclose(cpu, gpu, atol=1e-4)
