@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from engine.config import ConfigError
 from loaders import images
 from loaders.base import PAD_LABEL, Loader, host_indices
 
@@ -50,7 +51,7 @@ class DaliLoader(Loader):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if self.split.files is None:
-            raise ValueError("dali decodes files; in-memory datasets use the tensor loader")
+            raise ConfigError("dali decodes files; in-memory datasets use the tensor loader")
         self.threads = self.cfg.data.workers or os.cpu_count() or 2
         self.placeholder = _placeholder_jpeg()
         self.known_bad: set[int] = set()
@@ -173,11 +174,16 @@ class DaliLoader(Loader):
                 self.known_bad.add(int(i))
 
     def _to_torch(self, out) -> torch.Tensor:
+        from nvidia.dali.plugin.pytorch import feed_ndarray
+
+        # DALI reuses its output buffers: copy into a fresh tensor (on the device, stream-ordered).
         tensor = out.as_tensor()
-        # DALI reuses its output buffers: take a copy (on the device) before the next run.
-        nhwc = torch.from_dlpack(tensor)
+        half = self.spec.out_dtype in (torch.float16, torch.bfloat16)
+        nhwc = torch.empty(tensor.shape(), dtype=torch.float16 if half else torch.float32, device=self.device)
+        stream = torch.cuda.current_stream(self.device) if self.device.type == "cuda" else None
+        feed_ndarray(tensor, nhwc, cuda_stream=stream)
         nchw = nhwc.permute(0, 3, 1, 2)  # NHWC storage viewed as NCHW = channels_last
-        return nchw.to(self.spec.out_dtype, copy=True, memory_format=torch.channels_last).to(self.device)
+        return nchw if nchw.dtype == self.spec.out_dtype else nchw.to(self.spec.out_dtype)
 
     # -- iteration ----------------------------------------------------------------------------
     def __iter__(self):
