@@ -2,8 +2,9 @@
 
 Markers: `ci` is the short CPU subset `make test` runs and compares with the committed
 reference; `gpu` needs CUDA (skipped without it); `slow` takes minutes on the 2-core CPU.
-Data is looked up in `.gpu/` (what `make gpu-pack` carries to the GPU machine), then in
-../shared/data beside the checkout; benchmarks that need it skip with the reason when absent.
+Data is looked up in ../shared/data beside the checkout (the full sets), then in `.gpu/`
+(the subset `make gpu-pack` carries to the GPU machine, where shared data is absent);
+benchmarks that need it skip with the reason when neither is there.
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def first_existing(*candidates: Path) -> Path | None:
 
 @pytest.fixture
 def ham_dir():
-    found = first_existing(REPO / ".gpu" / "ham_subset" / "labels.csv", SHARED / "ham10000_224" / "labels.csv")
+    found = first_existing(SHARED / "ham10000_224" / "labels.csv", REPO / ".gpu" / "ham_subset" / "labels.csv")
     if found is None:
         pytest.skip(f"HAM10000 JPEGs not found in .gpu/ham_subset or {SHARED / 'ham10000_224'}")
     return found.parent
@@ -53,7 +54,7 @@ def ham_dir():
 
 @pytest.fixture
 def dermamnist_npz():
-    found = first_existing(REPO / ".gpu" / "dermamnist28.npz", SHARED / "dermamnist28.npz")
+    found = first_existing(SHARED / "dermamnist28.npz", REPO / ".gpu" / "dermamnist28.npz")
     if found is None:
         pytest.skip(f"dermamnist28.npz not found in .gpu/ or {SHARED}")
     return found

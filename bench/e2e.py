@@ -10,9 +10,11 @@ the same process, epochs alternating (engine, baseline, baseline, engine, ...):
 - baseline: the `baseline` loader (PIL Dataset + torchvision transforms + DataLoader) and the
   loop users write today: contiguous model, Adam, fp32, eager, `loss.item()` every step.
 
-Reported: images/s of each (median over rounds), their ratio, and one-off setup seconds
+Reported: images/s of each (median over rounds) and their ratio; one-off setup seconds
 (the engine's decode into memory, compile warm-up) with a ratio that charges setup to a
-single epoch, so a one-epoch run is not flattered.
+single epoch, so a one-epoch run is not flattered; and images per CPU-second (this process
+plus its DataLoader workers), which stays put when other jobs load the machine and wall
+time does not: on a shared 2-core box it is the steadier of the two.
 """
 from __future__ import annotations
 
@@ -134,9 +136,12 @@ def summarize(cfg: Config, ds: Dataset, engine: EnginePipeline, baseline: Baseli
                    "workers": cfg.data.workers,
                    "baseline": "baseline loader, contiguous model, Adam, fp32 eager, loss.item() per step"},
         "images_per_second": {"engine": e, "baseline": b},
+        "images_per_cpu_second": {k: timed[k]["images_per_cpu_second"] for k in ("engine", "baseline")},
         "rounds_images_per_second": {k: v["rounds"] for k, v in timed.items()},
         "setup_seconds": {"engine": engine.setup_seconds, "baseline": baseline.setup_seconds},
         "ratios": {"engine_vs_baseline": e / b,
+                   "engine_vs_baseline_per_cpu_second":
+                       timed["engine"]["images_per_cpu_second"] / timed["baseline"]["images_per_cpu_second"],
                    "engine_vs_baseline_one_epoch_with_setup": one_epoch["engine"] / one_epoch["baseline"]},
     }
 

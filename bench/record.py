@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -58,26 +59,40 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process (all threads) plus its reaped children (DataLoader workers)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 class RoundTimer:
-    """Times each variant once per `round()`, alternating the order; a variant returns images done."""
+    """Times each variant once per `round()`, alternating the order; a variant returns images done.
+
+    Besides wall time it records CPU seconds (process + reaped worker processes): images per
+    CPU-second barely moves when other jobs share the machine, where wall time swings.
+    """
 
     def __init__(self, variants: dict[str, Callable[[], int]], device: torch.device):
         self.variants, self.device, self.rounds = variants, device, 0
         self.per_round: dict[str, list[float]] = {n: [] for n in variants}
+        self.per_cpu_second: dict[str, list[float]] = {n: [] for n in variants}
 
     def round(self) -> None:
         names = list(self.variants)
         for name in (names if self.rounds % 2 == 0 else names[::-1]):  # neither side always goes first
             sync(self.device)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), cpu_seconds()
             images = self.variants[name]()
             sync(self.device)
             self.per_round[name].append(images / max(time.perf_counter() - t0, 1e-9))
+            self.per_cpu_second[name].append(images / max(cpu_seconds() - c0, 1e-9))
         self.rounds += 1
 
     def results(self) -> dict[str, dict]:
-        """Per variant: images/s of every round and their median."""
-        return {n: {"rounds": v, "images_per_second": statistics.median(v)} for n, v in self.per_round.items()}
+        """Per variant: images/s of every round and their median, images per CPU-second likewise."""
+        return {n: {"rounds": v, "images_per_second": statistics.median(v),
+                    "images_per_cpu_second": statistics.median(self.per_cpu_second[n])}
+                for n, v in self.per_round.items()}
 
 
 def interleaved(variants: dict[str, Callable[[], int]], rounds: int, device: torch.device) -> dict[str, dict]:

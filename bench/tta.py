@@ -46,6 +46,9 @@ def _warmup(trainer: Trainer, loader, steps: int, device: torch.device) -> float
 
 
 def time_to_accuracy(cfg: Config, target: float = 0.75, max_seconds: float = 0.0, warmup_steps: int = 0) -> dict:
+    if warmup_steps and cfg.train.cuda_graph:
+        # Restoring the optimizer state swaps the tensors a captured graph points at.
+        raise ConfigError("--warmup-steps cannot be undone under --cuda-graph; use --warmup-steps 0 there")
     device = pick_device(cfg)
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     ds = load_dataset(cfg.data, seed=cfg.train.seed)
