@@ -163,8 +163,8 @@ def markdown(metrics: dict, classes: list[str], history: list[dict], figures: li
     splits = [s for s in ("test", "val") if f"{s}.accuracy" in metrics]
     lines = ["# Run report", ""]
     facts = [(k, metrics.get(k)) for k in ("model", "image_size", "epochs", "best_epoch", "device",
-                                            "wall_seconds", "train.images_per_second", "checkpoint", "data")]
-    lines += [" · ".join(f"**{k}** {v if isinstance(v, str) else _fmt(v)}" for k, v in facts if v is not None), ""]
+                                            "wall_seconds", "train.images_per_second", "checkpoint", "data", "split", "tta")]
+    lines += [" · ".join(f"**{k}** {v if isinstance(v, (str, bool)) else _fmt(v)}" for k, v in facts if v is not None), ""]
     lines += ["## Metrics", "", "Test figures use the selected (best validation) weights; brackets are "
               "bootstrap 95% intervals (1,000 resamples of the test images).", ""]
     lines += ["| metric | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
