@@ -9,7 +9,7 @@ CONSTRAINTS := constraints/ci.txt
 EXTRAS ?= dev,triton,dali,ffcv
 FFCV_SYSDEPS := libopencv-dev libturbojpeg0-dev pkg-config
 
-.PHONY: setup sysdeps run test gpu-check clean
+.PHONY: setup sysdeps run test gpu-check gpu-pack clean
 
 $(VENV)/.installed: setup.py $(CONSTRAINTS) | sysdeps
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -38,6 +38,18 @@ run: setup
 
 test: setup
 	$(PY) -m pytest -q
+	mkdir -p .benchmarks
+	$(PY) -m pytest -q bench -m ci -p no:cacheprovider --benchmark-json .benchmarks/ci.json
+	$(PY) -m bench.compare .benchmarks/ci.json --reference bench/results/reference-cpu.json
+
+# The lent GPU machine: its own python3 (torch 2.11, no venv, no internet), data from .gpu/.
+GPU_PY ?= python3
+gpu-check:
+	PYTHONPATH=. $(GPU_PY) -m bench.gpu_check --out "$${OUT:-bench/results/gpu-latest}"
+
+# Fill the ignored .gpu/ (HAM subset + DermaMNIST, under 55 MiB) to carry to the GPU machine.
+gpu-pack:
+	python3 -m bench.gpu_pack --src ../shared/data --dest .gpu
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .benchmarks

@@ -27,6 +27,11 @@ def test_kernels_cpu_small(benchmark):
                                              kernels.bench_confusion(device, 100_000, 5)]), rounds=1, iterations=1)
     result = record_lines(benchmark, lines, device)
     assert all(v > 0 for v in result["ratios"].values())
+    # Millisecond kernels on a shared 2-core box swing several-fold between runs (measured:
+    # augment vs torchvision per sample 5.7x in one CI run, 1.1x in the next), so on the CPU
+    # they are recorded but not guarded; the GPU run guards them.
+    benchmark.extra_info["informational"] = result.pop("ratios")
+    benchmark.extra_info["ratios"] = {}
 
 
 @pytest.mark.gpu
