@@ -45,7 +45,7 @@ test: setup
 # The lent GPU machine: its own python3 (torch 2.11, no venv, no internet), data from .gpu/.
 GPU_PY ?= python3
 gpu-check:
-	PYTHONPATH=. $(GPU_PY) -m bench.gpu_check --out "$${OUT:-bench/results/gpu-latest}"
+	PYTHONPATH=. $(GPU_PY) -m bench.gpu_check --out "$${OUT:-bench/results/gpu-latest}" $(if $(GPU_STEPS),--steps $(GPU_STEPS))
 
 # Fill the ignored .gpu/ (HAM subset + DermaMNIST, under 55 MiB) to carry to the GPU machine.
 gpu-pack:
