@@ -67,3 +67,10 @@ def out_dir():
     path.mkdir(parents=True, exist_ok=True)
     return path
 
+
+
+@pytest.fixture
+def jpeg_data() -> str:
+    """HAM JPEGs where present, else the embedded synthetic JPEGs (each result's config says which)."""
+    found = first_existing(SHARED / "ham10000_224" / "labels.csv", REPO / ".gpu" / "ham_subset" / "labels.csv")
+    return str(found.parent) if found else "synthetic"

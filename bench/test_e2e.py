@@ -42,8 +42,8 @@ def test_e2e_ham224_cpu(benchmark, ham_dir, model):
 
 
 @pytest.mark.gpu
-def test_e2e_ham224_gpu(benchmark, ham_dir):
+def test_e2e_ham224_gpu(benchmark, jpeg_data):
     """Acceptance 3: ResNet-50 AMP channels-last, engine loader (nvjpeg/tensor) vs baseline, 2 rounds."""
-    result = run_e2e(benchmark, ["--data", str(ham_dir), "--image-size", "224", "--model", "resnet50", "--amp",
+    result = run_e2e(benchmark, ["--data", jpeg_data, "--image-size", "224", "--model", "resnet50", "--amp",
                                  "--batch-size", "256", "--device", "cuda"], rounds=2, warmup_steps=5)
     assert result["ratios"]["engine_vs_baseline"] > 1

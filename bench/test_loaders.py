@@ -60,7 +60,7 @@ def test_loaders_ham224_cpu(benchmark, ham_dir):
 
 
 @pytest.mark.gpu
-def test_loaders_ham224_gpu(benchmark, ham_dir):
+def test_loaders_ham224_gpu(benchmark, jpeg_data):
     names = ["nvjpeg", "tensor"] + (["dali"] if base.available("dali") else [])
-    result = run_loaders(benchmark, str(ham_dir), names, "cuda", 224, 256, seconds=5, rounds=2)
+    result = run_loaders(benchmark, jpeg_data, names, "cuda", 224, 256, seconds=5, rounds=2)
     assert result["ratios"]["nvjpeg_vs_baseline"] > 1
