@@ -175,7 +175,7 @@ def guard():
             raise
         where = f"; the last checkpoint resumes with --resume {ctx.run_dir}" if ctx.run_dir else ""
         raise PeerLost(f"rank {ctx.rank}/{ctx.world_size}: another process failed or stopped answering "
-                       f"(timeout {ctx.timeout_s}s): {_first_line(exc)}{where}") from None
+                       f"(timeout {ctx.timeout_s}s): {_first_line(exc).rstrip('.')}{where}") from None
     else:
         shutdown()
 
