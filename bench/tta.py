@@ -1,7 +1,8 @@
 """Time to accuracy: training seconds until the test accuracy first reaches a target.
 
 `python -m bench.tta --data PATH [--target 0.75] [--max-seconds S] [--warmup-steps W]
-[train options]` prints one JSON line. The test split is evaluated after every epoch
+[train options]` prints one JSON line. Wall seconds and, beside them, CPU seconds of the
+training (on a shared CPU the latter is what an idle machine would need at most). The test split is evaluated after every epoch
 (evaluation time is not counted; the stopping rule reads test accuracy as airbench and
 MLPerf's time-to-quality do). Warm-up steps (compile, cuDNN autotune) run first and are
 undone by restoring the initial state, so the clock measures training, not compilation;
@@ -17,7 +18,7 @@ import time
 
 import torch
 
-from bench.record import environment, print_line, split_options, sync
+from bench.record import cpu_seconds, environment, print_line, split_options, sync
 from engine.config import Config, ConfigError, parse_args
 from engine.env import pick_device, seed_everything, setup_logging
 from engine.loop import Trainer
@@ -62,18 +63,20 @@ def time_to_accuracy(cfg: Config, target: float = 0.75, max_seconds: float = 0.0
     trainer = Trainer(model, cfg, device, ds.num_classes, train_loader.steps)
     warmup_seconds = _warmup(trainer, train_loader, warmup_steps, device)
 
-    curve, train_seconds, reached = [], 0.0, None
+    curve, train_seconds, train_cpu, reached = [], 0.0, 0.0, None
     for epoch in range(cfg.train.epochs):
         train_loader.set_epoch(epoch)
         sync(device)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu_seconds()
         for images, labels in train_loader:
             trainer.train_step(images, labels)
         sync(device)
         train_seconds += time.perf_counter() - t0
+        train_cpu += cpu_seconds() - c0  # what an idle machine would need at most, on the CPU
         cm, _, _ = trainer.evaluate(test_loader)
         accuracy = float(cm.diagonal().sum() / cm.sum().clamp(min=1))  # sync point: epoch end
-        curve.append({"epoch": epoch + 1, "train_seconds": train_seconds, "test_accuracy": accuracy})
+        curve.append({"epoch": epoch + 1, "train_seconds": train_seconds, "train_cpu_seconds": train_cpu,
+                      "test_accuracy": accuracy})
         log.info("epoch %d: %.1f s of training so far, test accuracy %.4f", epoch + 1, train_seconds, accuracy)
         if accuracy >= target and reached is None:
             reached = curve[-1]
@@ -91,6 +94,7 @@ def time_to_accuracy(cfg: Config, target: float = 0.75, max_seconds: float = 0.0
         "target_test_accuracy": target,
         "reached": reached is not None,
         "seconds_to_target": reached["train_seconds"] if reached else None,
+        "cpu_seconds_to_target": reached["train_cpu_seconds"] if reached else None,
         "epochs_to_target": reached["epoch"] if reached else None,
         "best_test_accuracy": best,
         "warmup_seconds": warmup_seconds,
