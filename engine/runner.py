@@ -191,6 +191,10 @@ def _train(cfg: Config, dataset=None) -> dict | None:
             if (step + 1) % cfg.train.log_interval == 0:
                 stats = trainer.read_accumulators()  # sync point: the log interval
                 bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['accuracy']:.3f}")
+                if stats["nonfinite_streak"]:  # reported while it happens, not only at epoch end
+                    log.warning("epoch %d step %d: %d non-finite losses skipped this epoch, %d in a row (stop at %d)",
+                                epoch + 1, step + 1, stats["nonfinite"], stats["nonfinite_streak"],
+                                cfg.train.max_nonfinite)
                 if distributed.any_rank(stats["nonfinite_streak"] >= cfg.train.max_nonfinite, device):
                     save(epoch, step + 1)
                     raise ConfigError(f"stopping: {stats['nonfinite_streak']} non-finite losses in a row at epoch "

@@ -44,7 +44,7 @@ class NanHead(nn.Module):
         return x * float("nan")
 
 
-def test_run_stops_after_max_nonfinite_in_a_row(tmp_path, monkeypatch, capsys):
+def test_run_stops_after_max_nonfinite_in_a_row(tmp_path, monkeypatch, capsys, caplog):
     build = runner.build_model
     monkeypatch.setattr(runner, "build_model", lambda *a, **k: nn.Sequential(build(*a, **k), NanHead()))
     skip_report(monkeypatch)
@@ -52,6 +52,7 @@ def test_run_stops_after_max_nonfinite_in_a_row(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert "error: stopping: 3 non-finite losses in a row at epoch 1 step 3" in err, err
+    assert "epoch 1 step 3: 3 non-finite losses skipped this epoch, 3 in a row (stop at 3)" in caplog.text
     state = checkpoint.load(tmp_path)["state"]  # the state at the stop is kept for inspection
     assert (state["epoch"], state["step"]) == (0, 3)
     assert int(state["trainer"]["acc"]["nonfinite"]) == 3
