@@ -18,8 +18,10 @@ def test_short_flags_and_dotted_overrides():
 
 
 def test_preset_applies_before_overrides_whatever_the_order():
+    preset_only = parse_args(["--preset", "dermamnist"])
     cfg = parse_args(["--epochs", "1", "--preset", "dermamnist"])
-    assert cfg.train.epochs == 1 and cfg.model.name == "resnet18"
+    assert preset_only.train.epochs != 1 and cfg.train.epochs == 1
+    assert cfg.data.image_size == preset_only.data.image_size == 28
 
 
 @pytest.mark.parametrize("argv, fragment", [
