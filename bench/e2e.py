@@ -119,6 +119,13 @@ def prepare(cfg: Config, warmup_steps: int = 2) -> tuple[Dataset, EnginePipeline
     return ds, EnginePipeline(ds, cfg, device, warmup_steps), BaselinePipeline(ds, cfg, device, warmup_steps), device
 
 
+def augment_name(cfg: Config) -> str:
+    d = cfg.data
+    parts = [f"crop{d.crop_scale_min:g}-1"] + [n for n, on in (("hflip", d.hflip), ("vflip", d.vflip), ("rot90", d.rot90),
+                                                              (f"jitter{d.color_jitter:g}", d.color_jitter > 0)) if on]
+    return "+".join(parts)
+
+
 def summarize(cfg: Config, ds: Dataset, engine: EnginePipeline, baseline: BaselinePipeline,
               timed: dict[str, dict], warmup_steps: int) -> dict:
     e, b = timed["engine"]["images_per_second"], timed["baseline"]["images_per_second"]
@@ -133,7 +140,7 @@ def summarize(cfg: Config, ds: Dataset, engine: EnginePipeline, baseline: Baseli
                    "rounds": len(timed["engine"]["rounds"]), "warmup_steps": warmup_steps,
                    "engine_loader": engine.name, "engine_loader_reason": engine.why, "amp": cfg.train.amp,
                    "amp_dtype": cfg.train.amp_dtype, "compile": cfg.train.compile, "cuda_graph": cfg.train.cuda_graph,
-                   "workers": cfg.data.workers,
+                   "workers": cfg.data.workers, "augment": augment_name(cfg),
                    "baseline": "baseline loader, contiguous model, Adam, fp32 eager, loss.item() per step"},
         "images_per_second": {"engine": e, "baseline": b},
         "images_per_cpu_second": {k: timed[k]["images_per_cpu_second"] for k in ("engine", "baseline")},
