@@ -151,7 +151,10 @@ class Trainer:
 
     # -- step -----------------------------------------------------------------------------------
     def _autocast(self):
-        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+        # No cast cache under CUDA graphs (as the CUDA-graph docs ask): cached casts are
+        # tensors created outside the step that a replay would not refresh.
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None,
+                              cache_enabled=not self.cfg.train.cuda_graph)
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor, meta: torch.Tensor | None = None) -> None:
         self.model.train()
