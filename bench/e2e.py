@@ -162,6 +162,9 @@ def compare(cfg: Config, rounds: int = 1, warmup_steps: int = 2) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if "-h" in argv or "--help" in argv:
+        print(__doc__.strip() + "\n\nTrain options: see python -m engine.train --help")
+        return 0
     try:
         own, rest = split_options(argv, {"rounds": 1, "warmup_steps": 2})
         cfg = parse_args(rest)

@@ -230,6 +230,9 @@ def profile(cfg: Config, seconds: float, warmup_steps: int, profile_steps: int) 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if "-h" in argv or "--help" in argv:
+        print(__doc__.strip() + "\n\nTrain options: see python -m engine.train --help")
+        return 0
     try:
         own, rest = split_options(argv, {"seconds": 20.0, "warmup_steps": 5, "profile_steps": 5})
         if own["seconds"] <= 0 or own["warmup_steps"] < 0 or own["profile_steps"] < 1:

@@ -104,6 +104,9 @@ def time_to_accuracy(cfg: Config, target: float = 0.75, max_seconds: float = 0.0
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if "-h" in argv or "--help" in argv:
+        print(__doc__.strip() + "\n\nTrain options: see python -m engine.train --help")
+        return 0
     try:
         own, rest = split_options(argv, {"target": 0.75, "max_seconds": 0.0, "warmup_steps": 0})
         cfg = parse_args(rest)
