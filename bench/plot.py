@@ -33,7 +33,7 @@ def rows(info: dict) -> list[tuple[str, str, str, str]]:
             fig += (f"; with the one-off setup ({setup.get('engine', 0):.0f} s) charged to one epoch "
                     f"{r['engine_vs_baseline_one_epoch_with_setup']:.2f}x")
         return [(f"end-to-end epoch, {c.get('dataset')} {c.get('model')}@{c.get('image_size')}px", where,
-                 _cfg(c, "batch_size", "engine_loader", "augment", "amp", "compile", "cuda_graph", "train_images"), fig)]
+                 _cfg(c, "batch_size", "engine_loader", "augment", "amp", "compile", "cuda_graph", "train_images", "rounds"), fig)]
     if bench == "time_to_accuracy":
         target = info["target_test_accuracy"]
         if info["reached"]:
