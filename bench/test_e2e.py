@@ -6,6 +6,7 @@ import pytest
 from bench import e2e
 from bench.record import RoundTimer, attach
 from engine.config import parse_args
+from loaders import base
 
 
 def run_e2e(benchmark, argv: list[str], rounds: int, warmup_steps: int = 2) -> dict:
@@ -31,12 +32,13 @@ def test_e2e_synthetic_cpu(benchmark):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["mlp", "seedcnn"])
-def test_e2e_ham224_cpu(benchmark, ham_dir, model):
+@pytest.mark.parametrize("model, loader", [("mlp", "auto"), ("mlp", "dali"), ("seedcnn", "auto")])
+def test_e2e_ham224_cpu(benchmark, ham_dir, model, loader):
     """Acceptance 1 on the CPU: HAM10000 at 224 px, one epoch each; mlp is pipeline-bound, seedcnn model-bound."""
-    argv = ["--data", str(ham_dir), "--image-size", "224", "--model", model, "--batch-size", "64", "--device", "cpu"]
-    if model == "seedcnn":
-        argv += ["--data.max_samples", "1200"]  # a model-bound epoch at 224 px costs minutes on 2 cores
+    if loader != "auto" and not base.available(loader):
+        pytest.skip(f"--loader {loader} is not installed here")
+    argv = ["--data", str(ham_dir), "--image-size", "224", "--model", model, "--batch-size", "64", "--device", "cpu",
+            "--loader", loader, "--data.max_samples", "1500"]
     result = run_e2e(benchmark, argv, rounds=1)
     assert result["config"]["image_size"] == 224
 
