@@ -37,7 +37,10 @@ def rows(info: dict) -> list[tuple[str, str, str, str]]:
     if bench == "time_to_accuracy":
         target = info["target_test_accuracy"]
         if info["reached"]:
-            fig = f"**{info['seconds_to_target']:.1f} s** of training to {target} test accuracy ({info['epochs_to_target']} epochs)"
+            fig = f"**{info['seconds_to_target']:.1f} s** of training to {target} test accuracy ({info['epochs_to_target']} epochs"
+            if info.get("cpu_seconds_to_target") is not None and "cpu" in info.get("device_kind", ""):
+                fig += f", {info['cpu_seconds_to_target']:.0f} CPU-seconds"
+            fig += f"; best {info['best_test_accuracy']:.3f})"
         else:
             last = info["curve"][-1] if info["curve"] else {"train_seconds": 0, "epoch": 0}
             fig = (f"not reached: best test accuracy {info['best_test_accuracy']:.3f} after {last['train_seconds']:.0f} s "
