@@ -7,6 +7,7 @@ saved atomically and the run exits cleanly; `--resume DIR` continues from that p
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import signal
 import time
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from engine import checkpoint, distributed, report, tracking
-from engine.atomic import append_jsonl, atomic_write_json, read_jsonl
+from engine.atomic import append_jsonl, atomic_write_bytes, atomic_write_json, read_jsonl
 from engine.config import Config, ConfigError
 from engine.env import device_name, seed_everything, setup_logging, versions
 from engine.inference import TTA
@@ -102,8 +103,9 @@ def _train(cfg: Config, dataset=None) -> dict | None:
     if cfg.run.resume:
         saved = checkpoint.load(cfg.run.resume)
         resume_state = saved["state"]
+        resume_dir = cfg.run.resume
         cfg = Config.from_dict(saved["config"])  # the run continues with its own settings
-        cfg.run.resume = str(Path(saved["config"]["run"]["out"] or cfg.run.out))
+        cfg.run.resume = resume_dir  # ...in the folder it was resumed from, even if moved since
     else:
         resume_state = None
     dist_ctx, device = distributed.setup(cfg)  # torchrun: join the group, one device per rank
@@ -159,7 +161,9 @@ def _train(cfg: Config, dataset=None) -> dict | None:
         best_weights = saved["model"]
         history = [r for r in read_jsonl(out / "history.jsonl") if r["epoch"] < start_epoch]
         if is_main:
-            (out / "history.jsonl").write_text("".join(__import__("json").dumps(r, sort_keys=True) + "\n" for r in history))
+            # Rows past the checkpoint (written just before a kill) are dropped, atomically.
+            text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in history).encode()
+            atomic_write_bytes(out / "history.jsonl", lambda fh: fh.write(text))
         log.info("resuming %s at epoch %d step %d", out, start_epoch, start_step)
     elif (out / "history.jsonl").exists() and is_main:
         (out / "history.jsonl").unlink()
