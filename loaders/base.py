@@ -11,7 +11,9 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
-from typing import Iterator
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -112,6 +114,37 @@ class Loader:
             return step
         # Ranks draw different augmentations for their rows; one process keeps its old keys.
         return (self.epoch * 1_000_003 + step) * self.world_size + self.rank
+
+    def prefetched(self, decode_batch: Callable, workers: int) -> Iterator[tuple[int, object, torch.Tensor]]:
+        """(step, decoded, labels) in order while a window of batches decodes ahead in threads.
+
+        `decode_batch(positions)` returns (decoded, failed rows); failed rows get label -1, so
+        the batch keeps its shape and no label shifts.
+        """
+        order, real = self.epoch_order()
+        order_np = host_indices(order)
+        bs = self.batch_size
+        submit = lambda pool, step: pool.submit(decode_batch, order_np[step * bs:(step + 1) * bs])
+        with ThreadPoolExecutor(workers) as pool:
+            steps = iter(range(self.start_step, self.steps))
+            pending = deque()
+            for step in steps:  # fill the window so decoding runs ahead of training
+                pending.append((step, submit(pool, step)))
+                if len(pending) >= workers + 1:
+                    break
+            while pending:
+                step, future = pending.popleft()
+                nxt = next(steps, None)
+                if nxt is not None:
+                    pending.append((nxt, submit(pool, nxt)))
+                decoded, failed = future.result()
+                labels = self.batch_labels(order, real, step)
+                if failed:
+                    mask = torch.zeros(len(labels), dtype=torch.bool)
+                    mask[failed] = True
+                    labels = torch.where(mask.to(self.device), torch.full_like(labels, PAD_LABEL), labels)
+                yield step, decoded, labels
+        self.start_step = 0
 
     def __len__(self) -> int:
         return self.steps

@@ -14,8 +14,6 @@ row (zeros, label -1), reported once: the sampler's indices and every other labe
 from __future__ import annotations
 
 import os
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -24,7 +22,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 
 from engine.config import ConfigError
 from loaders import images
-from loaders.base import PAD_LABEL, Loader, host_indices
+from loaders.base import Loader
 
 
 def _is_jpeg(data: bytes) -> bool:
@@ -104,26 +102,5 @@ class NvjpegLoader(Loader):
         return out, failed
 
     def __iter__(self):
-        order, real = self.epoch_order()
-        order_np = host_indices(order)
-        bs = self.batch_size
-        with ThreadPoolExecutor(self.workers) as pool:
-            pending = deque()
-            steps = iter(range(self.start_step, self.steps))
-            for step in steps:  # fill the window so decoding runs ahead of training
-                pending.append((step, pool.submit(self._decode_batch, order_np[step * bs:(step + 1) * bs])))
-                if len(pending) >= self.workers + 1:
-                    break
-            while pending:
-                step, future = pending.popleft()
-                nxt = next(steps, None)
-                if nxt is not None:
-                    pending.append((nxt, pool.submit(self._decode_batch, order_np[nxt * bs:(nxt + 1) * bs])))
-                batch, failed = future.result()
-                labels = self.batch_labels(order, real, step)
-                if failed:
-                    mask = torch.zeros(len(labels), dtype=torch.bool)
-                    mask[failed] = True
-                    labels = torch.where(mask.to(self.device), torch.full_like(labels, PAD_LABEL), labels)
-                yield self.augment(batch, self.key(step)), labels
-        self.start_step = 0
+        for step, batch, labels in self.prefetched(self._decode_batch, self.workers):
+            yield self.augment(batch, self.key(step)), labels

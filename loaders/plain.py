@@ -8,13 +8,11 @@ masked row (label -1) and is reported once: the batch keeps its shape and no lab
 from __future__ import annotations
 
 import os
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
 from loaders import images
-from loaders.base import PAD_LABEL, Loader, host_indices
+from loaders.base import Loader
 
 
 class PlainLoader(Loader):
@@ -43,27 +41,6 @@ class PlainLoader(Loader):
         return buf, failed
 
     def __iter__(self):
-        order, real = self.epoch_order()
-        order_np = host_indices(order)
-        bs = self.batch_size
-        with ThreadPoolExecutor(self.workers) as pool:
-            pending = deque()
-            steps = iter(range(self.start_step, self.steps))
-            for step in steps:  # fill the window
-                pending.append((step, pool.submit(self._decode_batch, order_np[step * bs:(step + 1) * bs])))
-                if len(pending) >= self.workers + 1:
-                    break
-            while pending:
-                step, future = pending.popleft()
-                nxt = next(steps, None)
-                if nxt is not None:
-                    pending.append((nxt, pool.submit(self._decode_batch, order_np[nxt * bs:(nxt + 1) * bs])))
-                buf, failed = future.result()
-                labels = self.batch_labels(order, real, step)
-                if failed:
-                    mask = torch.zeros(len(labels), dtype=torch.bool)
-                    mask[failed] = True
-                    labels = torch.where(mask.to(self.device), torch.full_like(labels, PAD_LABEL), labels)
-                batch = buf.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
-                yield self.augment(batch, self.key(step)), labels
-        self.start_step = 0
+        for step, buf, labels in self.prefetched(self._decode_batch, self.workers):
+            batch = buf.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+            yield self.augment(batch, self.key(step)), labels
