@@ -81,7 +81,7 @@ class ScheduleConfig:
 class TrainConfig:
     epochs: int = 10
     amp: bool = False
-    amp_dtype: str = "bf16"       # bf16|fp16|auto (fp16 uses a GradScaler; auto: bf16 only where native)
+    amp_dtype: str = "auto"       # auto|bf16|fp16 (fp16 uses a GradScaler; auto: bf16 only where native)
     compile: bool = False
     cuda_graph: bool = False
     device: str = "auto"          # auto|cpu|cuda
@@ -158,7 +158,6 @@ def preset_dermamnist(cfg: Config) -> None:
     cfg.optim.label_smoothing = 0.1
     cfg.schedule.name = "onecycle"
     cfg.train.epochs = 12
-    cfg.train.amp_dtype = "auto"     # --amp: bf16 only where native; emulated bf16 is ~10x slower
 
 
 def preset_ham10000(cfg: Config) -> None:
@@ -176,7 +175,6 @@ def preset_ham10000(cfg: Config) -> None:
     cfg.optim.label_smoothing = 0.1
     cfg.schedule.name = "cosine"
     cfg.train.epochs = 8
-    cfg.train.amp_dtype = "auto"     # --amp: bf16 only where it is native (not on AVX2-only CPUs)
 
 
 def preset_smoke(cfg: Config) -> None:

@@ -142,6 +142,9 @@ def _train(cfg: Config, dataset=None) -> dict | None:
     model = model.to(device)
     model = distributed.convert_sync_bn(model, cfg)
     trainer = Trainer(model, cfg, device, ds.num_classes, train_loader.steps)
+    if cfg.train.amp and trainer.amp_dtype is None:
+        log.warning("--amp: bf16 is emulated on this CPU (no AVX512-BF16/AMX) and ~10x slower than fp32, "
+                    "so this run trains in fp32; --train.amp_dtype bf16 forces it")
     distributed.attach(trainer, cfg)  # DDP forward; the trainer keeps the bare module for state
     resolved = cfg.to_dict() | {"resolved": {"loader": name, "loader_reason": why, "device": str(device),
                                              "classes": ds.classes, "native_size": ds.native_size}}
