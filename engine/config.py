@@ -87,7 +87,8 @@ class TrainConfig:
     device: str = "auto"          # auto|cpu|cuda
     seed: int = 0
     deterministic: bool = False
-    patience: int = 0             # early stopping on val balanced accuracy; 0 = off
+    patience: int = 0             # early stopping on the selection metric; 0 = off
+    select: str = "balanced_accuracy"  # validation metric that picks the kept weights
     ema: float = 0.0              # EMA decay of weights; 0 = off
     mixup: float = 0.0            # Beta(a, a) mixing; 0 = off
     cutmix: float = 0.0
@@ -206,6 +207,7 @@ CHOICES = {
     "optim.name": ("adamw", "sgd"),
     "schedule.name": ("cosine", "onecycle", "plateau", "constant"),
     "train.amp_dtype": ("bf16", "fp16", "auto"),
+    "train.select": ("balanced_accuracy", "accuracy", "auc_macro", "f1_macro"),
     "train.device": ("auto", "cpu", "cuda"),
     "train.progress": ("auto", "on", "off"),
     "wandb.mode": ("offline", "online", "disabled"),

@@ -233,7 +233,7 @@ def _train(cfg: Config, dataset=None) -> dict | None:
             distributed.average_buffers(ema_model)
         val = _eval_metrics(trainer, val_loader, ds.classes, ema_model)
         if trainer.plateau:
-            trainer.plateau.update(val["balanced_accuracy"])
+            trainer.plateau.update(val[cfg.train.select])
         row = {"epoch": epoch, "train.loss": stats["loss"], "train.accuracy": stats["accuracy"],
                "train.nonfinite": stats["nonfinite"], "train.images_per_second": stats["seen"] / epoch_seconds,
                "train.class_histogram": _class_histogram(train_loader, ds.num_classes),
@@ -245,15 +245,15 @@ def _train(cfg: Config, dataset=None) -> dict | None:
         log.info("epoch %d: loss %.4f acc %.4f | val acc %.4f bal-acc %.4f auc %.4f | %.0f img/s",
                  epoch + 1, stats["loss"], stats["accuracy"], val["accuracy"], val["balanced_accuracy"],
                  val["auc_macro"], row["train.images_per_second"])
-        if val["balanced_accuracy"] > best["score"]:
-            best = {"score": val["balanced_accuracy"], "epoch": epoch}
+        if val[cfg.train.select] > best["score"]:
+            best = {"score": val[cfg.train.select], "epoch": epoch}
             best_weights = copy.deepcopy((ema_model or trainer.model).state_dict())
             bad_epochs = 0
         else:
             bad_epochs += 1
         save(epoch + 1, 0)
         if cfg.train.patience and bad_epochs >= cfg.train.patience:
-            log.info("early stopping: no val balanced-accuracy gain for %d epochs", bad_epochs)
+            log.info("early stopping: no val %s gain for %d epochs", cfg.train.select, bad_epochs)
             break
 
     # -- test with the selected weights --------------------------------------------------------
