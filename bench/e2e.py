@@ -26,9 +26,9 @@ import time
 import torch
 from torch import nn
 
-from bench.record import environment, interleaved, print_line, split_options, sync
-from engine.config import Config, ConfigError, parse_args
-from engine.env import pick_device, seed_everything, setup_logging
+from bench.record import environment, interleaved, print_line, sync, train_options_cli
+from engine.config import Config, ConfigError
+from engine.env import pick_device, seed_everything
 from engine.loop import Trainer
 from loaders import base as loaders
 from loaders.datasets import Dataset, load_dataset
@@ -161,21 +161,11 @@ def compare(cfg: Config, rounds: int = 1, warmup_steps: int = 2) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if "-h" in argv or "--help" in argv:
-        print(__doc__.strip() + "\n\nTrain options: see python -m engine.train --help")
-        return 0
-    try:
-        own, rest = split_options(argv, {"rounds": 1, "warmup_steps": 2})
-        cfg = parse_args(rest)
-        cfg.train.progress = "off"
-        setup_logging()
-        result = compare(cfg, own["rounds"], own["warmup_steps"])
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print_line(result)
-    return 0
+    code, result = train_options_cli(argv, __doc__, {"rounds": 1, "warmup_steps": 2},
+                                     lambda own, cfg: compare(cfg, own["rounds"], own["warmup_steps"]))
+    if result is not None:
+        print_line(result)
+    return code
 
 
 if __name__ == "__main__":

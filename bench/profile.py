@@ -31,9 +31,9 @@ from pathlib import Path
 
 import torch
 
-from bench.record import environment, print_line, split_options, sync, write_json
-from engine.config import Config, ConfigError, parse_args
-from engine.env import pick_device, seed_everything, setup_logging
+from bench.record import environment, print_line, sync, train_options_cli, write_json
+from engine.config import Config, ConfigError
+from engine.env import pick_device, seed_everything
 from engine.loop import Trainer
 from loaders import base as loaders
 from loaders.datasets import load_dataset
@@ -228,24 +228,17 @@ def profile(cfg: Config, seconds: float, warmup_steps: int, profile_steps: int) 
     return result
 
 
+def _run(own: dict, cfg: Config) -> dict:
+    if own["seconds"] <= 0 or own["warmup_steps"] < 0 or own["profile_steps"] < 1:
+        raise ConfigError("--seconds must be > 0, --warmup-steps >= 0 and --profile-steps >= 1")
+    return profile(cfg, own["seconds"], own["warmup_steps"], own["profile_steps"])
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if "-h" in argv or "--help" in argv:
-        print(__doc__.strip() + "\n\nTrain options: see python -m engine.train --help")
-        return 0
-    try:
-        own, rest = split_options(argv, {"seconds": 20.0, "warmup_steps": 5, "profile_steps": 5})
-        if own["seconds"] <= 0 or own["warmup_steps"] < 0 or own["profile_steps"] < 1:
-            raise ConfigError("--seconds must be > 0, --warmup-steps >= 0 and --profile-steps >= 1")
-        cfg = parse_args(rest)
-        cfg.train.progress = "off"
-        setup_logging()
-        result = profile(cfg, own["seconds"], own["warmup_steps"], own["profile_steps"])
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    summary = {k: v for k, v in result.items() if k != "top_kernels"}
-    print_line(summary)
+    code, result = train_options_cli(argv, __doc__, {"seconds": 20.0, "warmup_steps": 5, "profile_steps": 5}, _run)
+    if result is None:
+        return code
+    print_line({k: v for k, v in result.items() if k != "top_kernels"})
     u = result["utilisation"]
     what = "GPU" if result["gpu"] else "CPU"
     print(f"{result['images_per_second']:.0f} img/s; {what} utilisation mean {u.get('utilisation_mean', float('nan')):.0f}% "

@@ -18,9 +18,9 @@ import time
 
 import torch
 
-from bench.record import cpu_seconds, environment, print_line, split_options, sync
-from engine.config import Config, ConfigError, parse_args
-from engine.env import pick_device, seed_everything, setup_logging
+from bench.record import cpu_seconds, environment, print_line, sync, train_options_cli
+from engine.config import Config, ConfigError
+from engine.env import pick_device, seed_everything
 from engine.loop import Trainer
 from loaders import base as loaders
 from loaders.datasets import load_dataset
@@ -103,21 +103,12 @@ def time_to_accuracy(cfg: Config, target: float = 0.75, max_seconds: float = 0.0
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if "-h" in argv or "--help" in argv:
-        print(__doc__.strip() + "\n\nTrain options: see python -m engine.train --help")
-        return 0
-    try:
-        own, rest = split_options(argv, {"target": 0.75, "max_seconds": 0.0, "warmup_steps": 0})
-        cfg = parse_args(rest)
-        cfg.train.progress = "off"
-        setup_logging()
-        result = time_to_accuracy(cfg, own["target"], own["max_seconds"], own["warmup_steps"])
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print_line(result)
-    return 0
+    code, result = train_options_cli(
+        argv, __doc__, {"target": 0.75, "max_seconds": 0.0, "warmup_steps": 0},
+        lambda own, cfg: time_to_accuracy(cfg, own["target"], own["max_seconds"], own["warmup_steps"]))
+    if result is not None:
+        print_line(result)
+    return code
 
 
 if __name__ == "__main__":
