@@ -13,9 +13,8 @@ from pathlib import Path
 
 from engine import report
 from engine.atomic import atomic_write_json
-from engine.config import ConfigError
-from engine.env import device_name, setup_logging, versions
-from engine.inference import parse_options, run
+from engine.env import device_name, versions
+from engine.inference import cli_main, run
 from engine.metrics import summarize
 
 BOOTSTRAP_RESAMPLES = 1000
@@ -52,18 +51,7 @@ def evaluate(options: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if "-h" in argv or "--help" in argv:
-        print("usage: " + " ".join(__doc__.strip().split("\n\n")[0].split()).strip("`"))
-        return 0
-    setup_logging()
-    try:
-        evaluate(parse_options(argv, OPTIONS, ("checkpoint", "data"), "engine.evaluate"))
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
+    return cli_main(argv, __doc__, OPTIONS, ("checkpoint", "data"), "engine.evaluate", evaluate)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,6 +9,7 @@ each with and without a horizontal flip (which together also give the vertical f
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from torch import nn
 
 from engine import checkpoint
 from engine.config import Config, ConfigError, _split_argv, _suggest
-from engine.env import pick_device
+from engine.env import pick_device, setup_logging
 from kernels.confusion import confusion_matrix
 from loaders import base as loaders
 from loaders.datasets import Dataset, Split, load_dataset, with_splits
@@ -56,6 +57,22 @@ def parse_options(argv: list[str], spec: dict[str, object], required: tuple[str,
         raise ConfigError(f"{prog}: --split must be one of {', '.join(SPLITS)}; got {options['split']!r}")
     return options
 
+
+
+def cli_main(argv: list[str] | None, doc: str, spec: dict[str, object], required: tuple[str, ...], prog: str,
+             action) -> int:
+    """The shared `main` of engine.evaluate and engine.predict: usage, options, one error line."""
+    argv = sys.argv[1:] if argv is None else argv
+    if "-h" in argv or "--help" in argv:
+        print("usage: " + " ".join(doc.strip().split("\n\n")[0].split()).strip("`"))
+        return 0
+    setup_logging()
+    try:
+        action(parse_options(argv, spec, required, prog))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 # ----------------------------------------------------------------------------- model and data
 

@@ -15,8 +15,7 @@ from pathlib import Path
 
 from engine.atomic import atomic_write_bytes
 from engine.config import ConfigError
-from engine.env import setup_logging
-from engine.inference import parse_options, relative_name, run
+from engine.inference import cli_main, relative_name, run
 
 OPTIONS = {"checkpoint": "", "data": "", "out": "", "tta": False, "split": "all", "device": "auto",
            "batch_size": 0, "loader": "auto", "amp": False}
@@ -47,18 +46,7 @@ def predict(options: dict) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if "-h" in argv or "--help" in argv:
-        print("usage: " + " ".join(__doc__.strip().split("\n\n")[0].split()).strip("`"))
-        return 0
-    setup_logging()
-    try:
-        predict(parse_options(argv, OPTIONS, ("checkpoint", "data", "out"), "engine.predict"))
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
+    return cli_main(argv, __doc__, OPTIONS, ("checkpoint", "data", "out"), "engine.predict", predict)
 
 if __name__ == "__main__":
     sys.exit(main())
