@@ -20,7 +20,7 @@ import time
 import torch
 
 from engine.config import Config, ConfigError
-from engine.env import device_name, versions
+from engine.env import device_name, keep_freed_host_memory, versions
 from loaders import base
 from loaders.datasets import load_dataset
 
@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("--device cuda: no CUDA GPU visible")
         device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
                               else "cpu")
+        if device.type == "cpu":
+            keep_freed_host_memory()  # as a training run on the CPU does (engine.env.pick_device)
         ds = load_dataset(cfg.data, seed=cfg.train.seed)
         name, why = base.resolve(args.loader, ds, device)
         sampler = base.make_sampler(ds, cfg, device)

@@ -18,7 +18,7 @@ import time
 import torch
 
 from engine.config import Config, ConfigError
-from engine.env import device_name, versions
+from engine.env import device_name, keep_freed_host_memory, versions
 from engine.graphs import cudagraph_skips
 from engine.loop import Trainer
 from models.registry import MODELS, build_model
@@ -142,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           args.device if args.device != "auto" else "cpu")
+    if device.type == "cpu":
+        keep_freed_host_memory()  # as a training run on the CPU does (engine.env.pick_device)
     results = {}
     for precision in args.precisions.split(","):
         key = "fp32" if precision == "fp32" else f"amp_{args.amp_dtype}"

@@ -1,6 +1,7 @@
 """Where we run: device choice, seeding, versions (recorded in every metrics and bench file)."""
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import platform
@@ -18,7 +19,38 @@ def setup_logging() -> None:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
 
 
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
+KEEP_FREED_BELOW = 1 << 30
+
+
+def keep_freed_host_memory() -> bool:
+    """Stop glibc from handing every large freed tensor back to the kernel.
+
+    Above 32 MiB glibc serves each allocation with a fresh mmap and unmaps it on free, so a
+    CPU batch or activation of 64 x 3 x 224 x 224 floats page-faults on every step: measured
+    0.26 ms per image, a third of the CPU augmentation. Raising both thresholds makes freed
+    blocks reusable (PyTorch's CPU tuning guide gets the same from jemalloc/tcmalloc). Costs
+    resident memory that stays at its peak. Linux glibc only; elsewhere a no-op (False).
+    """
+    if sys.platform != "linux":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, KEEP_FREED_BELOW)) and \
+            bool(libc.mallopt(M_TRIM_THRESHOLD, KEEP_FREED_BELOW))
+    except (OSError, AttributeError):  # musl or another libc: nothing to tune
+        return False
+
+
 def pick_device(cfg: Config) -> torch.device:
+    """The training device; on the CPU also tunes the host allocator (see above)."""
+    device = _pick_device(cfg)
+    if device.type == "cpu":
+        keep_freed_host_memory()
+    return device
+
+
+def _pick_device(cfg: Config) -> torch.device:
     want = cfg.train.device
     if want == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA GPU is visible here; use --device auto or cpu")
