@@ -11,7 +11,9 @@ since workers are separate processes), never a shifted label.
 """
 from __future__ import annotations
 
+import gc
 import os
+from contextlib import contextmanager
 
 import torch
 from PIL import Image
@@ -63,6 +65,25 @@ class FileDataset(Dataset):
             return torch.zeros(3, self.out_size, self.out_size), i, f"{type(exc).__name__}: {exc}"
 
 
+@contextmanager
+def fork_safe_gc():
+    """Fork the DataLoader's workers with nothing left for their garbage collector to finalize.
+
+    A forked worker inherits every object of the parent, including garbage not yet collected
+    there, such as a finished DALI pipeline whose executor threads exist only in the parent.
+    If the worker's gc finalizes it, its destructor waits forever on those threads (seen in
+    the test suite: a worker hung in `dali::exec2::Executor2::~Impl`). Collecting first and
+    freezing the survivors (`gc.freeze`, the fork idiom from the gc docs) leaves the workers
+    only their own objects to collect.
+    """
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 class BaselineLoader(Loader):
     name = "baseline"
 
@@ -79,7 +100,9 @@ class BaselineLoader(Loader):
         remaining = order_np[self.start_step * bs:self.steps * bs].tolist()
         loader = DataLoader(self.dataset, batch_size=bs, sampler=remaining, num_workers=self.workers,
                             pin_memory=self.device.type == "cuda", drop_last=False)
-        for step, (batch, positions, errors) in enumerate(loader, start=self.start_step):
+        with fork_safe_gc():
+            batches = iter(loader)  # starts the worker processes
+        for step, (batch, positions, errors) in enumerate(batches, start=self.start_step):
             labels = self.batch_labels(order, real, step)
             failed = [row for row, err in enumerate(errors) if err]
             for row in failed:
