@@ -235,6 +235,7 @@ def _train(cfg: Config, dataset=None) -> dict | None:
         if trainer.plateau:
             trainer.plateau.update(val[cfg.train.select])
         row = {"epoch": epoch, "train.loss": stats["loss"], "train.accuracy": stats["accuracy"],
+               "train.balanced_accuracy": stats["balanced_accuracy"],
                "train.nonfinite": stats["nonfinite"], "train.images_per_second": stats["seen"] / epoch_seconds,
                "train.class_histogram": _class_histogram(train_loader, ds.num_classes),
                "lr": float(trainer.optimizer.param_groups[0]["lr"]), "seconds": epoch_seconds}

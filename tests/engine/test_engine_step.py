@@ -150,3 +150,22 @@ def test_step_never_reads_a_tensor_on_the_host(options):
         trainer.train_step(*batch(3, poison=True))
     stats = trainer.read_accumulators()
     assert stats["seen"] == 3 * BATCH and stats["nonfinite"] == 1
+
+
+def test_train_balanced_accuracy_counts_per_class_and_ignores_padding():
+    trainer = make_trainer()
+    head = trainer.model[-1]  # the classifier: always predict class 0
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.copy_(torch.tensor([100.0] + [0.0] * (CLASSES - 1)))
+    trainer.lr_table.zero_()  # learning rate 0: the prediction survives the step
+    images, _ = batch(3)
+    labels = torch.tensor([0, 0, 0, 1, 2, 2, -1, -1])  # 3 of class 0, 1 of 1, 2 of 2, 2 padded rows
+    trainer.train_step(images, labels)
+    stats = trainer.read_accumulators()
+    from sklearn.metrics import balanced_accuracy_score
+    real = labels[labels >= 0]
+    assert stats["accuracy"] == pytest.approx(3 / 6)
+    assert stats["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(real, torch.zeros_like(real)))  # 1/3
+    trainer.reset_accumulators()
+    assert trainer.read_accumulators()["balanced_accuracy"] == 0.0
