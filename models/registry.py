@@ -16,6 +16,8 @@ from engine.config import ConfigError
 MODELS = {
     "seedcnn": "models.seedcnn:build",
     "mlp": "models.mlp:build",
+    "resnet9": "models.resnet9:build",
+    "resnet9_small": "models.resnet9:build_small",
     "resnet18": "models.torchvision_models:resnet18",
     "resnet50": "models.torchvision_models:resnet50",
     "efficientnet_b0": "models.torchvision_models:efficientnet_b0",
