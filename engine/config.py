@@ -146,19 +146,22 @@ class Config:
 def preset_dermamnist(cfg: Config) -> None:
     """MedMNIST DermaMNIST at 28 px: chosen by the experiments in bench/results/recipes_cpu.md.
 
-    The seed CNN with flips, quarter turns and a mild random-resized crop, label smoothing and
-    a one-cycle schedule: on a 2-core CPU it trains ~10x faster than a ResNet-18 at 28 px
-    (whose per-epoch cost would leave room for only a few epochs in the 20-minute budget)."""
+    ResNet-9 (width 32) with flips, quarter turns and a mild random-resized crop, label
+    smoothing, a one-cycle schedule, weight EMA, and the kept epoch chosen by validation
+    accuracy (the metric this recipe is judged by). Mean test accuracy over 3 seeds 0.765 vs
+    0.759-0.763 for the seed CNN; a run takes about 6 minutes on an idle 2-core CPU."""
     cfg.data.image_size = 28
     cfg.data.batch_size = 128
     cfg.data.crop_scale_min = 0.6
-    cfg.model.name = "seedcnn"
+    cfg.model.name = "resnet9"
     cfg.model.dropout = 0.1
     cfg.optim.lr = 2e-3
     cfg.optim.weight_decay = 0.05
     cfg.optim.label_smoothing = 0.1
     cfg.schedule.name = "onecycle"
     cfg.train.epochs = 12
+    cfg.train.ema = 0.999
+    cfg.train.select = "accuracy"
 
 
 def preset_ham10000(cfg: Config) -> None:
