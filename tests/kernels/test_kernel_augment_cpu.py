@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from kernels.augment import AugmentSpec, DeviceAugment, augment_reference, draw_params, pick_impl
-from kernels.augment_cpu import augment_cpu
+from kernels.augment_cpu import CPU_PATH_MIN_SIZE, augment_cpu, augment_cpu_auto
 from tests.kernels.test_kernel_augment import random_batch
 
 GREY_LEVEL = 1 / (255 * min(AugmentSpec(8).std))  # one uint8 step after normalization, worst channel
@@ -107,11 +107,19 @@ def test_output_contract_every_dtype(dtype, jitter):
     assert in_grey_levels(out, ref).max() <= 1.5 * (1 + jitter) ** 3 + cast / GREY_LEVEL
 
 
-def test_is_the_cpu_default_and_deterministic_per_key():
-    assert pick_impl("auto", torch.device("cpu")) is augment_cpu
+def test_cpu_default_takes_the_faster_path_by_size():
+    assert pick_impl("auto", torch.device("cpu")) is augment_cpu_auto
+    for size, want in [(CPU_PATH_MIN_SIZE - 16, augment_reference), (CPU_PATH_MIN_SIZE, augment_cpu)]:
+        x = random_batch(2, size, size)
+        spec = AugmentSpec(out_size=size)
+        p = draw_params(spec, 2, torch.Generator().manual_seed(0), "cpu")
+        assert torch.equal(augment_cpu_auto(x, p, spec), want(x, p, spec))
+
+
+def test_forced_cpu_path_is_deterministic_per_key():
     x = random_batch(4, 24, 24)
     spec = AugmentSpec(out_size=16, jitter=0.3)
-    a, b = DeviceAugment(spec, seed=5, device="cpu"), DeviceAugment(spec, seed=5, device="cpu")
+    a, b = (DeviceAugment(spec, seed=5, device="cpu", impl="cpu") for _ in range(2))
     assert torch.equal(a(x, 3), b(x, 3)) and not torch.equal(a(x, 3), a(x, 4))
 
 
