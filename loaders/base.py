@@ -101,12 +101,17 @@ class Loader:
         order = (start + torch.arange(per_rank, device=self.device)) % max(n, 1)
         return order, min(max(n - start, 0), per_rank)
 
-    def batch_labels(self, order: torch.Tensor, real: int, step: int) -> torch.Tensor:
+    def batch_labels(self, order: torch.Tensor, real: int, step: int, failed=()) -> torch.Tensor:
+        """The step's labels; padded rows and the `failed` (undecodable) rows get PAD_LABEL."""
         idx = order[step * self.batch_size:(step + 1) * self.batch_size]
         labels = self.labels[idx]
         if real < len(order):  # only evaluation pads
             pos = torch.arange(step * self.batch_size, (step + 1) * self.batch_size, device=self.device)
             labels = torch.where(pos < real, labels, torch.full_like(labels, PAD_LABEL))
+        if failed:
+            mask = torch.zeros(len(labels), dtype=torch.bool)
+            mask[list(failed)] = True
+            labels = torch.where(mask.to(self.device), torch.full_like(labels, PAD_LABEL), labels)
         return labels
 
     def key(self, step: int) -> int:
@@ -138,12 +143,7 @@ class Loader:
                 if nxt is not None:
                     pending.append((nxt, submit(pool, nxt)))
                 decoded, failed = future.result()
-                labels = self.batch_labels(order, real, step)
-                if failed:
-                    mask = torch.zeros(len(labels), dtype=torch.bool)
-                    mask[failed] = True
-                    labels = torch.where(mask.to(self.device), torch.full_like(labels, PAD_LABEL), labels)
-                yield step, decoded, labels
+                yield step, decoded, self.batch_labels(order, real, step, failed)
         self.start_step = 0
 
     def __len__(self) -> int:

@@ -20,7 +20,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
-from loaders.base import PAD_LABEL, Loader, host_indices
+from loaders.base import Loader, host_indices
 
 
 class RandomRot90:
@@ -103,15 +103,11 @@ class BaselineLoader(Loader):
         with fork_safe_gc():
             batches = iter(loader)  # starts the worker processes
         for step, (batch, positions, errors) in enumerate(batches, start=self.start_step):
-            labels = self.batch_labels(order, real, step)
             failed = [row for row, err in enumerate(errors) if err]
             for row in failed:
                 path = self.split.files[positions[row]] if self.split.files is not None else f"row {positions[row]}"
                 self.bad.add(path, errors[row])
-            if failed:
-                mask = torch.zeros(len(labels), dtype=torch.bool)
-                mask[failed] = True
-                labels = torch.where(mask.to(self.device), torch.full_like(labels, PAD_LABEL), labels)
+            labels = self.batch_labels(order, real, step, failed)
             images_out = batch.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             yield images_out, labels
         self.start_step = 0

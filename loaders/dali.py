@@ -33,7 +33,7 @@ from PIL import Image
 
 from engine.config import ConfigError
 from loaders import images
-from loaders.base import PAD_LABEL, Loader, host_indices
+from loaders.base import Loader, host_indices
 
 log = logging.getLogger("medtrain.loaders")
 
@@ -209,12 +209,7 @@ class DaliLoader(Loader):
                     self.pipe_dirty = False
                     self._start(order_np, step)
                     continue
-                labels = self.batch_labels(order, real, step)
-                failed = self.failed_rows.pop(step, [])
-                if failed:
-                    mask = torch.zeros(len(labels), dtype=torch.bool)
-                    mask[failed] = True
-                    labels = torch.where(mask.to(self.device), torch.full_like(labels, PAD_LABEL), labels)
+                labels = self.batch_labels(order, real, step, self.failed_rows.pop(step, []))
                 yield self._to_torch(out), labels
                 step += 1
         finally:
