@@ -128,9 +128,8 @@ class Trainer:
             self._ema_other = [(e, t) for e, t in zip(self.ema, live) if not e.is_floating_point()]
         z = lambda dtype: torch.zeros((), dtype=dtype, device=device)
         # loss_rows: rows of finite-loss steps, the loss mean's denominator (skipped steps add no loss)
-        # class_seen/class_correct: per-class counts for the train balanced accuracy
-        self.acc = {"loss_sum": z(torch.float64), "loss_rows": z(torch.int64), "correct": z(torch.int64),
-                    "seen": z(torch.int64), "nonfinite": z(torch.int64),
+        # class_seen/class_correct: per-class counts; their sums are the rows seen and correct
+        self.acc = {"loss_sum": z(torch.float64), "loss_rows": z(torch.int64), "nonfinite": z(torch.int64),
                     "class_seen": torch.zeros(num_classes, dtype=torch.int64, device=device),
                     "class_correct": torch.zeros(num_classes, dtype=torch.int64, device=device)}
         self.nonfinite_streak = z(torch.int64)
@@ -147,11 +146,11 @@ class Trainer:
     def read_accumulators(self) -> dict:
         # Sync point: called at the log interval and at epoch end only.
         values = {k: v.item() if v.ndim == 0 else v.tolist() for k, v in self.acc.items()}
-        seen = max(values["seen"], 1)
+        seen, correct = sum(values["class_seen"]), sum(values["class_correct"])
         recalls = [c / n for c, n in zip(values["class_correct"], values["class_seen"]) if n]
-        return {"loss": values["loss_sum"] / max(values["loss_rows"], 1), "accuracy": values["correct"] / seen,
+        return {"loss": values["loss_sum"] / max(values["loss_rows"], 1), "accuracy": correct / max(seen, 1),
                 "balanced_accuracy": sum(recalls) / max(len(recalls), 1),  # over the classes seen
-                "seen": values["seen"], "nonfinite": values["nonfinite"],
+                "seen": seen, "nonfinite": values["nonfinite"],
                 "nonfinite_streak": int(self.nonfinite_streak.item())}
 
     # -- step -----------------------------------------------------------------------------------
@@ -221,8 +220,6 @@ class Trainer:
         self.acc["loss_sum"].add_(torch.nan_to_num(loss.detach().double() * count * ok))
         self.acc["loss_rows"].add_(count * ok.long())
         hit = (logits.detach().argmax(1) == labels) & valid
-        self.acc["correct"].add_(hit.sum())
-        self.acc["seen"].add_(count)
         target = labels.clamp(min=0)  # a padded row (-1) adds zero to class 0 below
         self.acc["class_seen"].index_add_(0, target, valid.long())
         self.acc["class_correct"].index_add_(0, target, hit.long())
