@@ -53,5 +53,6 @@ def evaluate(options: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     return cli_main(argv, __doc__, OPTIONS, ("checkpoint", "data"), "engine.evaluate", evaluate)
 
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -58,7 +58,6 @@ def parse_options(argv: list[str], spec: dict[str, object], required: tuple[str,
     return options
 
 
-
 def cli_main(argv: list[str] | None, doc: str, spec: dict[str, object], required: tuple[str, ...], prog: str,
              action) -> int:
     """The shared `main` of engine.evaluate and engine.predict: usage, options, one error line."""
@@ -73,6 +72,7 @@ def cli_main(argv: list[str] | None, doc: str, spec: dict[str, object], required
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
 
 # ----------------------------------------------------------------------------- model and data
 

@@ -48,5 +48,6 @@ def predict(options: dict) -> Path:
 def main(argv: list[str] | None = None) -> int:
     return cli_main(argv, __doc__, OPTIONS, ("checkpoint", "data", "out"), "engine.predict", predict)
 
+
 if __name__ == "__main__":
     sys.exit(main())
