@@ -31,6 +31,7 @@ class DataConfig:
     val_fraction: float = 0.15    # used when the dataset has no official split
     test_fraction: float = 0.15
     crop_scale_min: float = 0.35  # random-resized-crop area range [min, 1]
+    crop_ratio: float = 4 / 3     # random-resized-crop aspect range [1/r, r]; 1 = square crops
     hflip: bool = True
     vflip: bool = True            # lesions have no "up"
     rot90: bool = True
@@ -220,7 +221,7 @@ CHOICES = {
 BOUNDS = {
     "data.batch_size": (1, None), "data.eval_batch_size": (0, None), "data.image_size": (0, 4096),
     "data.workers": (0, 256), "data.val_fraction": (0.0, 0.5), "data.test_fraction": (0.0, 0.5),
-    "data.crop_scale_min": (0.01, 1.0), "data.eval_crop": (0.1, 1.0), "data.color_jitter": (0.0, 1.0),
+    "data.crop_scale_min": (0.01, 1.0), "data.crop_ratio": (1.0, 4.0), "data.eval_crop": (0.1, 1.0), "data.color_jitter": (0.0, 1.0),
     "data.synthetic_count": (20, None), "data.max_samples": (0, None),
     "sampler.alpha": (0.0, 1.0), "optim.lr": (0.0, 10.0), "optim.weight_decay": (0.0, None),
     "optim.label_smoothing": (0.0, 0.99), "optim.clip_grad": (0.0, None),

@@ -70,6 +70,7 @@ class Loader:
         self.bad = BadFiles()
         self.spec = AugmentSpec(
             out_size=self.image_size, train=train, scale_min=cfg.data.crop_scale_min,
+            ratio=(1 / cfg.data.crop_ratio, cfg.data.crop_ratio),
             hflip=cfg.data.hflip, vflip=cfg.data.vflip, rot90=cfg.data.rot90,
             jitter=cfg.data.color_jitter, eval_crop=cfg.data.eval_crop, out_dtype=out_dtype,
             clahe=cfg.data.clahe)  # CLAHE runs in DeviceAugment, before the geometry

@@ -76,6 +76,22 @@ def test_reference_flips_and_rotations_are_exact_without_crop():
         assert any(torch.allclose(out, c, atol=1e-6) for c in candidates), (fx, fy, k)
 
 
+def test_square_full_crop_is_lossless_dihedral_augmentation():
+    # scale_min 1 and ratio 1 (`--data.crop_scale_min 1 --data.crop_ratio 1`): the geometry
+    # is only flips and quarter turns, so every training image is its source, rearranged.
+    x = random_batch(64, 12, 12, seed=3)
+    spec = AugmentSpec(out_size=12, scale_min=1.0, ratio=(1.0, 1.0), mean=(0, 0, 0), std=(1, 1, 1))
+    out = DeviceAugment(spec, seed=0, device="cpu", impl="reference")(x, 0)
+    plain = x.float() / 255
+    views = set()
+    for i in range(len(x)):
+        candidates = [torch.rot90(torch.flip(plain[i], d), r, (1, 2)) for d in [(), (2,)] for r in range(4)]
+        match = [j for j, c in enumerate(candidates) if torch.allclose(out[i], c, atol=1e-6)]
+        assert match, f"image {i} is not a flip/rotation of its source"
+        views.add(match[0])
+    assert len(views) == 8  # and all eight views occur
+
+
 def test_same_key_same_batch_and_keys_differ():
     x = random_batch(4, 24, 24)
     spec = AugmentSpec(out_size=16, jitter=0.3)

@@ -97,3 +97,11 @@ def test_auto_never_picks_baseline(tiny):
         name, why = base.resolve("auto", ds, dev)
         assert name != "baseline" and why
     assert base.resolve("baseline", ds, device)[0] == "baseline"
+
+
+@pytest.mark.parametrize("ratio", [1.0, 2.0])
+def test_crop_options_reach_the_augmentation(tiny, ratio):
+    cfg, ds, device = tiny
+    cfg.data.crop_scale_min, cfg.data.crop_ratio = 0.5, ratio
+    loader = base.build("plain", ds, "train", cfg, device, train=True, sampler=base.make_sampler(ds, cfg, device))
+    assert loader.spec.scale_min == 0.5 and loader.spec.ratio == (1 / ratio, ratio)
