@@ -20,7 +20,7 @@ def run_tta(benchmark, argv: list[str], max_seconds: float, warmup_steps: int) -
 
 @pytest.mark.slow
 def test_tta_dermamnist_cpu(benchmark, dermamnist_npz):
-    """CPU figure: the dermamnist preset (ResNet-9, 12 one-cycle epochs); capped at 20 minutes."""
+    """CPU figure: the dermamnist preset (seed CNN, 48 one-cycle epochs); capped at 20 minutes."""
     result = run_tta(benchmark, ["--preset", "dermamnist", "--data", str(dermamnist_npz), "--device", "cpu"],
                      max_seconds=1200, warmup_steps=0)
     assert result["curve"], "no epoch finished"
@@ -28,7 +28,7 @@ def test_tta_dermamnist_cpu(benchmark, dermamnist_npz):
 
 @pytest.mark.gpu
 def test_tta_dermamnist_gpu(benchmark, dermamnist_npz):
-    """Acceptance 3: the dermamnist preset (the CPU recipe, ResNet-9) with AMP; target under 10 s."""
+    """Acceptance 3: the dermamnist preset (the CPU recipe, seed CNN) with AMP; target under 10 s."""
     result = run_tta(benchmark, ["--preset", "dermamnist", "--data", str(dermamnist_npz), "--amp", "--device", "cuda"],
                      max_seconds=120, warmup_steps=3)
     assert result["reached"], f"best test accuracy {result['best_test_accuracy']:.3f} < {TARGET}"

@@ -147,20 +147,23 @@ class Config:
 def preset_dermamnist(cfg: Config) -> None:
     """MedMNIST DermaMNIST at 28 px: chosen by the experiments in bench/results/recipes_cpu.md.
 
-    ResNet-9 (width 32) with flips, quarter turns and a mild random-resized crop, label
-    smoothing, a one-cycle schedule, weight EMA, and the kept epoch chosen by validation
-    accuracy (the metric this recipe is judged by). Mean test accuracy over 3 seeds 0.765 vs
-    0.759-0.763 for the seed CNN; a run takes about 6 minutes on an idle 2-core CPU."""
+    The seed CNN with lossless augmentation only (flips and quarter turns: at 28 px any crop
+    or aspect change is a resampling blur that cost 0.5-1.3 points of test accuracy), label
+    smoothing, a one-cycle schedule over 48 epochs, weight EMA, and the kept epoch chosen
+    by validation accuracy (the metric this recipe is judged by). Test accuracy, mean of 3
+    seeds: 0.787 (macro AUC 0.938); ResNet-9 (8x the multiply-adds) was not better. About 3.5 minutes
+    on an idle 2-core CPU."""
     cfg.data.image_size = 28
     cfg.data.batch_size = 128
-    cfg.data.crop_scale_min = 0.6
-    cfg.model.name = "resnet9"
+    cfg.data.crop_scale_min = 1.0
+    cfg.data.crop_ratio = 1.0
+    cfg.model.name = "seedcnn"
     cfg.model.dropout = 0.1
     cfg.optim.lr = 2e-3
     cfg.optim.weight_decay = 0.05
     cfg.optim.label_smoothing = 0.1
     cfg.schedule.name = "onecycle"
-    cfg.train.epochs = 12
+    cfg.train.epochs = 48
     cfg.train.ema = 0.999
     cfg.train.select = "accuracy"
 
