@@ -31,6 +31,13 @@ def test_dermamnist_amp_is_native_only():
     assert autocast_dtype(cfg, cpu) == torch.bfloat16  # an explicit request is honoured
 
 
+def test_dermamnist_preset_augments_without_resampling():
+    # The recipe's finding: at 28 px a crop is a blur; only flips and quarter turns are kept.
+    cfg = parse_args(["--preset", "dermamnist"])
+    assert (cfg.data.crop_scale_min, cfg.data.crop_ratio) == (1.0, 1.0)
+    assert cfg.data.hflip and cfg.data.vflip and cfg.data.rot90 and cfg.data.color_jitter == 0
+
+
 def test_ham10000_preset_balances_classes():
     cfg = parse_args(["--preset", "ham10000"])
     assert cfg.sampler.kind == "balanced" and 0 < cfg.sampler.alpha <= 1
