@@ -103,5 +103,6 @@ def test_auto_never_picks_baseline(tiny):
 def test_crop_options_reach_the_augmentation(tiny, ratio):
     cfg, ds, device = tiny
     cfg.data.crop_scale_min, cfg.data.crop_ratio = 0.5, ratio
-    loader = base.build("plain", ds, "train", cfg, device, train=True, sampler=base.make_sampler(ds, cfg, device))
+    sampler = base.make_sampler(ds, cfg, device)
+    loader = base.build("plain", ds, "train", cfg, device, train=True, sampler=sampler)
     assert loader.spec.scale_min == 0.5 and loader.spec.ratio == (1 / ratio, ratio)
