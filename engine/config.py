@@ -170,7 +170,8 @@ def preset_dermamnist(cfg: Config) -> None:
 
 def preset_ham10000(cfg: Config) -> None:
     """HAM10000 dermoscopy JPEGs at 64 px with the seed CNN: affordable on a 2-core CPU (see
-    bench/results/recipes_cpu.md). On a GPU use `--image-size 224 --model resnet18`."""
+    bench/results/recipes_cpu.md). 16 epochs, not 8: balanced accuracy 0.570 vs 0.551 in 5-fold
+    CV, higher on every fold. On a GPU use `--image-size 224 --model resnet18`."""
     cfg.data.image_size = 64
     cfg.data.batch_size = 64
     cfg.data.crop_scale_min = 0.4
@@ -182,7 +183,7 @@ def preset_ham10000(cfg: Config) -> None:
     cfg.optim.lr = 2e-3
     cfg.optim.label_smoothing = 0.1
     cfg.schedule.name = "cosine"
-    cfg.train.epochs = 8
+    cfg.train.epochs = 16
 
 
 def preset_smoke(cfg: Config) -> None:
