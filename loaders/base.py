@@ -110,9 +110,7 @@ class Loader:
             pos = torch.arange(step * self.batch_size, (step + 1) * self.batch_size, device=self.device)
             labels = torch.where(pos < real, labels, torch.full_like(labels, PAD_LABEL))
         if failed:
-            mask = torch.zeros(len(labels), dtype=torch.bool)
-            mask[list(failed)] = True
-            labels = torch.where(mask.to(self.device), torch.full_like(labels, PAD_LABEL), labels)
+            labels[list(failed)] = PAD_LABEL  # labels is a copy: indexing with a tensor copies
         return labels
 
     def key(self, step: int) -> int:
