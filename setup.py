@@ -6,7 +6,7 @@ setup(
     name="medtrain",
     version="0.1.0",
     description="GPU-first training engine for medical image classification",
-    packages=["engine", "kernels", "loaders", "models", "bench"],
+    packages=["common", "engine", "kernels", "loaders", "models", "bench"],
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.4",

@@ -13,9 +13,7 @@ import json
 import math
 from dataclasses import dataclass, field, fields
 
-
-class ConfigError(ValueError):
-    """A user mistake in the command line or config: reported as one line, exit status 2."""
+from common.errors import ConfigError  # noqa: F401  (re-exported: the CLIs and tests name it here)
 
 
 # ----------------------------------------------------------------------------- sections

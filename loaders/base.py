@@ -18,7 +18,8 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from engine.config import Config, ConfigError
+from common.errors import ConfigError
+from engine.config import Config
 from kernels.augment import AugmentSpec, DeviceAugment
 from kernels.sampler import EpochSampler
 from loaders.datasets import Dataset, Split

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from engine.config import ConfigError
+from common.errors import ConfigError
 from loaders import images
 from loaders.base import Loader, host_indices
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.config import ConfigError, DataConfig
+from common.errors import ConfigError
+from engine.config import DataConfig
 from loaders import images, splits, synthetic
 
 log = logging.getLogger("medtrain.data")

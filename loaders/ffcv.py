@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.config import ConfigError, DataConfig
+from common.errors import ConfigError
+from engine.config import DataConfig
 from kernels.augment import DeviceAugment
 from loaders import images
 from loaders.base import PAD_LABEL, Loader, host_indices

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from engine.config import ConfigError
+from common.errors import ConfigError
 from loaders import images
 from loaders.base import Loader
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.config import ConfigError
+from common.errors import ConfigError
 from loaders.datasets import FILE_COLUMNS, Dataset
 
 MISSING = {"", "unknown", "nan", "na", "n/a", "none", "?", "null"}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from engine.config import ConfigError
+from common.errors import ConfigError
 
 
 def _last_linear(model: nn.Module) -> tuple[nn.Module, str, nn.Linear]:

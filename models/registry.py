@@ -11,7 +11,7 @@ import importlib
 import torch
 from torch import nn
 
-from engine.config import ConfigError
+from common.errors import ConfigError
 
 MODELS = {
     "seedcnn": "models.seedcnn:build",
