@@ -19,6 +19,7 @@ from typing import Callable
 
 import torch
 
+from common.device import sync  # noqa: F401  (the bench CLIs import it from here)
 from engine.env import versions
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,10 +54,6 @@ def environment(device: torch.device | str | None = None) -> dict:
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
-def sync(device: torch.device) -> None:
-    # Sync point: a timer may only stop once the device has finished the work it times.
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def cpu_seconds() -> float:

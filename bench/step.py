@@ -17,6 +17,7 @@ import time
 
 import torch
 
+from common.device import sync
 from engine.config import Config, ConfigError
 from engine.env import device_name, keep_freed_host_memory, versions
 from engine.graphs import cudagraph_skips
@@ -42,11 +43,6 @@ def _trainer(args, device: torch.device, variant: str, amp: bool) -> Trainer:
     return trainer
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()  # sync point: timing boundaries only
-
-
 def measure(args, device: torch.device, variant: str, amp: bool) -> dict:
     torch._dynamo.reset()
     skips_before = cudagraph_skips()
@@ -64,12 +60,12 @@ def measure(args, device: torch.device, variant: str, amp: bool) -> dict:
     t0 = time.perf_counter()
     for _ in range(args.warmup):  # compile, autotune, capture
         step()
-    _sync(device)
+    sync(device)
     warm_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
     for _ in range(args.steps):
         step()
-    _sync(device)
+    sync(device)
     seconds = time.perf_counter() - t0
     out = {"images_per_second": round(args.steps * args.batch_size / seconds, 1),
            "warmup_seconds": round(warm_seconds, 2)}

@@ -11,13 +11,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from common.constants import BOOTSTRAP_RESAMPLES
 from engine import report
 from engine.atomic import atomic_write_json
 from engine.env import device_name, versions
 from engine.inference import cli_main, run
 from engine.metrics import summarize
 
-BOOTSTRAP_RESAMPLES = 1000
 OPTIONS = {"checkpoint": "", "data": "", "out": "", "tta": False, "split": "test", "device": "auto",
            "batch_size": 0, "loader": "auto", "amp": False}
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.constants import PAD_LABEL
 from engine import checkpoint
 from engine.config import Config, ConfigError, _split_argv, _suggest
 from engine.env import pick_device, setup_logging
@@ -26,7 +27,6 @@ from loaders.datasets import Dataset, Split, load_dataset, with_splits
 from models.registry import build_model
 
 SPLITS = ("test", "val", "train", "all")
-PAD_LABEL = -1
 
 
 # ----------------------------------------------------------------------------- command line

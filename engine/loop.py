@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.constants import PAD_LABEL
 from engine.config import Config
 from engine.schedules import Plateau, ema_decays, lr_multipliers
 from kernels.confusion import confusion_matrix
 
-PAD_LABEL = -1
 # Tests swap in a counting backend; users keep inductor.
 COMPILE_BACKEND = os.environ.get("MEDTRAIN_COMPILE_BACKEND", "inductor")
 

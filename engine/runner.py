@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.constants import BOOTSTRAP_RESAMPLES
 from engine import checkpoint, distributed, report, tracking
 from engine.atomic import append_jsonl, atomic_write_bytes, atomic_write_json, read_jsonl
 from engine.config import Config, ConfigError
@@ -33,7 +34,6 @@ from models.metadata import fuse
 from models.registry import build_model
 
 log = logging.getLogger("medtrain.train")
-BOOTSTRAP_RESAMPLES = 1000  # test-split 95% intervals for balanced accuracy and macro AUC
 
 
 class StopFlag:

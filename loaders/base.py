@@ -18,6 +18,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from common.constants import PAD_LABEL
 from common.errors import ConfigError
 from engine.config import Config
 from kernels.augment import AugmentSpec, DeviceAugment
@@ -35,7 +36,6 @@ REGISTRY = {
     "ffcv": "loaders.ffcv:FfcvLoader",
     "baseline": "loaders.baseline:BaselineLoader",
 }
-PAD_LABEL = -1
 # Backends whose batches go through DeviceAugment, where --data.clahe is applied.
 CLAHE_LOADERS = ("plain", "tensor", "nvjpeg")
 
