@@ -17,6 +17,7 @@ import time
 
 import torch
 
+from common.cli import run_main
 from common.device import sync
 from engine.config import Config, ConfigError
 from engine.env import device_name, keep_freed_host_memory, versions
@@ -131,11 +132,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = parse(sys.argv[1:] if argv is None else argv)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_main(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
+    args = parse(argv)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           args.device if args.device != "auto" else "cpu")
     if device.type == "cpu":

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from engine import plots
+from common.cli import run_main
 from engine.atomic import atomic_write_bytes, read_jsonl
 from engine.config import ConfigError
 from engine.metrics import calibration_bins
@@ -188,13 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1 or argv[0].startswith("-"):
         print("usage: python -m engine.report RUN_DIR", file=sys.stderr)
         return 2
-    try:
-        written = build(argv[0])
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"report: {len(written)} files in {Path(argv[0]) / 'report'}")
-    return 0
+    return run_main(lambda args: print(f"report: {len(build(args[0]))} files in {Path(args[0]) / 'report'}"), argv)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from engine import cv, evaluate, predict
-from engine.inference import TTA, dihedral_views
+from engine.tta import TTA, dihedral_views
 from engine.train import main as train_main
 from tests.conftest import write_jpegs
 
