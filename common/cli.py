@@ -99,7 +99,7 @@ def parse_options(argv: list[str], spec: dict[str, object], required: tuple[str,
     if missing:
         raise ConfigError(f"{prog}: {' and '.join(missing)} required")
     for name, allowed in (choices or {}).items():
-        if options[name] not in allowed:
+        if name in options and options[name] not in allowed:
             raise ConfigError(f"{prog}: --{name.replace('_', '-')} must be one of {', '.join(allowed)}; "
                               f"got {options[name]!r}")
     return options
