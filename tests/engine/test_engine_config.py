@@ -6,7 +6,7 @@ import pytest
 
 from engine.config import Config, ConfigError, parse_args
 
-REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
 
 
 def test_short_flags_and_dotted_overrides():
