@@ -1,4 +1,4 @@
-"""Figures for the README: a markdown table and a bar chart of speed-up ratios.
+"""Figures for docs/benchmarks.md: a markdown table and a bar chart of speed-up ratios.
 
 `python -m bench.plot FILE... [--md OUT.md] [--png OUT.png]` reads pytest-benchmark JSON
 or bench CLI results (bench/results/*.json) and writes the table (stdout unless --md) and

@@ -56,7 +56,7 @@ def test_loaders_synthetic_cpu(benchmark):
 
 @pytest.mark.slow
 def test_loaders_ham224_cpu(benchmark, ham_dir):
-    # dali/ffcv on the CPU are measured by bench.loaders itself (README, Loaders).
+    # dali/ffcv on the CPU are measured by bench.loaders itself (docs/data-and-loaders.md).
     run_loaders(benchmark, str(ham_dir), ["tensor", "plain"], "cpu", 224, 64, seconds=8, rounds=1)
 
 

@@ -7,7 +7,7 @@ dies or hangs makes the others fail with `PeerLost` (one line from the CLI) inst
 waiting forever. Without those variables everything here is a no-op and the run is the
 single-process run.
 
-Conventions (README `## Multi-GPU`):
+Conventions (docs/multi-gpu.md):
 - `--batch-size` is the GLOBAL batch; each rank trains on batch/world rows of a disjoint slice
   of the same global epoch order, so the steps per epoch, the lr schedule and the sample order
   do not depend on the number of processes, and a checkpoint resumes on any world size that

@@ -1,6 +1,6 @@
 """The training step and evaluation: everything stays on the device between log intervals.
 
-Hot-loop rules (DESIGN.md): no `.item()`/`.cpu()`/printing inside a step; the learning rate
+Hot-loop rules (docs/design.md): no `.item()`/`.cpu()`/printing inside a step; the learning rate
 and EMA decay come from device tables indexed by a device step counter; loss, correct count
 and the non-finite flag accumulate in device tensors read by the caller at the log interval.
 A non-finite loss skips its update on the device: fused optimizers take a `found_inf` tensor
