@@ -78,6 +78,8 @@ def jpeg_orientation(data: bytes) -> int:
 def pil_orientation(im: Image.Image) -> int:
     """EXIF orientation of an opened image; 1 when absent or unreadable (PNG keeps EXIF after the
     pixels, so a file cut short there has none: the pixel check reports it, not this)."""
+    if im.format == "TIFF":  # Pillow's TIFF reader orients the pixels itself (size already swapped)
+        return 1
     try:
         value = im.getexif().get(EXIF_ORIENTATION, 1)
     except Exception:
