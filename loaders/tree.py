@@ -45,6 +45,19 @@ def _walk(folder: Path):
                 yield Path(current) / name
 
 
+def list_images(folder: Path) -> tuple[list[str], list[tuple[str, str]]]:
+    """(every image below `folder`, [(path, reason)] for the other files): an unlabelled folder."""
+    files, skipped = [], []
+    for f in _walk(folder):
+        if not filetypes.is_image_name(f.name):
+            skipped.append((str(f), filetypes.not_image_reason(f.name)))
+        elif not f.exists():
+            skipped.append((str(f), "broken symbolic link"))
+        else:
+            files.append(str(f.resolve()))
+    return files, skipped
+
+
 def _read_classes(folder: Path, listing: Listing, part: str | None, seen: dict[str, str]) -> int:
     """Add every image of every class folder in `folder`; the number of class folders."""
     classes = 0
