@@ -76,7 +76,9 @@ class DaliLoader(Loader):
             encoded = fn.external_source(source=self._next_batch, batch=True, dtype=types.UINT8, name="jpegs")
             decoder = "mixed" if gpu else "cpu"
             if spec.train:
+                # adjust_orientation: EXIF orientation applied, as every other backend does
                 img = fn.decoders.image_random_crop(encoded, device=decoder, output_type=types.RGB,
+                                                    adjust_orientation=True,
                                                     random_area=[spec.scale_min, 1.0],
                                                     random_aspect_ratio=list(spec.ratio), num_attempts=10)
                 img = fn.resize(img, resize_x=size, resize_y=size)
@@ -98,7 +100,7 @@ class DaliLoader(Loader):
                     img = fn.flip(img, horizontal=0, vertical=vflip)
                 mirror = hflip
             else:
-                img = fn.decoders.image(encoded, device=decoder, output_type=types.RGB)
+                img = fn.decoders.image(encoded, device=decoder, output_type=types.RGB, adjust_orientation=True)
                 outer = round(size / spec.eval_crop)
                 img = fn.resize(img, resize_x=outer, resize_y=outer)
                 mirror = 0

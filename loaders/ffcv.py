@@ -94,7 +94,9 @@ class _Rows:
     def __getitem__(self, i):
         data = images.read_bytes(self.files[i])
         h, w = images.check_bytes(data)
-        if self.quality is None and data[:3] == b"\xff\xd8\xff" and max(h, w) <= self.max_res:
+        # FFCV's decoder ignores EXIF orientation: an oriented JPEG is stored upright as pixels.
+        if (self.quality is None and data[:3] == b"\xff\xd8\xff" and max(h, w) <= self.max_res
+                and images.jpeg_orientation(data) == 1):
             return data, int(self.labels[i])
         return images.decode(data, None), int(self.labels[i])
 

@@ -43,6 +43,7 @@ class NvjpegLoader(Loader):
 
     def _load_bytes(self, pin: bool) -> None:
         blobs, self.pixels, self.unreadable = [], {}, set()
+        self.orientation: dict[int, int] = {}  # EXIF orientation != 1: nvJPEG ignores it, we apply it
         for i, path in enumerate(self.split.files):
             try:
                 data = images.read_bytes(path)
@@ -50,6 +51,8 @@ class NvjpegLoader(Loader):
                 if not _is_jpeg(data):  # nvJPEG reads JPEG only: decode the rest once, here
                     self.pixels[i] = torch.from_numpy(images.decode(data, self.size)).permute(2, 0, 1)
                     data = b""
+                elif images.jpeg_orientation(data) != 1:
+                    self.orientation[i] = images.jpeg_orientation(data)
             except images.BadImage as exc:
                 # Kept as a masked row, not dropped: the sampler's indices stay valid.
                 self.bad.add(path, str(exc))
@@ -94,7 +97,7 @@ class NvjpegLoader(Loader):
             if img is None:
                 failed.append(r)
             else:
-                out[r] = self._fit(img)
+                out[r] = self._fit(images.orient(img, self.orientation.get(int(positions[r]), 1), h_axis=1))
         for row, i in enumerate(positions):
             if int(i) in self.pixels:
                 out[row] = self.pixels[int(i)].to(self.device, non_blocking=True)
