@@ -77,6 +77,17 @@ def _red_quadrant(batch: torch.Tensor) -> list[int]:
 
 @pytest.mark.parametrize("name", ["tensor"] + [needs(n) for n in ("plain", "nvjpeg", "dali", "ffcv", "baseline")])
 def test_exif_rotated_jpegs_read_upright_in_every_backend(tmp_path, name):
+    _check_upright(tmp_path, name, "cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["tensor", needs("nvjpeg"), needs("dali")])
+def test_exif_rotated_jpegs_read_upright_on_the_gpu(tmp_path, name):
+    """nvJPEG on the GPU ignores EXIF: the loader orients the decoded tensor itself."""
+    _check_upright(tmp_path, name, "cuda")
+
+
+def _check_upright(tmp_path, name: str, device: str) -> None:
     import csv
 
     from PIL import Image
@@ -92,9 +103,9 @@ def test_exif_rotated_jpegs_read_upright_in_every_backend(tmp_path, name):
         rows.append([f"images/o{o}.jpg", "ab"[o % 2], "val"])
     with open(tmp_path / "labels.csv", "w", newline="") as fh:
         csv.writer(fh).writerows([["file", "label", "split"]] + rows)
-    cfg = parse_args(["--data", str(tmp_path), "--batch-size", "8", "--device", "cpu", "--data.workers", "1",
+    cfg = parse_args(["--data", str(tmp_path), "--batch-size", "8", "--device", device, "--data.workers", "1",
                       "--data.eval_crop", "1.0"])
     ds = load_dataset(cfg.data)
     assert [f.rsplit("/", 1)[-1] for f in ds.val.files] == [f"o{o}.jpg" for o in range(1, 9)]
-    batches = [x for x, _ in base.build(name, ds, "val", cfg, torch.device("cpu"), train=False)]
-    assert _red_quadrant(torch.cat(batches)[:8]) == [0] * 8, name
+    batches = [x for x, _ in base.build(name, ds, "val", cfg, torch.device(device), train=False)]
+    assert _red_quadrant(torch.cat(batches)[:8].cpu()) == [0] * 8, (name, device)
