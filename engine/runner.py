@@ -24,6 +24,7 @@ from engine.config import Config, ConfigError
 from engine.env import device_name, seed_everything, setup_logging, versions
 from engine.inference import TTA
 from engine.loop import Trainer
+from engine.memory import peak_memory
 from engine.metrics import summarize
 from engine.progress import progress
 from loaders import base as loaders
@@ -273,7 +274,7 @@ def _train(cfg: Config, dataset=None) -> dict | None:
         "epochs": epoch + 1, "best_epoch": best["epoch"] + 1, "wall_seconds": time.perf_counter() - wall0,
         "device": device_name(device), "versions": versions(), "loader": name, "model": cfg.model.name,
         "image_size": cfg.data.image_size, "classes": ds.classes, "world_size": dist_ctx.world_size,
-        "data.skipped": len(ds.skipped) + len(bad_runtime),
+        "data.skipped": len(ds.skipped) + len(bad_runtime), **peak_memory(device),
     }
     if not is_main:
         return metrics

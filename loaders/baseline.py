@@ -12,10 +12,11 @@ since workers are separate processes), never a shifted label.
 from __future__ import annotations
 
 import gc
-import os
 from contextlib import contextmanager
 
 import torch
+
+from common.cpu_wait import available_cores
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
@@ -89,7 +90,7 @@ class BaselineLoader(Loader):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.workers = self.cfg.data.workers or os.cpu_count() or 2
+        self.workers = self.cfg.data.workers or available_cores()
         self.dataset = FileDataset(self.split, build_transform(self.spec), self.image_size)
 
     def __iter__(self):

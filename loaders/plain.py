@@ -7,10 +7,10 @@ masked row (label -1) and is reported once: the batch keeps its shape and no lab
 """
 from __future__ import annotations
 
-import os
 
 import torch
 
+from common.cpu_wait import available_cores
 from loaders import images
 from loaders.base import Loader
 
@@ -20,7 +20,7 @@ class PlainLoader(Loader):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.workers = self.cfg.data.workers or os.cpu_count() or 2
+        self.workers = self.cfg.data.workers or available_cores()
         self.pin = self.device.type == "cuda"
         self.size = self.ds.native_size
 

@@ -5,12 +5,12 @@ Batches are a device gather plus the device augmentation: no host work per step 
 """
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 
+from common.cpu_wait import available_cores
 from loaders import images
 from loaders.base import PAD_LABEL, Loader
 
@@ -43,7 +43,7 @@ class TensorLoader(Loader):
         if split.images is not None:
             array = split.images
         else:
-            workers = self.cfg.data.workers or os.cpu_count() or 2
+            workers = self.cfg.data.workers or available_cores()
             array, ok = decode_all(split.files, self.ds.native_size, workers, self.bad)
             if not ok.all():
                 # Rows stay, so the sampler's indices (drawn over the whole split) still match;
