@@ -1,26 +1,28 @@
 """Loader throughput, no model: how many training images per second a backend delivers.
 
-    python -m bench.loaders --data PATH --loader NAME --batch-size N --seconds S [--image-size N]
+    python -m bench.loaders --data PATH --loader NAME --batch-size N --seconds S [--image-size N] [--contend N]
 
 Builds the training loader exactly as a run would (our sampler, the run's augmentation:
 random-resized-crop + horizontal flip, no vertical flip/rot90/jitter so that every backend,
 the baseline included, does the same work), pulls one warm-up batch (pays JIT compilation,
 worker start, pipeline build), then counts batches for S seconds, cycling epochs, and prints
-ONE JSON line: images_per_second, device, loader, config, versions. Batches are consumed as
+ONE JSON line: images_per_second, device, loader, config, versions, peak memory. `--contend N`
+keeps N busy processes running while it counts (bench/contend.py): the shared-machine figure. Batches are consumed as
 a training step would: the device is synchronized once at the end, not per batch.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
 
 import torch
 
+from bench.record import print_line
 from engine.config import Config, ConfigError
-from engine.env import device_name, keep_freed_host_memory, versions
+from bench.contend import busy
+from engine.env import device_name, prepare_cpu, versions
 from loaders import base
 from loaders.datasets import load_dataset
 
@@ -55,11 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=0, help="decode threads/processes; 0 = all cores")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--contend", type=int, default=0, metavar="N",
+                        help="keep N other processes busy while measuring (a shared machine, reproduced)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
-        if args.batch_size < 1 or args.seconds <= 0:
-            raise ConfigError("--batch-size and --seconds must be positive")
+        if args.batch_size < 1 or args.seconds <= 0 or args.contend < 0:
+            raise ConfigError("--batch-size and --seconds must be positive, --contend N at least 0")
         cfg = Config()
         cfg.data.path, cfg.data.batch_size, cfg.data.workers = args.data, args.batch_size, args.workers
         cfg.data.image_size = args.image_size
@@ -69,13 +73,14 @@ def main(argv: list[str] | None = None) -> int:
         device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
                               else "cpu")
         if device.type == "cpu":
-            keep_freed_host_memory()  # as a training run on the CPU does (engine.env.pick_device)
+            prepare_cpu()  # allocator and thread layout, as a training run on the CPU (engine.env.pick_device)
         ds = load_dataset(cfg.data, seed=cfg.train.seed)
         name, why = base.resolve(args.loader, ds, device)
         sampler = base.make_sampler(ds, cfg, device)
         loader = base.build(name, ds, "train", cfg, device, train=True, sampler=sampler,
                             out_dtype=getattr(torch, args.dtype))
-        images, seconds = measure(loader, args.seconds, device)
+        with busy(args.contend, seconds=args.seconds + 600):
+            images, seconds = measure(loader, args.seconds, device)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -83,11 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         "images_per_second": round(images / seconds, 1), "images": images, "seconds": round(seconds, 2),
         "device": device_name(device), "loader": name, "loader_reason": why,
         "config": {"data": args.data, "batch_size": args.batch_size, "image_size": loader.image_size,
-                   "workers": args.workers, "dtype": args.dtype, "augment": "random-resized-crop+hflip",
+                   "workers": args.workers, "dtype": args.dtype, "contend": args.contend, "augment": "random-resized-crop+hflip",
                    "crop_scale_min": cfg.data.crop_scale_min, "train_images": len(ds.train)},
         "versions": versions(),
     }
-    print(json.dumps(result))
+    print_line(result)
     return 0
 
 
