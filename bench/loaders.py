@@ -7,8 +7,8 @@ random-resized-crop + horizontal flip, no vertical flip/rot90/jitter so that eve
 the baseline included, does the same work), pulls one warm-up batch (pays JIT compilation,
 worker start, pipeline build), then counts batches for S seconds, cycling epochs, and prints
 ONE JSON line: images_per_second, device, loader, config, versions, peak memory. `--contend N`
-keeps N busy processes running while it counts (bench/contend.py): the shared-machine figure. Batches are consumed as
-a training step would: the device is synchronized once at the end, not per batch.
+keeps N busy processes running while it counts (bench/contend.py): the shared-machine figure.
+Batches are consumed as a training step would: the device is synchronized once at the end.
 """
 from __future__ import annotations
 
