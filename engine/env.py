@@ -43,11 +43,15 @@ def layout_cpu_threads() -> int:
     pool takes only the cores that are not busy now.
     """
     cores = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set(range(available_cores()))
-    if waits_sleep():
-        threads, why = len(cores), "OpenMP waits sleep"
+    # Processes of one torchrun share the machine's cores (torchrun itself sets OMP_NUM_THREADS).
+    share = max(1, len(cores) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)))
+    if os.environ.get("OMP_NUM_THREADS"):
+        threads, why = torch.get_num_threads(), "OMP_NUM_THREADS set by the user"
+    elif waits_sleep():
+        threads, why = share, "OpenMP waits sleep"
     else:
         busy = busy_cores(cores)
-        threads = max(1, len(cores) - busy)
+        threads = max(1, min(share, len(cores) - busy))
         why = (f"OpenMP threads spin while waiting (torch was imported before the engine, or "
                f"OMP_WAIT_POLICY is set); {busy} of {len(cores)} cores busy now")
     if torch.get_num_threads() != threads:

@@ -46,6 +46,8 @@ def test_thread_layout_uses_the_available_cores(monkeypatch):
     from common import cpu_wait
     from engine import env
     before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     try:
         monkeypatch.setitem(cpu_wait._state, "passive", True)
         assert env.layout_cpu_threads() == len(os.sched_getaffinity(0))
@@ -56,6 +58,10 @@ def test_thread_layout_uses_the_available_cores(monkeypatch):
         assert env.layout_cpu_threads() == 1
         monkeypatch.setattr(env, "busy_cores", lambda cores_, seconds=0.2: 0)
         assert env.layout_cpu_threads() == cores
+        # A user's OMP_NUM_THREADS (torchrun sets 1 per rank) is kept as torch read it.
+        torch.set_num_threads(1)
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        assert env.layout_cpu_threads() == 1
     finally:
         torch.set_num_threads(before)
 
