@@ -75,10 +75,12 @@ def available_mb(device: torch.device) -> float:
     return psutil.virtual_memory().available / 2**20
 
 
-def activation_mb(model: torch.nn.Module, batch: torch.Tensor) -> float:
-    """Memory autograd keeps for one training step of `model` on `batch`: the tensors saved for
-    backward, counted by storage (saved_tensors_hooks) while a forward pass runs. The pass
-    runs on the batch given: call it with a small batch and scale, or with the real one once."""
+def activation_mb(model: torch.nn.Module, batch: torch.Tensor, *extra: torch.Tensor) -> float:
+    """Memory autograd keeps for one training step of `model` on `batch` (and `extra` inputs, such
+    as tabular metadata): the tensors saved for backward, counted by storage (saved_tensors_hooks)
+    while a forward pass runs. The pass runs on the batch given: call it with a small batch and
+    scale, or with the real one once. Random state and BatchNorm statistics are left as found, so
+    a deterministic run trains the same with or without this check."""
     seen: dict[int, int] = {}
 
     def pack(t: torch.Tensor):
@@ -87,8 +89,9 @@ def activation_mb(model: torch.nn.Module, batch: torch.Tensor) -> float:
         return t
 
     buffers = [b.detach().clone() for b in model.buffers()]  # BatchNorm statistics: left as found
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = model(batch)
+    devices = [batch.device] if batch.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model(batch, *extra)  # dropout draws from the forked generator, not the run's
     del out
     with torch.no_grad():
         for saved, live in zip(buffers, model.buffers()):
@@ -97,10 +100,11 @@ def activation_mb(model: torch.nn.Module, batch: torch.Tensor) -> float:
 
 
 def warn_if_batch_will_not_fit(model: torch.nn.Module, example: torch.Tensor, batch_size: int,
-                               device: torch.device) -> bool:
+                               device: torch.device, *extra: torch.Tensor) -> bool:
     """Log one line when `batch_size` samples' activations exceed the memory available.
-    `example` is a small batch (2 samples is enough) of the training input. Returns whether it fits."""
-    need = activation_mb(model, example) * batch_size / example.shape[0]
+    `example` is a small batch (2 samples is enough) of the training input, `extra` the model's
+    other inputs for it. Returns whether it fits."""
+    need = activation_mb(model, example, *extra) * batch_size / example.shape[0]
     have = available_mb(device)
     if need <= have:
         log.info("activations of batch %d: ~%.0f MiB of %.0f MiB available", batch_size, need, have)

@@ -15,8 +15,6 @@ import gc
 from contextlib import contextmanager
 
 import torch
-
-from common.cpu_wait import available_cores
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
@@ -90,7 +88,6 @@ class BaselineLoader(Loader):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.workers = self.cfg.data.workers or available_cores()
         self.dataset = FileDataset(self.split, build_transform(self.spec), self.image_size)
 
     def __iter__(self):

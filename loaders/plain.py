@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import torch
 
-from common.cpu_wait import available_cores
 from loaders import images
 from loaders.base import Loader
 
@@ -20,7 +19,6 @@ class PlainLoader(Loader):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.workers = self.cfg.data.workers or available_cores()
         self.pin = self.device.type == "cuda"
         self.size = self.ds.native_size
 

@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from common.cpu_wait import available_cores
 from loaders import images
 from loaders.base import PAD_LABEL, Loader
 
@@ -43,8 +42,7 @@ class TensorLoader(Loader):
         if split.images is not None:
             array = split.images
         else:
-            workers = self.cfg.data.workers or available_cores()
-            array, ok = decode_all(split.files, self.ds.native_size, workers, self.bad)
+            array, ok = decode_all(split.files, self.ds.native_size, self.workers, self.bad)
             if not ok.all():
                 # Rows stay, so the sampler's indices (drawn over the whole split) still match;
                 # a failed row's label becomes PAD_LABEL in every batch: no loss, no metric, no shift.

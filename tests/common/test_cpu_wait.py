@@ -20,7 +20,7 @@ def libgomp_settings(code: str, **env) -> str:
     return out.stderr
 
 
-@pytest.mark.parametrize("package", ["engine", "loaders", "kernels", "models", "bench"])
+@pytest.mark.parametrize("package", ["common", "engine", "loaders", "kernels", "models", "bench"])
 def test_importing_any_package_first_makes_waits_sleep(package):
     # GOMP_SPINCOUNT 0 is libgomp's own account of a passive policy: the setting took effect.
     stderr = libgomp_settings(f"import {package}, torch; torch.ones(4).sum()")
@@ -72,3 +72,14 @@ def test_busy_cores_counts_a_spinning_process():
     cores = set(os.sched_getaffinity(0))
     with busy(1, seconds=30):
         assert busy_cores(cores, seconds=0.5) >= 1
+
+
+def test_default_decode_workers_follow_the_cores_this_process_may_use(monkeypatch):
+    # A container or taskset narrows the affinity mask; os.cpu_count() still reports the machine.
+    from engine.config import Config
+    from engine.resolve import loader_spec
+    from loaders.spec import default_workers
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert default_workers(0) == 1 and default_workers(5) == 5
+    assert loader_spec(Config()).workers == 1

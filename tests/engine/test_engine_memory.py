@@ -53,3 +53,25 @@ def test_a_batch_that_will_not_fit_is_logged(monkeypatch, caplog):
     assert "lower --batch-size" in caplog.text
     monkeypatch.setattr(memory, "available_mb", lambda device: 1e9)
     assert memory.warn_if_batch_will_not_fit(model, torch.randn(2, 3, 64, 64), 512, torch.device("cpu"))
+
+
+def test_activation_estimate_leaves_the_random_state_alone():
+    # A deterministic run must train the same with the check as without: dropout draws from a fork.
+    model = build_model("seedcnn", 7, 32, dropout=0.5).train()
+    batch = torch.randn(2, 3, 32, 32)
+    state = torch.get_rng_state()
+    memory.activation_mb(model, batch)
+    assert torch.equal(state, torch.get_rng_state())
+
+
+def test_building_a_training_run_tells_the_user_when_the_batch_will_not_fit(monkeypatch, caplog):
+    from engine.build import build
+    from engine.config import parse_args
+    from engine_testkit import FAST
+    cfg = parse_args(FAST)
+    monkeypatch.setattr(memory, "available_mb", lambda device: 0.01)
+    with caplog.at_level(logging.WARNING, logger="medtrain.memory"):
+        build(cfg, splits=("val",))  # evaluation only: no training batch to hold
+        assert "lower --batch-size" not in caplog.text
+        build(cfg)
+    assert "batch 12 needs" in caplog.text and "lower --batch-size" in caplog.text
