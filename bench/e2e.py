@@ -1,7 +1,7 @@
 """End to end: one training epoch of the engine against the same epoch through `baseline`.
 
-`python -m bench.e2e --data PATH [--rounds R] [--warmup-steps W] [train options]` prints one
-JSON line. Same dataset split, model architecture, resolution, batch size and machine, in
+`python -m bench.e2e --data PATH [--rounds R] [--warmup-steps W] [--contend N] [train options]`
+prints one JSON line (with the process's peak memory). Same dataset split, model architecture, resolution, batch size and machine, in
 the same process, epochs alternating (engine, baseline, baseline, engine, ...):
 
 - engine: the loader `--loader` picks (auto: tensor/nvjpeg/dali), the engine's Trainer step
@@ -14,7 +14,16 @@ Reported: images/s of each (median over rounds) and their ratio; one-off setup s
 (the engine's decode into memory, compile warm-up) with a ratio that charges setup to a
 single epoch, so a one-epoch run is not flattered; and images per CPU-second (this process
 plus its DataLoader workers), which stays put when other jobs load the machine and wall
-time does not: on a shared 2-core box it is the steadier of the two.
+time does not: on a shared 2-core box it is the steadier of the two. `--contend N` keeps N
+busy processes running through both pipelines (bench/contend.py): a shared machine, reproduced.
+
+Documented runs (bench/results/):
+
+    # seed-style: HAM10000 at 128 px, the seed CNN, batch 128, engine vs the baseline pipeline
+    python -m bench.e2e --data ../shared/data/ham10000_224 --image-size 128 --model seedcnn \
+        --batch-size 128 --rounds 2 [--amp] [--contend 1]
+    # the mlp at 224 px
+    python -m bench.e2e --data ../shared/data/ham10000_224 --model mlp --rounds 2
 """
 from __future__ import annotations
 
@@ -26,6 +35,7 @@ import time
 import torch
 from torch import nn
 
+from bench.contend import busy
 from bench.record import environment, interleaved, print_line, sync, train_options_cli
 from engine.build import build, build_model_for
 from engine.config import Config, ConfigError
@@ -34,6 +44,7 @@ from loaders import base as loaders
 from loaders.datasets import Dataset
 
 log = logging.getLogger("medtrain.bench")
+CONTEND_LIMIT_SECONDS = 3 * 3600  # busy processes end by themselves after this, whatever happens here
 
 
 class EnginePipeline:
@@ -150,16 +161,22 @@ def summarize(cfg: Config, ds: Dataset, engine: EnginePipeline, baseline: Baseli
     }
 
 
-def compare(cfg: Config, rounds: int = 1, warmup_steps: int = 2) -> dict:
-    """Time `rounds` epochs of each pipeline, alternating, and summarize."""
-    ds, engine, baseline, device = prepare(cfg, warmup_steps)
-    timed = interleaved({"engine": engine.epoch, "baseline": baseline.epoch}, rounds, device)
-    return summarize(cfg, ds, engine, baseline, timed, warmup_steps)
+def compare(cfg: Config, rounds: int = 1, warmup_steps: int = 2, contend: int = 0) -> dict:
+    """Time `rounds` epochs of each pipeline, alternating, and summarize; with `contend` busy
+    processes running through both pipelines' setup and epochs (bench/contend.py)."""
+    if contend < 0:
+        raise ConfigError(f"--contend takes a number of busy processes, 0 or more; got {contend}")
+    with busy(contend, seconds=CONTEND_LIMIT_SECONDS):
+        ds, engine, baseline, device = prepare(cfg, warmup_steps)
+        timed = interleaved({"engine": engine.epoch, "baseline": baseline.epoch}, rounds, device)
+    result = summarize(cfg, ds, engine, baseline, timed, warmup_steps)
+    result["config"]["contend"] = contend
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
-    code, result = train_options_cli(argv, __doc__, {"rounds": 1, "warmup_steps": 2},
-                                     lambda own, cfg: compare(cfg, own["rounds"], own["warmup_steps"]))
+    code, result = train_options_cli(argv, __doc__, {"rounds": 1, "warmup_steps": 2, "contend": 0},
+                                     lambda own, cfg: compare(cfg, own["rounds"], own["warmup_steps"], own["contend"]))
     if result is not None:
         print_line(result)
     return code

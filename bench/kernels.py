@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.record import print_line
 from common.device import sync  # noqa: F401  (the bench CLIs import it from here)
 from engine.env import versions
 from kernels.augment import AugmentSpec, augment_reference, draw_params, pick_impl, triton_available
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
              bench_confusion(device, samples, rounds), bench_clahe(device, batch, args.size, rounds)]
     lines = [dict(line, device=name) for line in lines if line]
     for line in lines:
-        print(json.dumps(line, sort_keys=True), flush=True)
+        print_line(line)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         doc = {"device": name, "versions": versions(), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

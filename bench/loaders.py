@@ -1,24 +1,26 @@
 """Loader throughput, no model: how many training images per second a backend delivers.
 
-    python -m bench.loaders --data PATH --loader NAME --batch-size N --seconds S [--image-size N]
+    python -m bench.loaders --data PATH --loader NAME --batch-size N --seconds S [--image-size N] [--contend N]
 
 Builds the training loader exactly as a run would (our sampler, the run's augmentation:
 random-resized-crop + horizontal flip, no vertical flip/rot90/jitter so that every backend,
 the baseline included, does the same work), pulls one warm-up batch (pays JIT compilation,
 worker start, pipeline build), then counts batches for S seconds, cycling epochs, and prints
-ONE JSON line: images_per_second, device, loader, config, versions. Batches are consumed as
-a training step would: the device is synchronized once at the end, not per batch.
+ONE JSON line: images_per_second, device, loader, config, versions, peak memory. `--contend N`
+keeps N busy processes running while it counts (bench/contend.py): the shared-machine figure.
+Batches are consumed as a training step would: the device is synchronized once at the end.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
 
 import torch
 
+from bench.contend import busy
+from bench.record import print_line
 from common.cli import run_main
 from engine.build import build
 from engine.config import ConfigError, parse_args
@@ -60,25 +62,29 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("--workers", type=int, default=0, help="decode threads/processes; 0 = all cores")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--contend", type=int, default=0, metavar="N",
+                        help="keep N other processes busy while measuring (a shared machine, reproduced)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    if args.batch_size < 1 or args.seconds <= 0:
-        raise ConfigError("--batch-size and --seconds must be positive")
+    if args.batch_size < 1 or args.seconds <= 0 or args.contend < 0:
+        raise ConfigError("--batch-size and --seconds must be positive, --contend N at least 0")
     cfg = parse_args(["--data", args.data, "--loader", args.loader, "--batch-size", str(args.batch_size),
                       "--workers", str(args.workers), "--image-size", str(args.image_size), "--device", args.device,
                       "--data.vflip", "false", "--data.rot90", "false"])  # random-resized-crop + horizontal flip only
+    # build() lays out the CPU as a training run does (allocator, threads: engine.env.pick_device)
     run = build(cfg, splits=("train",), model=False, out_dtype=getattr(torch, args.dtype))
     ds, device, name, why, loader = run.dataset, run.device, run.loader_name, run.loader_reason, run.loaders["train"]
-    images, seconds = measure(loader, args.seconds, device)
+    with busy(args.contend, seconds=args.seconds + 600):
+        images, seconds = measure(loader, args.seconds, device)
     result = {
         "images_per_second": round(images / seconds, 1), "images": images, "seconds": round(seconds, 2),
         "device": device_name(device), "loader": name, "loader_reason": why,
         "config": {"data": args.data, "batch_size": args.batch_size, "image_size": loader.image_size,
-                   "workers": args.workers, "dtype": args.dtype, "augment": "random-resized-crop+hflip",
+                   "workers": args.workers, "dtype": args.dtype, "contend": args.contend, "augment": "random-resized-crop+hflip",
                    "crop_scale_min": cfg.data.crop_scale_min, "train_images": len(ds.train)},
         "versions": versions(),
     }
-    print(json.dumps(result))
+    print_line(result)
     return 0
 
 

@@ -21,6 +21,7 @@ import torch
 
 from common.device import sync  # noqa: F401  (the bench CLIs import it from here)
 from engine.env import versions
+from engine.memory import peak_memory
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -104,7 +105,7 @@ def attach(benchmark, result: dict, tolerances: dict | None = None) -> dict:
 
     `tolerances` (ratio name -> allowed fall) widens the compare guard for a noisy ratio.
     """
-    benchmark.extra_info.update(result)
+    benchmark.extra_info.update(with_memory(result))
     if tolerances:
         benchmark.extra_info["tolerances"] = tolerances
     return result
@@ -119,9 +120,15 @@ def write_json(path: str | Path, payload: dict) -> Path:
     return path
 
 
+def with_memory(payload: dict) -> dict:
+    """The payload plus this process's peak memory (`memory.peak_rss_mb`, `memory.peak_device_mb`),
+    the same keys as metrics.json; a figure the payload already holds is kept."""
+    return peak_memory("cuda" if torch.cuda.is_available() else "cpu") | payload
+
+
 def print_line(payload: dict) -> None:
-    """The CLIs' contract: one JSON line on stdout (logs go to stderr)."""
-    print(json.dumps(payload, sort_keys=True, default=str), flush=True)
+    """The CLIs' contract: one JSON line on stdout (logs go to stderr), with peak memory."""
+    print(json.dumps(with_memory(payload), sort_keys=True, default=str), flush=True)
 
 
 def split_options(argv: list[str], own: dict[str, object]) -> tuple[dict, list[str]]:

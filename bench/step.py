@@ -11,16 +11,16 @@ the device, so the figure is the step alone (bench/loaders.py measures the input
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
 import torch
 
+from bench.record import print_line
 from common.cli import run_main
 from common.device import sync
 from engine.config import Config, ConfigError
-from engine.env import device_name, keep_freed_host_memory, versions
+from engine.env import device_name, prepare_cpu, versions
 from engine.graphs import cudagraph_skips
 from engine.loop import Trainer
 from models.registry import MODELS, build_model
@@ -140,7 +140,7 @@ def _main(argv: list[str]) -> int:
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           args.device if args.device != "auto" else "cpu")
     if device.type == "cpu":
-        keep_freed_host_memory()  # as a training run on the CPU does (engine.env.pick_device)
+        prepare_cpu()  # allocator and thread layout, as a training run on the CPU (engine.env.pick_device)
     results = {}
     for precision in args.precisions.split(","):
         key = "fp32" if precision == "fp32" else f"amp_{args.amp_dtype}"
@@ -158,7 +158,7 @@ def _main(argv: list[str]) -> int:
             "channels_last": True, "optimizer": "adamw fused", "steps": args.steps, "warmup": args.warmup,
             "images_per_second": results, "ratios": speedups, "notes": notes(results, speedups, device),
             "device": device_name(device), "versions": versions()}
-    print(json.dumps(line, sort_keys=True))
+    print_line(line)
     return 0
 
 

@@ -18,6 +18,7 @@ from engine import distributed
 from engine.config import Config
 from engine.env import seed_everything
 from engine.loop import Trainer
+from engine.memory import warn_if_batch_will_not_fit
 from engine.resolve import Resolved, data_spec, resolve
 from engine.writer import RunWriter
 from loaders import base as loaders
@@ -91,6 +92,8 @@ def _model_and_trainer(res: Resolved, ds: Dataset, device: torch.device, built: 
     cfg = res.cfg
     meta = ds.train.meta.shape[1] if cfg.model.metadata else 0
     net = build_model_for(cfg, ds.num_classes, res.image_size, meta).to(device)
+    if "train" in built:  # before SyncBatchNorm, whose forward would be a collective
+        _warn_if_batch_will_not_fit(net, res, device, meta)
     net = distributed.convert_sync_bn(net, cfg.dist.sync_bn)
     steps = built["train"].steps if "train" in built else 1
     trainer = Trainer(net, cfg, device, ds.num_classes, steps, parallel=distributed.replicas(device))
@@ -98,3 +101,13 @@ def _model_and_trainer(res: Resolved, ds: Dataset, device: torch.device, built: 
         log.warning("--amp: bf16 is emulated on this CPU (no AVX512-BF16/AMX) and ~10x slower than fp32, "
                     "so this run trains in fp32; --train.amp_dtype bf16 forces it")
     return net, trainer
+
+
+def _warn_if_batch_will_not_fit(net: nn.Module, res: Resolved, device: torch.device, meta: int) -> None:
+    """Tell the user up front when the model's activations for one training batch exceed the
+    memory there is (engine/memory.py): measured with a 2-sample fp32 forward pass and scaled
+    (autocast halves the true figure, so with --amp the warning errs on the safe side)."""
+    size = res.image_size
+    example = torch.zeros(2, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    extra = (torch.zeros(2, meta, device=device),) if meta else ()
+    warn_if_batch_will_not_fit(net, example, res.train_batch, device, *extra)

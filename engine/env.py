@@ -1,7 +1,6 @@
 """Where we run: device choice, seeding, versions (recorded in every metrics and bench file)."""
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import platform
@@ -11,7 +10,9 @@ import sys
 import numpy as np
 import torch
 
+from common.cpu_wait import available_cores, waits_sleep
 from engine.config import Config, ConfigError
+from engine.memory import bound_host_allocator
 
 
 def setup_logging() -> None:
@@ -19,34 +20,57 @@ def setup_logging() -> None:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
 
 
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
-KEEP_FREED_BELOW = 1 << 30
-
-
 def keep_freed_host_memory() -> bool:
-    """Stop glibc from handing every large freed tensor back to the kernel.
+    """The CPU host allocator policy every run and benchmark uses (engine/memory.py)."""
+    return bound_host_allocator()
 
-    Above 32 MiB glibc serves each allocation with a fresh mmap and unmaps it on free, so a
-    CPU batch or activation of 64 x 3 x 224 x 224 floats page-faults on every step (a third of
-    the CPU augmentation's time when measured: docs/benchmarks.md). Raising both thresholds makes freed
-    blocks reusable (PyTorch's CPU tuning guide gets the same from jemalloc/tcmalloc). Costs
-    resident memory that stays at its peak. Linux glibc only; elsewhere a no-op (False).
+
+def busy_cores(cores: set[int], seconds: float = 0.2) -> int:
+    """How many of `cores` other work keeps more than half busy, sampled over `seconds`."""
+    import psutil  # a declared dependency; only the CPU path needs it
+    load = psutil.cpu_percent(interval=seconds, percpu=True)
+    return sum(1 for core in cores if core < len(load) and load[core] > 50.0)
+
+
+def layout_cpu_threads() -> int:
+    """Size torch's intra-op pool from the cores this process may use and sets it; returns it.
+
+    With sleeping OpenMP waits (common/cpu_wait.py; the normal case) a region whose peer thread
+    is descheduled costs the waiting thread nothing, and every available core still helps when
+    it is free: one thread per core (measured under one busy process: 2 threads 570-890 img/s,
+    1 thread 290-420). When torch was loaded before the engine and its threads spin while they
+    wait, a thread on a core another process holds stalls every region (22-97 img/s), so the
+    pool takes only the cores that are not busy now.
     """
-    if sys.platform != "linux":
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, KEEP_FREED_BELOW)) and \
-            bool(libc.mallopt(M_TRIM_THRESHOLD, KEEP_FREED_BELOW))
-    except (OSError, AttributeError):  # musl or another libc: nothing to tune
-        return False
+    cores = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set(range(available_cores()))
+    # Processes of one torchrun share the machine's cores (torchrun itself sets OMP_NUM_THREADS).
+    share = max(1, len(cores) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)))
+    if os.environ.get("OMP_NUM_THREADS"):
+        threads, why = torch.get_num_threads(), "OMP_NUM_THREADS set by the user"
+    elif waits_sleep():
+        threads, why = share, "OpenMP waits sleep"
+    else:
+        busy = busy_cores(cores)
+        threads = max(1, min(share, len(cores) - busy))
+        why = (f"OpenMP threads spin while waiting (torch was imported before the engine, or "
+               f"OMP_WAIT_POLICY is set); {busy} of {len(cores)} cores busy now")
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    logging.getLogger("medtrain.env").info("CPU: %d torch threads on %d available cores (%s)", threads, len(cores), why)
+    return threads
+
+
+def prepare_cpu() -> None:
+    """What a CPU run does once before its loaders and model: allocator policy, thread layout."""
+    keep_freed_host_memory()
+    layout_cpu_threads()
 
 
 def pick_device(cfg: Config) -> torch.device:
-    """The training device; on the CPU also tunes the host allocator (see above)."""
+    """The training device; on the CPU also sets the host allocator and the thread layout."""
     device = _pick_device(cfg)
     if device.type == "cpu":
-        keep_freed_host_memory()
+        prepare_cpu()
     return device
 
 
@@ -76,7 +100,7 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+    return f"cpu ({platform.processor() or platform.machine()}, {available_cores()} cores)"
 
 
 def versions() -> dict:

@@ -25,6 +25,7 @@ from engine.build import Run, build
 from engine.config import Config, ConfigError
 from engine.env import device_name, setup_logging, versions
 from engine.evaluation import evaluate
+from engine.memory import peak_memory
 from engine.progress import progress
 from loaders.datasets import skip_summary
 
@@ -257,7 +258,7 @@ def _finish(run: Run, state: Progress, epoch: int, wall0: float) -> dict:
         "epochs": epoch + 1, "best_epoch": state.best["epoch"] + 1, "wall_seconds": time.perf_counter() - wall0,
         "device": device_name(run.device), "versions": versions(), "loader": run.loader_name, "model": cfg.model.name,
         "image_size": cfg.data.image_size, "classes": ds.classes, "world_size": run.context.world_size,
-        "data.skipped": len(ds.skipped) + len(bad_runtime),
+        "data.skipped": len(ds.skipped) + len(bad_runtime), **peak_memory(run.device),
     }
     if not writer.is_main:
         return metrics

@@ -2,13 +2,15 @@
 from its resolved config (engine/resolve.py). Loaders never see the engine's `Config`."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
+
+from common.cpu_wait import available_cores
 
 
 def default_workers(requested: int) -> int:
-    """Decode threads: the requested count, or one per core when 0 (the option's default)."""
-    return requested or os.cpu_count() or 2
+    """Decode threads: the requested count, or one per core this process may use when 0 (the
+    option's default): its affinity mask, which containers and taskset narrow, not the machine's."""
+    return requested or available_cores()
 
 
 def per_rank_batch(global_batch: int, world_size: int, train: bool) -> int:

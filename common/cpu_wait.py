@@ -1,0 +1,51 @@
+"""OpenMP threads that sleep, not spin, while they wait: the CPU path's defence against shared cores.
+
+PyTorch's CPU kernels run in GNU OpenMP parallel regions. By default libgomp makes a thread
+that reaches the end of its share of a region spin (busy-wait, ~300,000 iterations) for its
+peers. When another process holds one of the cores, the peer it waits for is descheduled, so
+the waiting thread burns its own time slice spinning and each tiny region of the per-sample
+CPU augmentation costs a scheduler slice instead of microseconds: measured on the 2-core
+machine with one busy process, the tensor loader fell from ~700-1,000 to 22-97 img/s, and
+OMP_WAIT_POLICY=PASSIVE brought it back to 570-890 (bench/results/cpu-contention.md).
+
+libgomp reads the policy once, when torch loads it, so this must run before the first
+`import torch`: every package of the project calls `sleep_while_waiting()` from its
+`__init__.py`, which runs before any of its modules import torch. A policy the user set
+(OMP_WAIT_POLICY or GOMP_SPINCOUNT) is kept. Imports nothing heavy.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+# Whether the passive policy is in force for this process's OpenMP pool: None until decided.
+_state: dict[str, bool | None] = {"passive": None}
+
+
+def sleep_while_waiting() -> bool:
+    """Ask libgomp for sleeping waits unless torch is already loaded or the user chose a policy.
+    Returns whether waiting threads will sleep (what engine/env.py sizes the thread pool by)."""
+    if _state["passive"] is None:
+        user_policy = os.environ.get("OMP_WAIT_POLICY", "").strip().lower()
+        if user_policy or "GOMP_SPINCOUNT" in os.environ:
+            _state["passive"] = user_policy == "passive" or os.environ.get("GOMP_SPINCOUNT", "").strip() == "0"
+        elif "torch" in sys.modules:  # too late: libgomp has read its environment already
+            _state["passive"] = False
+        else:
+            os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+            _state["passive"] = True
+    return bool(_state["passive"])
+
+
+def waits_sleep() -> bool:
+    """Whether OpenMP waits sleep in this process (decided by the first `sleep_while_waiting`)."""
+    return sleep_while_waiting()
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its affinity mask, which containers and taskset narrow),
+    not the machine's count that os.cpu_count() reports."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # macOS, Windows: no affinity API
+        return max(1, os.cpu_count() or 1)

@@ -1,0 +1,85 @@
+"""OpenMP waits sleep in every process that imports the project before torch (issue 19)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def libgomp_settings(code: str, **env) -> str:
+    """What libgomp itself reports at start-up (OMP_DISPLAY_ENV) when `code` runs."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                         env=clean | {"OMP_DISPLAY_ENV": "VERBOSE", "PYTHONPATH": str(REPO)} | env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stderr
+
+
+@pytest.mark.parametrize("package", ["common", "engine", "loaders", "kernels", "models", "bench"])
+def test_importing_any_package_first_makes_waits_sleep(package):
+    # GOMP_SPINCOUNT 0 is libgomp's own account of a passive policy: the setting took effect.
+    stderr = libgomp_settings(f"import {package}, torch; torch.ones(4).sum()")
+    if "GOMP_SPINCOUNT" not in stderr:
+        pytest.skip("this torch build's OpenMP runtime does not report its settings")
+    assert "GOMP_SPINCOUNT = '0'" in stderr
+
+
+def test_torch_first_is_detected_and_the_user_policy_kept():
+    code = ("import torch, engine.env as e; from common.cpu_wait import waits_sleep; "
+            "import sys; sys.stdout.write(str(waits_sleep()))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                         env={k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | {"PYTHONPATH": str(REPO)})
+    assert out.stdout == "False"  # too late to change: engine.env then sizes threads by the free cores
+    stderr = libgomp_settings("import engine, torch; torch.ones(4).sum()", OMP_WAIT_POLICY="active")
+    if "GOMP_SPINCOUNT" in stderr:
+        assert "GOMP_SPINCOUNT = '0'" not in stderr
+
+
+def test_thread_layout_uses_the_available_cores(monkeypatch):
+    import torch
+
+    from common import cpu_wait
+    from engine import env
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    try:
+        monkeypatch.setitem(cpu_wait._state, "passive", True)
+        assert env.layout_cpu_threads() == len(os.sched_getaffinity(0))
+        # Spinning waits: the cores other work holds are left out, never fewer than one thread.
+        monkeypatch.setitem(cpu_wait._state, "passive", False)
+        cores = len(os.sched_getaffinity(0))
+        monkeypatch.setattr(env, "busy_cores", lambda cores_, seconds=0.2: cores)
+        assert env.layout_cpu_threads() == 1
+        monkeypatch.setattr(env, "busy_cores", lambda cores_, seconds=0.2: 0)
+        assert env.layout_cpu_threads() == cores
+        # A user's OMP_NUM_THREADS (torchrun sets 1 per rank) is kept as torch read it.
+        torch.set_num_threads(1)
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        assert env.layout_cpu_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_busy_cores_counts_a_spinning_process():
+    from bench.contend import busy
+    from engine.env import busy_cores
+    cores = set(os.sched_getaffinity(0))
+    with busy(1, seconds=30):
+        assert busy_cores(cores, seconds=0.5) >= 1
+
+
+def test_default_decode_workers_follow_the_cores_this_process_may_use(monkeypatch):
+    # A container or taskset narrows the affinity mask; os.cpu_count() still reports the machine.
+    from engine.config import Config
+    from engine.resolve import loader_spec
+    from loaders.spec import default_workers
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert default_workers(0) == 1 and default_workers(5) == 5
+    assert loader_spec(Config()).workers == 1
