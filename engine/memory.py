@@ -47,6 +47,18 @@ def bound_host_allocator() -> bool:
                ((M_MMAP_THRESHOLD, MMAP_BELOW), (M_TRIM_THRESHOLD, TRIM_ABOVE), (M_ARENA_MAX, ARENAS)))
 
 
+def release_freed_host_memory() -> bool:
+    """Give free heap pages back to the kernel now (glibc `malloc_trim(0)`). The trim threshold
+    alone only returns memory at the top of the heap: one live block allocated above the freed
+    batches keeps them all resident. Called once per epoch (and by tests), never per step: it
+    walks the arenas, a few milliseconds. False where there is no glibc."""
+    libc = _libc()
+    if libc is None or not hasattr(libc, "malloc_trim"):
+        return False
+    libc.malloc_trim(0)
+    return True
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident memory (MiB); DataLoader workers are separate processes."""
     kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS

@@ -25,7 +25,7 @@ from engine.build import Run, build
 from engine.config import Config, ConfigError
 from engine.env import device_name, setup_logging, versions
 from engine.evaluation import evaluate
-from engine.memory import peak_memory
+from engine.memory import peak_memory, release_freed_host_memory
 from engine.progress import progress
 from loaders.datasets import skip_summary
 
@@ -132,6 +132,7 @@ def fit(run: Run, saved: dict | None = None) -> dict | None:
     for epoch in range(state.epoch, cfg.train.epochs):
         if not _train_epoch(run, state, epoch, stop):
             return None
+        release_freed_host_memory()  # the epoch's freed batches and eval buffers: not kept resident
         if cfg.train.patience and state.bad_epochs >= cfg.train.patience:
             log.info("early stopping: no val %s gain for %d epochs", cfg.train.select, state.bad_epochs)
             break
