@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.config import Config
+from engine.inference import TTA
 from engine.schedules import Plateau, ema_decays, lr_multipliers
 from kernels.confusion import confusion_matrix
 
@@ -251,12 +252,15 @@ class Trainer:
         if not self.cfg.train.compile:
             source.eval()
             return source
+        # A wrapper (TTA) keeps its views eager and runs the compiled twin on each of them:
+        # its state dict is the inner model's under `model.`, which the twin would refuse.
+        wrapper, inner = (source, source.model) if isinstance(source, TTA) else (None, source)
         if self._eval_twin is None:
             self._eval_twin = copy.deepcopy(self.model).eval()
             self._eval_compiled = torch.compile(self._eval_twin, dynamic=False, backend=COMPILE_BACKEND)
-        self._eval_twin.load_state_dict(source.state_dict())
+        self._eval_twin.load_state_dict(inner.state_dict())
         self._eval_twin.eval()
-        return self._eval_compiled
+        return TTA(self._eval_compiled).eval() if wrapper is not None else self._eval_compiled
 
     @torch.no_grad()
     def evaluate(self, loader, model: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
