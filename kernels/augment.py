@@ -133,13 +133,18 @@ def augment_reference(images: torch.Tensor, params: torch.Tensor, spec: AugmentS
 IMPLEMENTATIONS = ("auto", "triton", "cpu", "reference")
 
 
-def triton_available() -> bool:
-    """Triton can launch here: a CUDA device, or the CPU interpreter (TRITON_INTERPRET=1)."""
+def triton_available(device=None) -> bool:
+    """Triton can launch on tensors of `device` (default: CUDA when there is one, else the CPU):
+    compiled kernels on a CUDA device, the interpreter (TRITON_INTERPRET=1) on CPU tensors. A GPU
+    in the machine says nothing about CPU tensors: compiled Triton must never get those."""
     try:
         import triton  # noqa: F401
     except ImportError:
         return False
-    return torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"
+    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":
+        return torch.cuda.is_available()
+    return device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def pick_impl(impl, device: torch.device):
@@ -153,14 +158,15 @@ def pick_impl(impl, device: torch.device):
         from kernels.augment_cpu import augment_cpu_auto  # it imports this module
         return augment_cpu_auto
     if impl == "auto":
-        impl = "triton" if device.type == "cuda" and triton_available() else "reference"
+        impl = "triton" if device.type == "cuda" and triton_available(device) else "reference"
     if impl == "reference":
         return augment_reference
     if impl == "cpu":
         from kernels.augment_cpu import augment_cpu  # it imports this module
         return augment_cpu
-    if not triton_available():
-        raise RuntimeError("augment impl 'triton' needs triton and a CUDA device (or TRITON_INTERPRET=1 on CPU)")
+    if not triton_available(device):
+        raise RuntimeError(f"augment impl 'triton' on {device.type} tensors needs triton and a CUDA device "
+                           "(CPU tensors: the interpreter, TRITON_INTERPRET=1)")
     from kernels.augment_triton import augment_triton  # lazy: triton.jit reads TRITON_INTERPRET at import
     return augment_triton
 
