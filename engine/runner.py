@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine import checkpoint, distributed, report, tracking
+from engine import checkpoint, cuda_math, distributed, report, tracking
 from engine.atomic import append_jsonl, atomic_write_bytes, atomic_write_json, read_jsonl
 from engine.config import Config, ConfigError
 from engine.env import device_name, seed_everything, setup_logging, versions
 from engine.inference import TTA
-from engine.loop import Trainer
+from engine.loop import Trainer, autocast_dtype
 from engine.metrics import summarize
 from engine.progress import progress
 from loaders import base as loaders
@@ -111,6 +111,7 @@ def _train(cfg: Config, dataset=None) -> dict | None:
     dist_ctx, device = distributed.setup(cfg)  # torchrun: join the group, one device per rank
     is_main = dist_ctx.is_main  # rank 0 alone writes files
     seed_everything(cfg.train.seed, cfg.train.deterministic)
+    cuda_math.configure(device, cfg.train.deterministic)  # TF32 matmuls, cuDNN autotuning
     out = Path(distributed.from_rank0(str(_out_dir(cfg))))  # one folder, even for a timestamped default
     out.mkdir(parents=True, exist_ok=True)
     cfg.run.out = str(out)
@@ -130,9 +131,11 @@ def _train(cfg: Config, dataset=None) -> dict | None:
     if cfg.data.image_size == 0:
         cfg.data.image_size = ds.native_size
     sampler = loaders.make_sampler(ds, cfg, device, dist_ctx.rank, dist_ctx.world_size)
-    train_loader = loaders.build(name, ds, "train", cfg, device, train=True, sampler=sampler)
-    val_loader = loaders.build(name, ds, "val", cfg, device, train=False)
-    test_loader = loaders.build(name, ds, "test", cfg, device, train=False)
+    # Under AMP the augmentation writes the autocast dtype: half the bytes, no cast in the model.
+    out_dtype = autocast_dtype(cfg, device) or torch.float32
+    train_loader = loaders.build(name, ds, "train", cfg, device, train=True, sampler=sampler, out_dtype=out_dtype)
+    val_loader = loaders.build(name, ds, "val", cfg, device, train=False, out_dtype=out_dtype)
+    test_loader = loaders.build(name, ds, "test", cfg, device, train=False, out_dtype=out_dtype)
 
     # -- model ---------------------------------------------------------------------------------
     model = build_model(cfg.model.name, ds.num_classes, cfg.data.image_size, dropout=cfg.model.dropout,
