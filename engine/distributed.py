@@ -25,6 +25,7 @@ import inspect
 import logging
 import os
 import re
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -154,6 +155,30 @@ def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
     _current = Context()
+
+
+EXIT_PEER_LOST = 3
+
+
+def leave(code: int) -> None:
+    """End this process now, after a peer was lost, without tearing down the process group.
+
+    The group still holds the collective that failed: with gloo its worker and transport
+    threads may be blocked on the lost peer, and with NCCL the communicator may be aborted
+    mid-operation. A normal exit destroys that group during interpreter finalization and C++
+    static destruction, in no fixed order with those threads; a thread object destroyed while
+    still running ends the process with SIGABRT ("terminate called without an active
+    exception", about one hung-peer run in three under gloo) instead of the exit status the
+    caller documented. Everything worth keeping (checkpoint, history) was written atomically
+    before; only stdio buffers are flushed here.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    logging.shutdown()
+    os._exit(code)
 
 
 def _first_line(exc: BaseException) -> str:

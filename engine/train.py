@@ -38,4 +38,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if code == 3:  # a lost peer: leave without destroying the half-failed process group
+        from engine.distributed import leave
+        leave(code)
+    sys.exit(code)
