@@ -39,6 +39,9 @@ import sys
 import time
 from pathlib import Path
 
+from common.cli import run_main
+from common.errors import ConfigError
+
 REPO = Path(__file__).resolve().parents[1]
 BENCH_STEPS = ("e2e", "tta", "step", "loaders", "kernels")
 CALLS = {"1": ("tests", "train"), "2": ("step", "loaders", "e2e", "profile", "tta", "compare")}
@@ -157,10 +160,10 @@ def pick_steps(call: str | None, steps: str | None) -> list[str]:
         chosen = [s.strip() for s in steps.split(",") if s.strip()]
         unknown = [s for s in chosen if s not in ALL_STEPS]
         if unknown:
-            raise ValueError(f"unknown step(s) {', '.join(unknown)}; choose from {', '.join(ALL_STEPS)}")
+            raise ConfigError(f"unknown step(s) {', '.join(unknown)}; choose from {', '.join(ALL_STEPS)}")
         return chosen
     if call not in CALLS:
-        raise ValueError(f"--call must be one of {', '.join(CALLS)} (or give --steps)")
+        raise ConfigError(f"--call must be one of {', '.join(CALLS)} (or give --steps)")
     return list(CALLS[call])
 
 
@@ -217,6 +220,10 @@ def figures(out: Path, env: dict, summary: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_main(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.gpu_check", description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=os.environ.get("OUT") or str(REPO / "bench" / "results" / "gpu-latest"))
     ap.add_argument("--call", choices=sorted(CALLS), default=os.environ.get("CALL") or "1",
@@ -225,11 +232,7 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"comma-separated subset of {','.join(ALL_STEPS)} instead of a call")
     ap.add_argument("--budget", type=float, default=DEFAULT_BUDGET, help="seconds for the whole run")
     args = ap.parse_args(argv)
-    try:
-        steps = pick_steps(args.call, args.steps)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    steps = pick_steps(args.call, args.steps)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONPATH=str(REPO), OUT=str(out), WANDB_MODE="disabled")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from engine.atomic import atomic_write_bytes
 from engine.config import ConfigError
-from engine.inference import cli_main, relative_name, run
+from engine.inference import cli_main, relative_name, score_checkpoint
 
 OPTIONS = {"checkpoint": "", "data": "", "out": "", "tta": False, "split": "all", "device": "auto",
            "batch_size": 0, "loader": "auto", "amp": False}
@@ -24,11 +24,12 @@ OPTIONS = {"checkpoint": "", "data": "", "out": "", "tta": False, "split": "all"
 def predict(options: dict) -> Path:
     if not options["out"].endswith(".csv"):
         raise ConfigError(f"engine.predict: --out must name a .csv file; got {options['out']!r}")
-    restored, ds, row_split, loader, (_, probs, labels), seconds = run(options)
-    p = probs.cpu().numpy()  # sync point: once, after scoring
-    y = labels.cpu().numpy()
-    files = loader.split.files
-    classes = restored.classes
+    scored = score_checkpoint(options)
+    ds, row_split, seconds = scored.run.dataset, scored.row_split, scored.seconds
+    p = scored.scores.probs.cpu().numpy()  # sync point: once, after scoring
+    y = scored.scores.labels.cpu().numpy()
+    files = scored.scores.loader.split.files
+    classes = ds.classes
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["split", "index", "file", "label", "prediction", "confidence"] + [f"p_{c}" for c in classes])

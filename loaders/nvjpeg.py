@@ -23,7 +23,6 @@ label stay put. A batch without any JPEG (a PNG dataset) never calls the decoder
 """
 from __future__ import annotations
 
-import os
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -89,7 +88,7 @@ class NvjpegLoader(Loader):
         self.size = self.ds.native_size
         on_gpu = self.device.type == "cuda"
         # One thread issues batched GPU decodes; on the CPU the decode itself needs the cores.
-        self.workers = 1 if on_gpu else (self.cfg.data.workers or os.cpu_count() or 2)
+        self.workers = 1 if on_gpu else self.workers
         if self.split.images is not None:
             raise ConfigError("nvjpeg decodes files; in-memory datasets use the tensor loader")
         self.decode_stream = DecodeStream(self.device)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine import cuda_math, runner
+from engine import build as run_build, cuda_math
 from engine.train import main
 from engine_testkit import FAST, skip_report
 
@@ -30,14 +30,14 @@ def test_cuda_runs_get_tf32_matmuls_and_autotuning_unless_deterministic(restore_
 @pytest.mark.parametrize("amp, dtype", [([], torch.float32), (["--amp", "--train.amp_dtype", "bf16"], torch.bfloat16)])
 def test_loaders_write_the_autocast_dtype(tmp_path, monkeypatch, amp, dtype):
     built = []
-    build = runner.loaders.build
+    build = run_build.loaders.build
 
     def recording_build(*args, **kwargs):
         loader = build(*args, **kwargs)
         built.append(kwargs.get("out_dtype"))
         return loader
 
-    monkeypatch.setattr(runner.loaders, "build", recording_build)
+    monkeypatch.setattr(run_build.loaders, "build", recording_build)
     skip_report(monkeypatch)
     assert main(FAST + ["--epochs", "1", "--out", str(tmp_path), *amp]) == 0
     assert built == [dtype] * 3

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ABSENT_ON_GPU_MACHINE = ("simplejpeg", "wandb", "ffcv", "nvidia.dali")
 PACKAGES = ("common", "engine", "loaders", "kernels", "models", "bench")
 
