@@ -9,7 +9,7 @@ CONSTRAINTS := constraints/ci.txt
 EXTRAS ?= dev,triton,dali,ffcv
 FFCV_SYSDEPS := libopencv-dev libturbojpeg0-dev pkg-config
 
-.PHONY: setup sysdeps run test gpu-check gpu-pack clean
+.PHONY: setup sysdeps run test gpu-check gpu-check-correctness gpu-check-speed gpu-pack clean
 
 $(VENV)/.installed: setup.py $(CONSTRAINTS) | sysdeps
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -43,9 +43,18 @@ test: setup
 	$(PY) -m bench.compare .benchmarks/ci.json --reference bench/results/reference-cpu.json
 
 # The lent GPU machine: its own python3 (torch 2.11, no venv, no internet), data from .gpu/.
+# Two calls of under 5 minutes each (docs/gpu.md): CALL=1 correctness first, CALL=2 speed.
+# STEPS=a,b runs named steps instead (bench/gpu_check.py lists them).
 GPU_PY ?= python3
+CALL ?= 1
 gpu-check:
-	PYTHONPATH=. $(GPU_PY) -m bench.gpu_check --out "$${OUT:-bench/results/gpu-latest}" $(if $(GPU_STEPS),--steps $(GPU_STEPS))
+	PYTHONPATH=. $(GPU_PY) -m bench.gpu_check --call $(CALL) --out "$${OUT:-bench/results/gpu-latest}" $(if $(STEPS),--steps $(STEPS))
+
+gpu-check-correctness:
+	$(MAKE) gpu-check CALL=1
+
+gpu-check-speed:
+	$(MAKE) gpu-check CALL=2
 
 # Fill the ignored .gpu/ (HAM subset + DermaMNIST, under 55 MiB) to carry to the GPU machine.
 gpu-pack:

@@ -79,7 +79,7 @@ def bench_augment(device, batch, size, rounds) -> dict:
     g = torch.Generator(device=device).manual_seed(0)
     images = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8, device=device,
                            generator=g).permute(0, 3, 1, 2)  # channels_last uint8, as loaders hand it over
-    fused = pick_impl("triton", device) if device.type == "cuda" and triton_available() else None
+    fused = pick_impl("triton", device) if triton_available(device) and device.type == "cuda" else None
     tv = torchvision_pipeline(spec)
 
     def params():

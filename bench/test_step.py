@@ -47,7 +47,8 @@ def test_step_seedcnn28_cpu(benchmark):
 @pytest.mark.gpu
 def test_step_seedcnn28_gpu(benchmark):
     result = run_step(benchmark, ["--model", "seedcnn", "--batch-size", "512", "--image-size", "28", "--device", "cuda",
-                                  "--variants", "eager,cuda_graph,compiled_cuda_graph", "--steps", "50"])
+                                  "--precisions", "amp", "--variants", "eager,cuda_graph,compiled_cuda_graph",
+                                  "--steps", "50"])  # one cold compile per model: the check's budget
     assert result["images_per_second"]["amp_bf16"]["compiled_cuda_graph"]["captured"]
 
 

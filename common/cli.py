@@ -9,6 +9,7 @@ content); 3 a lost peer process under torchrun (an exception with `exit_status =
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import sys
 from typing import Callable
@@ -41,6 +42,29 @@ def run_main(action: Callable[[list[str]], int | None], argv: list[str] | None =
             raise
         return error(exc, code)
     return EXIT_OK if status is None else int(status)
+
+
+def exit_process(status: int):
+    """`sys.exit(status)` for a CLI's `__main__`, except after a lost peer (EXIT_PEER): then the
+    process ends at once, stdio flushed, without tearing down its process group.
+
+    That group still holds the collective that failed: with gloo its worker and transport
+    threads may be blocked on the lost peer, and with NCCL the communicator may be aborted
+    mid-operation. A normal exit destroys the group during interpreter finalization and C++
+    static destruction, in no fixed order with those threads; a thread object destroyed while
+    still running ends the process with SIGABRT ("terminate called without an active
+    exception", about one hung-peer run in three under gloo) instead of exit status 3 and its
+    line. Everything worth keeping (checkpoint, history) was written atomically before.
+    """
+    if status != EXIT_PEER:
+        sys.exit(status)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    logging.shutdown()
+    os._exit(status)
 
 
 def error(exc: BaseException | str, status: int) -> int:

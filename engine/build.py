@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from engine import distributed
+from engine import cuda_math, distributed
 from engine.config import Config
 from engine.env import seed_everything
-from engine.loop import Trainer
+from engine.loop import Trainer, autocast_dtype
 from engine.memory import warn_if_batch_will_not_fit
 from engine.resolve import Resolved, data_spec, resolve
 from engine.writer import RunWriter
@@ -48,11 +48,15 @@ class Run:
 
 
 def build(cfg: Config, dataset: Dataset | None = None, *, out: str | None = None, splits: tuple[str, ...] = SPLITS,
-          model: bool = True, out_dtype: torch.dtype = torch.float32) -> Run:
+          model: bool = True, out_dtype: torch.dtype | None = None) -> Run:
     """Assemble a run. `dataset`: given splits (engine.cv's folds) instead of reading `--data`;
-    `out`: the run folder (made, the same on every rank); `model=False`: data only (bench.loaders)."""
+    `out`: the run folder (made, the same on every rank); `model=False`: data only (bench.loaders);
+    `out_dtype`: what the loaders write, by default the run's autocast dtype under AMP (half the
+    bytes, no cast in the model), else float32."""
     ctx, device = distributed.setup(cfg)  # torchrun: join the group, one device per rank
     seed_everything(cfg.train.seed, cfg.train.deterministic)
+    cuda_math.configure(device, cfg.train.deterministic)  # TF32 matmuls, cuDNN autotuning
+    out_dtype = out_dtype or autocast_dtype(cfg, device) or torch.float32
     out_dir = None
     if out is not None:
         out_dir = Path(distributed.from_rank0(out))  # one folder, even for a timestamped default

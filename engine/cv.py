@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
 from engine.atomic import atomic_write_json
-from common.cli import run_main
+from common.cli import exit_process, run_main
 from engine.config import Config, ConfigError, parse_args, usage
 from engine.env import setup_logging
 from engine.resolve import data_spec
@@ -132,4 +131,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())  # after a lost peer: ends without tearing down the half-failed group

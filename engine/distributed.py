@@ -120,6 +120,7 @@ def setup(cfg: Config) -> tuple[Context, torch.device]:
     check_config(cfg, world, device)
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
+        prepare_backend(backend)
         timeout = datetime.timedelta(seconds=cfg.dist.timeout_s)
         try:
             dist.init_process_group(backend, timeout=timeout, rank=rank, world_size=world,
@@ -134,6 +135,20 @@ def setup(cfg: Config) -> tuple[Context, torch.device]:
     _current = Context(rank, local, world, device, cfg.dist.timeout_s)
     log.info("distributed: %d processes, backend %s, timeout %ds", world, dist.get_backend(), cfg.dist.timeout_s)
     return _current, device
+
+
+# NCCL's watchdog, on a failed or timed-out collective: 0 ignore (the GPU waits forever), 1 abort
+# the communicator and kill the process, 2 abort the communicator only, 3 (torch's default) kill
+# the process without aborting. 1 and 3 end the rank inside a C++ thread (SIGABRT, no message);
+# 2 unblocks the GPU and the next collective raises DistBackendError in Python, which `guard`
+# turns into PeerLost and the CLI into one line and exit 3. A value the user set is kept.
+NCCL_ERROR_HANDLING = "2"
+
+
+def prepare_backend(backend: str) -> None:
+    """Environment the backend reads when the group is created: call before init_process_group."""
+    if backend == "nccl":
+        os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", NCCL_ERROR_HANDLING)
 
 
 def shutdown() -> None:

@@ -21,6 +21,7 @@ from common.constants import PAD_LABEL
 from engine.config import Config
 from engine.schedules import Plateau, ema_decays, lr_multipliers
 from engine.scoring import score
+from engine.tta import TTA
 
 # Tests swap in a counting backend; users keep inductor.
 COMPILE_BACKEND = os.environ.get("MEDTRAIN_COMPILE_BACKEND", "inductor")
@@ -135,7 +136,9 @@ class Trainer:
             self.ema = [t.detach().clone() for t in live]
             self._ema_float = ([e for e in self.ema if e.is_floating_point()], [t for t in live if t.is_floating_point()])
             self._ema_other = [(e, t) for e, t in zip(self.ema, live) if not e.is_floating_point()]
+            self._ema_scratch = [torch.empty_like(t) for t in self._ema_float[1]]
         z = lambda dtype: torch.zeros((), dtype=dtype, device=device)
+        self.class_ids = torch.arange(num_classes, device=device)
         # loss_rows: rows of finite-loss steps, the loss mean's denominator (skipped steps add no loss)
         # class_seen/class_correct: per-class counts; their sums are the rows seen and correct
         self.acc = {"loss_sum": z(torch.float64), "loss_rows": z(torch.int64), "nonfinite": z(torch.int64),
@@ -223,7 +226,9 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         skipped = found_inf.bool()
         for buffer, backup in zip(self.buffers, self.buffer_backup):
-            buffer.copy_(torch.where(skipped, backup, buffer))
+            # One launch per buffer, in place (out= the buffer itself): a NaN-poisoned running
+            # stat needs a select, which no foreach op offers (a blend would keep NaN * 0).
+            torch.where(skipped, backup, buffer, out=buffer)
         if self.ema is not None:
             self._update_ema(index, found_inf)
         self.step_counter.add_(1)
@@ -233,20 +238,27 @@ class Trainer:
         self.acc["loss_sum"].add_(torch.nan_to_num(loss.detach().double() * count * ok))
         self.acc["loss_rows"].add_(count * ok.long())
         hit = (logits.detach().argmax(1) == labels) & valid
-        target = labels.clamp(min=0)  # a padded row (-1) adds zero to class 0 below
-        self.acc["class_seen"].index_add_(0, target, valid.long())
-        self.acc["class_correct"].index_add_(0, target, hit.long())
+        # Per-class counts by comparison with the class ids and a column sum: integer, exact and
+        # free of index_add_, which --train.deterministic turns into index_put_(accumulate=True),
+        # whose bounds check reads to the host (a sync per call; CUDA-graph capture refuses it).
+        # A padded row (-1) matches no class.
+        one_hot = (labels.unsqueeze(1) == self.class_ids).long()
+        self.acc["class_seen"].add_(one_hot.sum(0))
+        self.acc["class_correct"].add_((one_hot * hit.long().unsqueeze(1)).sum(0))
         bad = found_inf.long()
         self.acc["nonfinite"].add_(bad)
         self.nonfinite_streak.mul_(bad).add_(bad)
 
     def _update_ema(self, index: torch.Tensor, found_inf: torch.Tensor) -> None:
         weight = (1 - self.ema_table.take(index)) * (1 - found_inf)  # a skipped step leaves the EMA too
-        # ema = ema * (1 - w) + live * w with w a device tensor: the Tensor overloads of _foreach_mul
-        # (_foreach_lerp_ has none; it would read w on the host, a sync that capture refuses).
+        # ema = ema * (1 - w) + live * w with w a device tensor: the Tensor overloads of _foreach_mul_
+        # (torch 2.11's _foreach_lerp_ has none; it would read w on the host, a sync capture refuses),
+        # through a scratch list allocated once, so the step allocates no copy of the parameters.
         ema, live = self._ema_float
+        torch._foreach_copy_(self._ema_scratch, live)
+        torch._foreach_mul_(self._ema_scratch, weight)
         torch._foreach_mul_(ema, 1 - weight)
-        torch._foreach_add_(ema, torch._foreach_mul(live, weight))
+        torch._foreach_add_(ema, self._ema_scratch)
         for e, t in self._ema_other:
             e.copy_(t)
 
@@ -264,12 +276,15 @@ class Trainer:
         if not self.cfg.train.compile:
             source.eval()
             return source
+        # A wrapper (TTA) keeps its views eager and runs the compiled twin on each of them:
+        # its state dict is the inner model's under `model.`, which the twin would refuse.
+        wrapper, inner = (source, source.model) if isinstance(source, TTA) else (None, source)
         if self._eval_twin is None:
             self._eval_twin = copy.deepcopy(self.model).eval()
             self._eval_compiled = torch.compile(self._eval_twin, dynamic=False, backend=COMPILE_BACKEND)
-        self._eval_twin.load_state_dict(source.state_dict())
+        self._eval_twin.load_state_dict(inner.state_dict())
         self._eval_twin.eval()
-        return self._eval_compiled
+        return TTA(self._eval_compiled).eval() if wrapper is not None else self._eval_compiled
 
     @torch.no_grad()
     def evaluate(self, loader, model: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

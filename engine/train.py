@@ -5,9 +5,7 @@ outputs). `--help` lists every option; docs/engine.md describes the files a run 
 """
 from __future__ import annotations
 
-import sys
-
-from common.cli import EXIT_FAULT, EXIT_OK, run_main
+from common.cli import EXIT_FAULT, EXIT_OK, exit_process, run_main
 from engine.config import parse_args, usage
 
 
@@ -22,4 +20,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())  # after a lost peer: ends without tearing down the half-failed group

@@ -15,6 +15,7 @@ loaders/base.py refuses the option for the others).
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -45,11 +46,9 @@ class AugmentSpec:
 
 def draw_params(spec: AugmentSpec, n: int, generator: torch.Generator, device) -> torch.Tensor:
     """(n, 10) float32: cx, cy, w, h (normalized box), fx, fy, k (rot90), bright, contrast, sat."""
+    if not spec.train:  # the same for every batch: built once per (crop, n, device), read only
+        return _eval_params(float(spec.eval_crop), n, torch.device(device))
     p = torch.empty(n, 10, device=device)
-    if not spec.train:
-        c = spec.eval_crop
-        p[:] = torch.tensor([0, 0, c, c, 1, 1, 0, 1, 1, 1], dtype=torch.float32, device=device)
-        return p
     u = torch.rand(n, 9, device=device, generator=generator)
     area = spec.scale_min + (1 - spec.scale_min) * u[:, 0]
     log_r = math.log(spec.ratio[0]) + (math.log(spec.ratio[1]) - math.log(spec.ratio[0])) * u[:, 1]
@@ -67,6 +66,20 @@ def draw_params(spec: AugmentSpec, n: int, generator: torch.Generator, device) -
     p[:, 8] = 1 + j * (2 * u[:, 8] - 1)
     p[:, 9] = 1 + j * (2 * torch.rand(n, device=device, generator=generator) - 1)
     return p
+
+
+@functools.lru_cache(maxsize=16)
+def _eval_params(crop: float, n: int, device: torch.device) -> torch.Tensor:
+    # Built on the host and copied once: a per-batch torch.tensor(..., device=cuda) is a
+    # host-to-device copy from pageable memory, which waits for the stream (a sync per batch).
+    row = torch.tensor([0, 0, crop, crop, 1, 1, 0, 1, 1, 1], dtype=torch.float32)
+    return row.expand(n, 10).contiguous().to(device)
+
+
+@functools.lru_cache(maxsize=16)
+def constant(values: tuple[float, ...], device: torch.device) -> torch.Tensor:
+    """A small float32 constant (normalization mean/std) on the device, copied there once."""
+    return torch.tensor(values, dtype=torch.float32).to(device)
 
 
 def affine_from_params(p: torch.Tensor) -> torch.Tensor:
@@ -118,8 +131,8 @@ def augment_reference(images: torch.Tensor, params: torch.Tensor, spec: AugmentS
     if not identity:  # evaluation at the stored size samples exactly the pixel centres: skip it
         grid = sampling_grid(affine_from_params(params), size)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    mean = torch.tensor(spec.mean, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std, device=x.device).view(1, 3, 1, 1)
+    mean = constant(spec.mean, x.device).view(1, 3, 1, 1)
+    std = constant(spec.std, x.device).view(1, 3, 1, 1)
     if spec.train and spec.jitter > 0:
         x = jitter_colors(x.mul_(1 / 255.0), params)
         scale = 1 / std
@@ -133,13 +146,18 @@ def augment_reference(images: torch.Tensor, params: torch.Tensor, spec: AugmentS
 IMPLEMENTATIONS = ("auto", "triton", "cpu", "reference")
 
 
-def triton_available() -> bool:
-    """Triton can launch here: a CUDA device, or the CPU interpreter (TRITON_INTERPRET=1)."""
+def triton_available(device=None) -> bool:
+    """Triton can launch on tensors of `device` (default: CUDA when there is one, else the CPU):
+    compiled kernels on a CUDA device, the interpreter (TRITON_INTERPRET=1) on CPU tensors. A GPU
+    in the machine says nothing about CPU tensors: compiled Triton must never get those."""
     try:
         import triton  # noqa: F401
     except ImportError:
         return False
-    return torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"
+    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":
+        return torch.cuda.is_available()
+    return device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def pick_impl(impl, device: torch.device):
@@ -153,14 +171,15 @@ def pick_impl(impl, device: torch.device):
         from kernels.augment_cpu import augment_cpu_auto  # it imports this module
         return augment_cpu_auto
     if impl == "auto":
-        impl = "triton" if device.type == "cuda" and triton_available() else "reference"
+        impl = "triton" if device.type == "cuda" and triton_available(device) else "reference"
     if impl == "reference":
         return augment_reference
     if impl == "cpu":
         from kernels.augment_cpu import augment_cpu  # it imports this module
         return augment_cpu
-    if not triton_available():
-        raise RuntimeError("augment impl 'triton' needs triton and a CUDA device (or TRITON_INTERPRET=1 on CPU)")
+    if not triton_available(device):
+        raise RuntimeError(f"augment impl 'triton' on {device.type} tensors needs triton and a CUDA device "
+                           "(CPU tensors: the interpreter, TRITON_INTERPRET=1)")
     from kernels.augment_triton import augment_triton  # lazy: triton.jit reads TRITON_INTERPRET at import
     return augment_triton
 

@@ -13,6 +13,7 @@ grey image (OCT, X-ray stored as RGB) gets exactly the per-plane result.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -52,14 +53,16 @@ def tile_luts(planes: torch.Tensor, clip_limit: float, tiles: tuple[int, int]) -
         step = torch.div(BINS, residual.clamp(min=1), rounding_mode="floor").clamp_(min=1)
         bins = torch.arange(BINS, device=planes.device, dtype=torch.int32)
         hist += spread + ((bins % step == 0) & (bins // step < residual)).to(torch.int32)
-    scale = torch.tensor(BINS - 1, dtype=torch.float32) / area  # float32, as OpenCV computes it
-    lut = torch.round(hist.cumsum(1).float() * scale.to(planes.device)).clamp_(0, 255)
+    # float32, as OpenCV computes it, as a Python number: a tensor moved to the device per
+    # batch is a copy from pageable memory that waits for the stream (a host sync).
+    scale = float(np.float32(BINS - 1) / np.float32(area))
+    lut = torch.round(hist.cumsum(1).float() * scale).clamp_(0, 255)
     return lut.view(n, ty, tx, BINS)
 
 
 def _neighbours(size: int, tile: int, count: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per pixel along one axis: lower tile, upper tile, weight of the upper one."""
-    pos = torch.arange(size, device=device, dtype=torch.float32) * (1.0 / torch.tensor(tile, dtype=torch.float32)) - 0.5
+    pos = torch.arange(size, device=device, dtype=torch.float32) * float(np.float32(1.0) / np.float32(tile)) - 0.5
     low = torch.floor(pos)
     weight = pos - low
     low = low.long()

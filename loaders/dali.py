@@ -15,7 +15,9 @@ pipeline runs with `device="mixed"` on that GPU; on a CPU device with `device_id
 with training. Random draws use DALI's generator seeded from `--seed`, so they differ from the
 torch backends' draws (same distributions) and a mid-epoch resume restarts that stream.
 
-Bad data: every file's bytes are checked on the host before DALI sees them (empty, truncated,
+Every file is read and checked once, in threads, when the loader is built (the split's encoded
+bytes stay in host memory, as the nvjpeg backend keeps them): the callback runs on the training
+thread at each batch and only picks arrays. Bad data: every file's bytes are checked on the host before DALI sees them (empty, truncated,
 not an image: the same checks as the dataset scan); a bad file is replaced by a 1-pixel JPEG,
 its row masked with label -1 and the file reported once. If DALI still fails on a batch, the
 batch's files are fully decoded on the host to find the culprit, which is then skipped the
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import io
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -54,6 +57,7 @@ class DaliLoader(Loader):
         self.threads = self.workers
         self.placeholder = _placeholder_jpeg()
         self.known_bad: set[int] = set()
+        self.blobs = self._read_all()
         self.pipe, self.pipe_dirty = None, False
         self.plan: list[tuple[int, np.ndarray]] = []
         self.failed_rows: dict[int, list[int]] = {}
@@ -113,18 +117,25 @@ class DaliLoader(Loader):
         return pipe
 
     # -- feeding ------------------------------------------------------------------------------
+    def _read_all(self) -> list[np.ndarray | None]:
+        """Every file's bytes, read and checked once here in threads: the source callback runs
+        on the training thread at each batch, where it now only picks arrays from this list."""
+        def read(i: int) -> np.ndarray | None:
+            path = self.split.files[i]
+            try:
+                data = images.read_bytes(path)
+                images.check_bytes(data)
+            except images.BadImage as exc:
+                self.bad.add(path, str(exc))
+                self.known_bad.add(i)
+                return None
+            return np.frombuffer(data, np.uint8)
+
+        with ThreadPoolExecutor(self.threads) as pool:
+            return list(pool.map(read, range(len(self.split.files))))
+
     def _encoded(self, i: int) -> np.ndarray | None:
-        if i in self.known_bad:
-            return None
-        path = self.split.files[i]
-        try:
-            data = images.read_bytes(path)
-            images.check_bytes(data)
-        except images.BadImage as exc:
-            self.bad.add(path, str(exc))
-            self.known_bad.add(i)
-            return None
-        return np.frombuffer(data, np.uint8)
+        return None if i in self.known_bad else self.blobs[i]
 
     def _next_batch(self):
         """DALI's source callback: the next planned batch, StopIteration at the epoch's end."""

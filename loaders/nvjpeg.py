@@ -7,12 +7,24 @@ augmentation crops, flips, normalizes and casts to channels_last. Needs nothing 
 torchvision, so it is the GPU path wherever DALI is absent. On a CPU device the same code
 decodes with torchvision's CPU decoder in worker threads (that is what CI tests).
 
+Stream ordering on CUDA (the reason for `DecodeStream`): torchvision allocates the decoded
+images on the caller's current stream but nvJPEG writes them on its own stream. Decoding with
+the training stream current lets nvJPEG overwrite memory that queued training kernels still
+read (pytorch/vision PR 9606: 199/200 corrupted iterations on an H100). So the decode thread
+makes a stream of its own current, waits for that stream's earlier work before each decode (a
+host wait in the decode thread, not in the training loop), copies the images into one batch
+buffer with one op on that stream, and hands the buffer over with an event the training stream
+waits on plus `record_stream`, so the allocator keeps it until the training stream is done.
+
 Bad data: files that are not JPEGs but readable (PNG, BMP, ...) are decoded once on the host
-and kept as pixels; a file unreadable at load time or failing inside a batch becomes a masked
-row (zeros, label -1), reported once: the sampler's indices and every other label stay put.
+and kept as pixels in one host tensor; a file unreadable at load time or failing inside a batch
+becomes a masked row (zeros, label -1), reported once: the sampler's indices and every other
+label stay put. A batch without any JPEG (a PNG dataset) never calls the decoder.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -28,6 +40,46 @@ def _is_jpeg(data: bytes) -> bool:
     return data[:3] == b"\xff\xd8\xff"
 
 
+@dataclass
+class Decoded:
+    """One batch as the decode thread hands it over: `ready` is recorded on the decode stream."""
+    images: torch.Tensor
+    failed: list[int]
+    ready: torch.cuda.Event | None = None
+
+
+class DecodeStream:
+    """The decode thread's own CUDA stream (a no-op on the CPU)."""
+
+    def __init__(self, device: torch.device):
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+
+    def context(self):
+        return torch.cuda.stream(self.stream) if self.stream is not None else nullcontext()
+
+    def quiesce(self) -> None:
+        # Sync point (decode thread only): every earlier op on this stream is done, so memory it
+        # freed can be handed to nvJPEG, which writes on another stream without waiting for ours.
+        if self.stream is not None:
+            self.stream.synchronize()
+
+    def finish(self, batch: Decoded) -> Decoded:
+        if self.stream is not None:
+            batch.ready = torch.cuda.Event()
+            batch.ready.record(self.stream)
+        return batch
+
+    @staticmethod
+    def hand_over(batch: Decoded) -> torch.Tensor:
+        """On the consuming (training) thread: order its stream after the decode, keep the buffer
+        alive until the consumer's queued reads are done."""
+        if batch.ready is not None:
+            consumer = torch.cuda.current_stream(batch.images.device)
+            consumer.wait_event(batch.ready)
+            batch.images.record_stream(consumer)
+        return batch.images
+
+
 class NvjpegLoader(Loader):
     name = "nvjpeg"
 
@@ -39,17 +91,20 @@ class NvjpegLoader(Loader):
         self.workers = 1 if on_gpu else self.workers
         if self.split.images is not None:
             raise ConfigError("nvjpeg decodes files; in-memory datasets use the tensor loader")
+        self.decode_stream = DecodeStream(self.device)
         self._load_bytes(pin=on_gpu)
 
     def _load_bytes(self, pin: bool) -> None:
-        blobs, self.pixels, self.unreadable = [], {}, set()
+        blobs, pixels, self.unreadable = [], [], set()
+        self.pixel_row = np.full(len(self.split.files), -1, np.int64)  # dataset index -> row of pixel_store
         self.orientation: dict[int, int] = {}  # EXIF orientation != 1: nvJPEG ignores it, we apply it
         for i, path in enumerate(self.split.files):
             try:
                 data = images.read_bytes(path)
                 images.check_bytes(data)
                 if not _is_jpeg(data):  # nvJPEG reads JPEG only: decode the rest once, here
-                    self.pixels[i] = torch.from_numpy(images.decode(data, self.size)).permute(2, 0, 1)
+                    self.pixel_row[i] = len(pixels)
+                    pixels.append(torch.from_numpy(np.array(images.decode(data, self.size))).permute(2, 0, 1))
                     data = b""
                 elif images.jpeg_orientation(data) != 1:
                     self.orientation[i] = images.jpeg_orientation(data)
@@ -59,6 +114,9 @@ class NvjpegLoader(Loader):
                 self.unreadable.add(i)
                 data = b""
             blobs.append(data)
+        self.pixel_store = torch.stack(pixels) if pixels else torch.empty(0, 3, self.size, self.size, dtype=torch.uint8)
+        if pin and pixels:
+            self.pixel_store = self.pixel_store.pin_memory()
         lengths = np.fromiter((len(b) for b in blobs), np.int64, len(blobs))
         self.offsets = np.concatenate([[0], np.cumsum(lengths)])
         self.encoded = torch.empty(int(self.offsets[-1]), dtype=torch.uint8, pin_memory=pin)
@@ -77,32 +135,60 @@ class NvjpegLoader(Loader):
                           align_corners=False)
         return x.round_().clamp_(0, 255).to(torch.uint8)[0]
 
-    def _decode_batch(self, positions) -> tuple[torch.Tensor, list[int]]:
-        failed = [row for row, i in enumerate(positions) if int(i) in self.unreadable]
-        jpeg_rows = [row for row, i in enumerate(positions) if int(i) not in self.pixels and row not in failed]
-        out = torch.zeros((len(positions), 3, self.size, self.size), dtype=torch.uint8, device=self.device)
-        decoded: list[torch.Tensor | None]
+    def _decode_jpegs(self, positions, rows: list[int]) -> list[torch.Tensor | None]:
+        if not rows:  # decode_jpeg([]) raises ValueError: a batch of PNGs needs no decoder
+            return []
         try:
-            decoded = decode_jpeg([self._view(int(positions[r])) for r in jpeg_rows], mode=ImageReadMode.RGB,
-                                  device=self.device)
+            return decode_jpeg([self._view(int(positions[r])) for r in rows], mode=ImageReadMode.RGB,
+                               device=self.device)
         except RuntimeError:  # one bad file fails the whole call: find it image by image
             decoded = []
-            for r in jpeg_rows:
+            for r in rows:
                 try:
                     decoded.append(decode_jpeg(self._view(int(positions[r])), mode=ImageReadMode.RGB, device=self.device))
                 except RuntimeError as exc:
                     self.bad.add(self.split.files[int(positions[r])], f"decode failed: {str(exc).splitlines()[-1]}")
                     decoded.append(None)
-        for r, img in zip(jpeg_rows, decoded):
-            if img is None:
-                failed.append(r)
-            else:
-                out[r] = self._fit(images.orient(img, self.orientation.get(int(positions[r]), 1), h_axis=1))
-        for row, i in enumerate(positions):
-            if int(i) in self.pixels:
-                out[row] = self.pixels[int(i)].to(self.device, non_blocking=True)
-        return out, failed
+            return decoded
+
+    @staticmethod
+    def _put_rows(out: torch.Tensor, rows: list[int], parts: list[torch.Tensor] | torch.Tensor) -> None:
+        """The rows into the batch buffer in one op on the current (decode) stream: a stack
+        straight into it when the batch is whole, an index_copy_ otherwise."""
+        if len(rows) == len(out) and isinstance(parts, list):
+            torch.stack(parts, out=out)
+        elif rows:
+            block = torch.stack(parts) if isinstance(parts, list) else parts
+            index = torch.as_tensor(rows, dtype=torch.int64).to(out.device, non_blocking=True)
+            out.index_copy_(0, index, block.to(out.device, non_blocking=True))
+
+    def _decode_batch(self, positions) -> tuple[Decoded, list[int]]:
+        failed = [row for row, i in enumerate(positions) if int(i) in self.unreadable]
+        pixel_rows = [row for row, i in enumerate(positions) if self.pixel_row[int(i)] >= 0]
+        jpeg_rows = [row for row, i in enumerate(positions)
+                     if self.pixel_row[int(i)] < 0 and int(i) not in self.unreadable]
+        with self.decode_stream.context():
+            self.decode_stream.quiesce()
+            # One buffer per batch, allocated on the decode stream and handed over (record_stream);
+            # zeros because failed rows stay in it (masked by their label).
+            out = torch.zeros((len(positions), 3, self.size, self.size), dtype=torch.uint8, device=self.device)
+            decoded = self._decode_jpegs(positions, jpeg_rows)
+            failed += [r for r, img in zip(jpeg_rows, decoded) if img is None]
+            good = [(r, self._fit(images.orient(img, self.orientation.get(int(positions[r]), 1), h_axis=1)))
+                    for r, img in zip(jpeg_rows, decoded) if img is not None]
+            if good:
+                self._put_rows(out, [r for r, _ in good], [img for _, img in good])
+            if pixel_rows:
+                store_rows = torch.from_numpy(self.pixel_row[[int(positions[r]) for r in pixel_rows]])
+                staged = self.pixel_store[store_rows]  # a host gather, then one host-to-device copy
+                self._put_rows(out, pixel_rows, staged.pin_memory() if self.pixel_store.is_pinned() else staged)
+            return self.decode_stream.finish(Decoded(out, sorted(failed))), sorted(failed)
+
+    def decoded_batches(self):
+        """(step, uint8 NCHW batch ordered on the current stream, labels): before augmentation."""
+        for step, batch, labels in self.prefetched(self._decode_batch, self.workers):
+            yield step, DecodeStream.hand_over(batch), labels
 
     def __iter__(self):
-        for step, batch, labels in self.prefetched(self._decode_batch, self.workers):
+        for step, batch, labels in self.decoded_batches():
             yield self.augment(batch, self.key(step)), labels

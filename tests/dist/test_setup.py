@@ -1,6 +1,8 @@
 """What is decided before any process waits on another: environment, refusals, one-process no-ops."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -57,3 +59,31 @@ def test_backend_messages_lose_source_paths():
     assert distributed.is_peer_failure(exc)
     assert distributed._first_line(exc) == "Read error [127.0.0.1]:1: Connection reset by peer."
     assert not distributed.is_peer_failure(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+
+
+def test_nccl_error_handling_is_set_before_the_group_is_created(monkeypatch):
+    """NCCL reads TORCH_NCCL_ASYNC_ERROR_HANDLING when the group is created: torch's default (3)
+    kills a rank from a C++ thread, so PeerLost and its one line would never happen on GPUs."""
+    seen = {}
+
+    def fake_init(backend, **kwargs):
+        seen[backend] = os.environ.get("TORCH_NCCL_ASYNC_ERROR_HANDLING")
+        raise RuntimeError("stop here: no peer in this test")
+
+    monkeypatch.delenv("TORCH_NCCL_ASYNC_ERROR_HANDLING", raising=False)
+    for key, value in {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(distributed, "pick_device", lambda cfg: torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
+    monkeypatch.setattr(distributed.dist, "init_process_group", fake_init)
+    with pytest.raises(distributed.PeerLost, match="could not join"):
+        distributed.setup(parse_args(["--device", "cuda"]))
+    assert seen == {"nccl": "2"}
+    # A value the user chose is kept; gloo leaves the variable alone.
+    monkeypatch.setenv("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
+    distributed.prepare_backend("nccl")
+    assert os.environ["TORCH_NCCL_ASYNC_ERROR_HANDLING"] == "1"
+    monkeypatch.delenv("TORCH_NCCL_ASYNC_ERROR_HANDLING")
+    distributed.prepare_backend("gloo")
+    assert "TORCH_NCCL_ASYNC_ERROR_HANDLING" not in os.environ

@@ -8,11 +8,23 @@ import torch
 
 from bench import step as bench_step
 from engine.config import Config
+from engine.env import seed_everything
 from engine.loop import Trainer
 from engine.train import main
 from models.registry import build_model
 
 CLASSES, SIZE, BATCH = 5, 28, 32
+
+
+@pytest.fixture(autouse=True)
+def deterministic_applied():
+    """`cfg.train.deterministic` is applied by the runner (engine/env.py); these tests build the
+    Trainer directly, so they apply it themselves: the captured step must work under it."""
+    before = torch.are_deterministic_algorithms_enabled()
+    if torch.cuda.is_available():
+        seed_everything(0, deterministic=True)
+    yield
+    torch.use_deterministic_algorithms(before)
 
 
 def make_trainer(cuda_graph: bool, **train) -> Trainer:
@@ -51,6 +63,21 @@ def test_graphed_steps_match_eager_steps():
     # The schedule replays from the device table: lr after 8 steps is entry 7, not the captured value.
     assert float(graphed.optimizer.param_groups[0]["lr"]) == pytest.approx(float(graphed.lr_table[7]))
     assert int(graphed.step_counter) == 8
+
+
+@pytest.mark.gpu
+def test_graphed_losses_equal_eager_losses_step_by_step_under_deterministic():
+    assert torch.are_deterministic_algorithms_enabled()
+    eager, graphed = make_trainer(False), make_trainer(True)
+    for step, (images, labels) in enumerate(batches(10)):
+        eager.reset_accumulators()
+        graphed.reset_accumulators()
+        eager.train_step(images, labels)
+        graphed.train_step(images, labels)
+        e, g = eager.read_accumulators(), graphed.read_accumulators()  # sync: the test reads every step
+        assert g["loss"] == pytest.approx(e["loss"], rel=1e-5), step
+        assert (g["seen"], g["accuracy"]) == (e["seen"], e["accuracy"]), step
+    assert graphed.graph.captured
 
 
 @pytest.mark.gpu

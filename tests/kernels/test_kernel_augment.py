@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kernels.augment import AugmentSpec, DeviceAugment, augment_reference, draw_params, pick_impl
+from kernels.augment import AugmentSpec, DeviceAugment, augment_reference, draw_params, pick_impl, triton_available
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
@@ -17,7 +17,15 @@ def random_batch(n, h, w, seed=0, device="cpu", channels_last=True):
     return nhwc.permute(0, 3, 1, 2) if channels_last else nhwc.permute(0, 3, 1, 2).contiguous()
 
 
+def needs_triton_on(device) -> None:
+    # With a GPU present the interpreter is off (tests/kernels/conftest.py): CPU-tensor Triton
+    # tests skip there rather than hand CPU tensors to compiled kernels.
+    if not triton_available(device):
+        pytest.skip(f"Triton cannot run on {torch.device(device).type} tensors here (TRITON_INTERPRET unset)")
+
+
 def assert_matches_reference(images, spec, seed=0):
+    needs_triton_on(images.device)
     fused = pick_impl("triton", images.device)
     params = draw_params(spec, images.shape[0], torch.Generator(images.device).manual_seed(seed), images.device)
     out = fused(images, params, spec)
@@ -105,6 +113,7 @@ def test_same_key_same_batch_and_keys_differ():
 def test_same_key_same_batch_fused():
     x = random_batch(2, 15, 15)
     spec = AugmentSpec(out_size=11, jitter=0.3)
+    needs_triton_on("cpu")
     aug = DeviceAugment(spec, seed=1, device="cpu", impl="triton")
     assert torch.equal(aug(x, 7), aug(x, 7))
 
@@ -148,3 +157,13 @@ def test_fused_cuda_is_default_and_does_not_sync():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert torch.equal(out, aug(x, 1))
+
+
+def test_a_gpu_in_the_machine_does_not_send_cpu_tensors_to_compiled_triton(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    assert not triton_available("cpu")
+    with pytest.raises(RuntimeError, match="cpu tensors"):
+        pick_impl("triton", torch.device("cpu"))
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert triton_available("cpu")

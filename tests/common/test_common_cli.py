@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import errno
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -67,3 +70,24 @@ def test_parse_options_types_and_paths():
     spec = {"name": "", "count": 0, "flag": False}
     got = parse_options(["--name", "~/a", "--count=3", "--flag"], spec, ("name",), "p", paths=("name",))
     assert got["count"] == 3 and got["flag"] is True and not got["name"].startswith("~")
+
+
+def _exit_in_child(status: int) -> subprocess.CompletedProcess:
+    # An atexit handler stands for the teardown that must not run after a lost peer.
+    code = ("import atexit, sys; from common.cli import exit_process; "
+            "atexit.register(lambda: print('teardown ran', flush=True)); "
+            f"print('line kept', end=''); print('error: lost', file=sys.stderr, end=''); exit_process({status})")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[2])
+
+
+def test_exit_after_a_lost_peer_skips_teardown_but_keeps_stdio():
+    done = _exit_in_child(3)
+    assert done.returncode == 3
+    assert done.stdout == "line kept" and done.stderr == "error: lost"
+
+
+@pytest.mark.parametrize("status", [0, 1, 2])
+def test_other_statuses_exit_normally(status):
+    done = _exit_in_child(status)
+    assert done.returncode == status and "teardown ran" in done.stdout
