@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from engine.config import parse_args
+from engine.resolve import loader_spec
 from loaders import base
 from loaders.datasets import load_dataset
-from engine.resolve import loader_spec
 
 from conftest import needs
 
@@ -107,5 +107,5 @@ def _check_upright(tmp_path, name: str, device: str) -> None:
                       "--data.eval_crop", "1.0"])
     ds = load_dataset(cfg.data)
     assert [f.rsplit("/", 1)[-1] for f in ds.val.files] == [f"o{o}.jpg" for o in range(1, 9)]
-    batches = [x for x, _ in base.build(name, ds, "val", cfg, torch.device(device), train=False)]
+    batches = [x for x, _ in base.build(name, ds, "val", loader_spec(cfg, ds.native_size), torch.device(device), train=False)]
     assert _red_quadrant(torch.cat(batches)[:8].cpu()) == [0] * 8, (name, device)
