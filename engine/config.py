@@ -36,6 +36,7 @@ class DataConfig:
     color_jitter: float = 0.0     # brightness/contrast/saturation strength
     eval_crop: float = 1.0        # evaluation: centre crop of this fraction, then resize
     clahe: bool = False
+    color_constancy: str = "none" # none|shades_of_gray (p = 6, on the device; kernels/color_constancy.py)
     synthetic_count: int = 3000   # images in the embedded `synthetic` dataset
     cache_dir: str = ""           # where `synthetic` JPEGs are written; "" = ~/.cache/medtrain
     max_samples: int = 0          # 0 = all; >0 keeps a stratified subset (for quick runs)
@@ -52,7 +53,7 @@ class SamplerConfig:
 @dataclass
 class ModelConfig:
     name: str = "seedcnn"
-    pretrained: str = ""          # local weights file
+    pretrained: str = ""          # local weights file, or "imagenet" (torchvision/timm cache; models/pretrained.py)
     dropout: float = 0.25
     metadata: str = ""            # comma-separated CSV columns fused with image features
 
@@ -65,6 +66,7 @@ class OptimConfig:
     momentum: float = 0.9
     label_smoothing: float = 0.0
     clip_grad: float = 0.0        # 0 = off
+    logit_adjust: float = 0.0     # tau of the logit-adjusted loss (logits + tau*log prior); 0 = off
 
 
 @dataclass
@@ -102,6 +104,14 @@ class RunConfig:
     out: str = ""                 # "" = runs/<timestamp>
     resume: str = ""
     tta: bool = False
+    plan: str = "auto"            # auto: options not given are chosen from the data (engine/plan.py); off
+    budget: float = 0.0           # training minutes the plan sizes epochs for; 0 = engine/plan.py's default
+
+
+@dataclass
+class EvalConfig:
+    posthoc_adjust: bool = True   # choose a class-prior correction tau on validation (engine/decisions.py)
+    target_sensitivity: float = 0.0  # binary: operating threshold reaching this val sensitivity; 0 = off
 
 
 @dataclass
@@ -125,6 +135,7 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     dist: DistConfig = field(default_factory=DistConfig)
 
@@ -204,11 +215,14 @@ SHORT_FLAGS = {
     "sampler": "sampler.kind", "device": "train.device", "seed": "train.seed",
     "out": "run.out", "resume": "run.resume", "tta": "run.tta",
     "image-size": "data.image_size", "workers": "data.workers", "wandb": "wandb.mode",
+    "budget": "run.budget",
 }
 
 CHOICES = {
     "data.loader": ("auto", "plain", "tensor", "dali", "ffcv", "nvjpeg", "baseline"),
     "data.verify": ("header", "full"),
+    "data.color_constancy": ("none", "shades_of_gray"),
+    "run.plan": ("auto", "off"),
     "sampler.kind": ("uniform", "balanced"),
     "optim.name": ("adamw", "sgd"),
     "schedule.name": ("cosine", "onecycle", "plateau", "constant"),
@@ -232,6 +246,7 @@ BOUNDS = {
     "train.patience": (0, None), "train.max_nonfinite": (1, None), "model.dropout": (0.0, 0.99),
     "schedule.warmup_epochs": (0.0, None), "schedule.min_lr_ratio": (0.0, 1.0),
     "dist.timeout_s": (1, 86400),
+    "optim.logit_adjust": (0.0, 5.0), "run.budget": (0.0, 10080.0), "eval.target_sensitivity": (0.0, 0.999),
 }
 
 
@@ -318,6 +333,8 @@ def parse_args(argv: list[str], base: Config | None = None) -> Config:
             section, name = full.split(".", 1)
             full = f"{section}.{name.replace('-', '_')}"
         pairs.append((key, full, raw))
+    # Which options the user gave: the plan (engine/plan.py) fills in only the others.
+    cfg._explicit = frozenset(full for _, full, _ in pairs)
     presets = [raw for _, full, raw in pairs if full == "run.preset"]
     if presets:
         name = presets[-1] or ""
@@ -338,6 +355,11 @@ def parse_args(argv: list[str], base: Config | None = None) -> Config:
         raise ConfigError(f"--data.val_fraction {cfg.data.val_fraction} + --data.test_fraction "
                           f"{cfg.data.test_fraction} leave nothing for training; keep their sum below 1")
     return cfg
+
+
+def explicit_options(cfg: Config) -> frozenset | None:
+    """The dotted keys given on the command line; None for a Config not built by parse_args."""
+    return getattr(cfg, "_explicit", None)
 
 
 def _is_bool_option(cfg: Config, key: str) -> bool:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import torch
+
 from engine import report
 from engine.atomic import atomic_write_json
 from engine.env import device_name, versions
 from engine.inference import cli_main, run
-from engine.metrics import summarize
+from engine.decisions import adjust, summarize_decided
 
 BOOTSTRAP_RESAMPLES = 1000
 OPTIONS = {"checkpoint": "", "data": "", "out": "", "tta": False, "split": "test", "device": "auto",
@@ -30,8 +32,10 @@ def default_out(options: dict) -> Path:
 
 def evaluate(options: dict) -> dict:
     restored, ds, _, loader, (cm, probs, labels), seconds = run(options)
-    test = summarize(cm, probs, labels, restored.classes, bootstrap=BOOTSTRAP_RESAMPLES)
-    test["confusion"] = cm.cpu().tolist()
+    # The checkpoint's stored prior correction and threshold, exactly as the training run's test figures.
+    test = summarize_decided(restored.decision, probs, labels, restored.classes, bootstrap=BOOTSTRAP_RESAMPLES)
+    cm = torch.tensor(test["confusion"])
+    probs = adjust(probs, restored.decision)
     metrics = {f"test.{k}": v for k, v in test.items()} | {
         "checkpoint": str(options["checkpoint"]), "data": str(options["data"]), "split": options["split"],
         "tta": options["tta"], "model": restored.model_name, "image_size": restored.image_size,

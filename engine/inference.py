@@ -84,6 +84,7 @@ class Restored:
     image_size: int
     model_name: str
     device: torch.device
+    decision: dict | None = None  # prior correction / threshold chosen on validation (engine/decisions.py)
 
 
 def restore(checkpoint_dir: str, device: str = "auto") -> Restored:
@@ -101,7 +102,8 @@ def restore(checkpoint_dir: str, device: str = "auto") -> Restored:
         from models.metadata import fuse
         model = fuse(model, saved["model"]["embed.0.weight"].shape[1], len(classes), dropout=cfg.model.dropout)
     model.load_state_dict(saved["model"])
-    return Restored(model.to(dev).eval(), classes, cfg, saved["image_size"], saved["model_name"], dev)
+    return Restored(model.to(dev).eval(), classes, cfg, saved["image_size"], saved["model_name"], dev,
+                    saved.get("decision"))
 
 
 def concat_splits(parts: list[Split]) -> Split:

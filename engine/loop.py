@@ -133,6 +133,7 @@ class Trainer:
                     "class_seen": torch.zeros(num_classes, dtype=torch.int64, device=device),
                     "class_correct": torch.zeros(num_classes, dtype=torch.int64, device=device)}
         self.nonfinite_streak = z(torch.int64)
+        self.logit_offset = None  # tau * log prior of the logit-adjusted loss, set by the runner (engine/decisions.py)
         self.graph = None
         if cfg.train.cuda_graph:
             from engine.graphs import CudaGraphStep
@@ -168,6 +169,8 @@ class Trainer:
             self._step(images, labels, meta)
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor, partner, lam) -> torch.Tensor:
+        if self.logit_offset is not None:  # a device tensor made before capture: replays read it in place
+            logits = logits.float() + self.logit_offset
         ce = lambda target: F.cross_entropy(logits.float(), target, ignore_index=PAD_LABEL,
                                             label_smoothing=self.cfg.optim.label_smoothing)
         if partner is None:

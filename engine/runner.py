@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine import checkpoint, distributed, report, tracking
+from engine import checkpoint, decisions, distributed, plan, report, tracking
 from engine.atomic import append_jsonl, atomic_write_bytes, atomic_write_json, read_jsonl
 from engine.config import Config, ConfigError
 from engine.env import device_name, seed_everything, setup_logging, versions
@@ -127,6 +127,7 @@ def _train(cfg: Config, dataset=None) -> dict | None:
     name, why = loaders.resolve(cfg.data.loader, ds, device)
     log.info("dataset %s: %d classes, train/val/test %d/%d/%d, native %dpx; loader %s (%s)",
              ds.name, ds.num_classes, len(ds.train), len(ds.val), len(ds.test), ds.native_size, name, why)
+    plan.apply(cfg, ds, device, out)  # options not given on the command line, chosen from the data
     if cfg.data.image_size == 0:
         cfg.data.image_size = ds.native_size
     sampler = loaders.make_sampler(ds, cfg, device, dist_ctx.rank, dist_ctx.world_size)
@@ -142,6 +143,7 @@ def _train(cfg: Config, dataset=None) -> dict | None:
     model = model.to(device)
     model = distributed.convert_sync_bn(model, cfg)
     trainer = Trainer(model, cfg, device, ds.num_classes, train_loader.steps)
+    trainer.logit_offset = decisions.loss_offset(cfg, np.bincount(ds.train.labels, minlength=ds.num_classes), device)
     if cfg.train.amp and trainer.amp_dtype is None:
         log.warning("--amp: bf16 is emulated on this CPU (no AVX512-BF16/AMX) and ~10x slower than fp32, "
                     "so this run trains in fp32; --train.amp_dtype bf16 forces it")
@@ -262,10 +264,13 @@ def _train(cfg: Config, dataset=None) -> dict | None:
     final_model.load_state_dict(best_weights)
     if cfg.run.tta:  # final figures average the 8 flips/rotations (engine/inference.py)
         final_model = TTA(final_model)
-    val = _eval_metrics(trainer, val_loader, ds.classes, final_model)
+    # Prior correction and operating threshold chosen on validation, then applied to test alike.
+    val_cm, val_probs, val_labels = distributed.merge_eval(*trainer.evaluate(val_loader, final_model))
+    decision = decisions.fit(cfg, np.bincount(ds.train.labels, minlength=ds.num_classes), val_probs, val_labels)
+    val = decisions.summarize_decided(decision, val_probs, val_labels, ds.classes)
     test_cm, test_probs, test_labels = distributed.merge_eval(*trainer.evaluate(test_loader, final_model))
-    test = summarize(test_cm, test_probs, test_labels, ds.classes, bootstrap=BOOTSTRAP_RESAMPLES)
-    test["confusion"] = test_cm.cpu().tolist()
+    test = decisions.summarize_decided(decision, test_probs, test_labels, ds.classes, bootstrap=BOOTSTRAP_RESAMPLES)
+    test_probs = decisions.adjust(test_probs, decision)  # the saved predictions are the decided ones
     bad_runtime = {**train_loader.bad.items, **val_loader.bad.items, **test_loader.bad.items}
     metrics = {f"test.{k}": v for k, v in test.items()} | {f"val.{k}": v for k, v in val.items()}
     metrics |= {
@@ -281,6 +286,7 @@ def _train(cfg: Config, dataset=None) -> dict | None:
     if bad_runtime:
         atomic_write_json(out / "data_skipped.json", [{"path": p, "reason": r} for p, r in skipped])
     atomic_write_json(out / "metrics.json", metrics)
+    checkpoint.save(out, checkpoint.load(out) | {"decision": decision})  # evaluate and predict apply it
     report.save_test_outputs(out, test_probs, test_labels, test_loader.split, _split_counts(ds))
     report.build_or_warn(out)
     tracker.finish(metrics, out / "report")
@@ -288,6 +294,9 @@ def _train(cfg: Config, dataset=None) -> dict | None:
           f"f1_macro {test['f1_macro']:.4f}  auc_macro {test['auc_macro']:.4f}  "
           f"(n={test['n']}, best epoch {best['epoch'] + 1}, {metrics['train.images_per_second']:.0f} img/s, "
           f"{metrics['wall_seconds']:.0f}s) -> {out}")
+    if decision["tau"]:
+        print(f"prior correction tau {decision['tau']:g} (chosen on val for {cfg.train.select}); uncorrected: accuracy "
+              f"{test['uncorrected.accuracy']:.4f}  balanced_accuracy {test['uncorrected.balanced_accuracy']:.4f}")
     if skipped:
         print(f"skipped {len(skipped)} input(s): {skip_summary(skipped)} (each listed in {out}/data_skipped.json)")
     return metrics
