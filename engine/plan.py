@@ -140,7 +140,7 @@ def describe(plan: dict, cfg: Config) -> str:
         f"plan: {fp['n_train']} train images, {fp['classes']} classes (imbalance {fp['imbalance_ratio']:.1f}), "
         f"native {fp['native_size']} px, {'colour' if fp['colour'] else 'grey'}{', groups' if fp['groups'] else ''}",
         f"plan: {cfg.model.name} at {cfg.data.image_size} px, {cfg.train.epochs} epochs in a "
-        f"{plan["budget_seconds"] / 60:g}-minute budget, batch {cfg.data.batch_size}, lr {cfg.optim.lr:g}",
+        f"{plan['budget_seconds'] / 60:g}-minute budget, batch {cfg.data.batch_size}, lr {cfg.optim.lr:g}",
         f"plan: {crop}, {'/'.join(aug) or 'no flips'}, jitter {cfg.data.color_jitter:g}, "
         f"colour constancy {cfg.data.color_constancy}; sampler {cfg.sampler.kind} (alpha {cfg.sampler.alpha:g}), "
         f"select {cfg.train.select}, post-hoc prior correction {'on' if cfg.eval.posthoc_adjust else 'off'}",
