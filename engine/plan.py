@@ -76,10 +76,12 @@ def imbalance(fp: dict) -> dict:
     return out
 
 
-def derive(fp: dict, cost, budget_s: float, device_type: str) -> dict:
-    """Option values (dotted keys) and a `why` list, from a fingerprint and a cost function."""
+def derive(fp: dict, cost, budget_s: float, device_type: str, model: str = "", size: int = 0) -> dict:
+    """Option values (dotted keys) and the candidates tried, from a fingerprint and a cost function.
+    A `model` or `size` the user gave replaces that part of every candidate."""
     tried, choice = [], None
-    for model, size in candidates(fp["native_size"], device_type):
+    ladder = [(model or m, size or s) for m, s in candidates(fp["native_size"], device_type)]
+    for model, size in dict.fromkeys(ladder):  # de-duplicated, order kept
         spi = cost(model, size)
         epochs = epochs_affordable(spi, fp, budget_s)
         tried.append({"model": model, "size": size, "seconds_per_image": spi, "epochs_affordable": epochs})
@@ -103,7 +105,7 @@ def derive(fp: dict, cost, budget_s: float, device_type: str) -> dict:
 
 # ----------------------------------------------------------------------------- hook
 
-def apply(cfg: Config, ds, device: torch.device, out: Path) -> dict | None:
+def apply(cfg: Config, ds, device: torch.device, out: Path, loader: str = "plain") -> dict | None:
     """Fill the options the user left unset from the plan; None when the plan does not run."""
     explicit = explicit_options(cfg)
     if explicit is None or cfg.run.plan == "off" or "run.preset" in explicit or cfg.run.resume:
@@ -120,7 +122,11 @@ def apply(cfg: Config, ds, device: torch.device, out: Path) -> dict | None:
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):  # calibration draws random inputs: the run's RNG is untouched
         cost = lambda m, s: seconds_per_image(m, s, ds.num_classes, device, probe_batch, give_up_after=too_slow)
-        plan = derive(fp, cost, budget_s, device.type)
+        plan = derive(fp, cost, budget_s, device.type, model=cfg.model.name if "model.name" in explicit else "",
+                      size=cfg.data.image_size if "data.image_size" in explicit else 0)
+    from loaders.base import CLAHE_LOADERS
+    if loader not in CLAHE_LOADERS:  # colour constancy runs in the device augmentation this loader skips
+        plan["options"]["data.color_constancy"] = "none"
     chosen = {k: v for k, v in plan["options"].items() if k not in explicit}
     if "model.pretrained" in explicit and "optim.lr" not in explicit:
         chosen["optim.lr"] = 3e-4  # fine-tuning: a pretrained backbone is moved, not rebuilt

@@ -127,7 +127,7 @@ def _train(cfg: Config, dataset=None) -> dict | None:
     name, why = loaders.resolve(cfg.data.loader, ds, device)
     log.info("dataset %s: %d classes, train/val/test %d/%d/%d, native %dpx; loader %s (%s)",
              ds.name, ds.num_classes, len(ds.train), len(ds.val), len(ds.test), ds.native_size, name, why)
-    plan.apply(cfg, ds, device, out)  # options not given on the command line, chosen from the data
+    plan.apply(cfg, ds, device, out, loader=name)  # options not given on the command line, chosen from the data
     if cfg.data.image_size == 0:
         cfg.data.image_size = ds.native_size
     sampler = loaders.make_sampler(ds, cfg, device, dist_ctx.rank, dist_ctx.world_size)

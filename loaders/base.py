@@ -74,7 +74,8 @@ class Loader:
             ratio=(1 / cfg.data.crop_ratio, cfg.data.crop_ratio),
             hflip=cfg.data.hflip, vflip=cfg.data.vflip, rot90=cfg.data.rot90,
             jitter=cfg.data.color_jitter, eval_crop=cfg.data.eval_crop, out_dtype=out_dtype,
-            clahe=cfg.data.clahe)  # CLAHE runs in DeviceAugment, before the geometry
+            clahe=cfg.data.clahe,  # CLAHE runs in DeviceAugment, before the geometry
+            color_constancy=cfg.data.color_constancy == "shades_of_gray")
         self.augment = DeviceAugment(self.spec, cfg.train.seed + (0 if train else 1), device)
         self.labels = torch.as_tensor(split.labels, dtype=torch.int64, device=device)
         self.epoch, self.start_step = 0, 0
@@ -188,6 +189,9 @@ def build(name: str, ds: Dataset, split: str, cfg: Config, device: torch.device,
     if cfg.data.clahe and name not in CLAHE_LOADERS:  # never silently skip a requested step
         raise ConfigError(f"--data.clahe runs in the device augmentation, which --loader {name} does not use; "
                           f"use --loader {'|'.join(CLAHE_LOADERS)}")
+    if cfg.data.color_constancy != "none" and name not in CLAHE_LOADERS:  # same place in the pipeline as CLAHE
+        raise ConfigError(f"--data.color_constancy runs in the device augmentation, which --loader {name} does not "
+                          f"use; use --loader {'|'.join(CLAHE_LOADERS)}")
     module, cls = REGISTRY[name].split(":")
     loader_cls = getattr(importlib.import_module(module), cls)
     loader = loader_cls(ds, ds.split(split), cfg, device, train, sampler, out_dtype)
