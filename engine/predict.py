@@ -3,7 +3,9 @@
 
 Writes one CSV row per image: its split and position in that split (for a `.npz`, the row of
 `<split>_images`), file (relative to the data folder; empty for array datasets), true label,
-predicted label, confidence and one probability column per class (`p_<class>`). The default
+predicted label, confidence and one probability column per class (`p_<class>`); probabilities
+and prediction include the checkpoint's stored prior correction, and a binary checkpoint with
+an operating threshold (`--eval.target_sensitivity`) adds a `decision` column. The default
 `--split all` scores every image of the dataset.
 """
 from __future__ import annotations

@@ -43,24 +43,31 @@ def pauc_above_tpr(y: np.ndarray, s: np.ndarray, min_tpr: float = 0.8, w: np.nda
     return float(np.trapezoid(y_, x))
 
 
+def _sens_at_spec(fpr, tpr, specificity: float) -> float:
+    return float(tpr[fpr <= 1 - specificity + 1e-12].max())
+
+
+def _spec_at_sens(fpr, tpr, sensitivity: float) -> float:
+    return float((1 - fpr[tpr >= sensitivity - 1e-12]).max())
+
+
 def sensitivity_at_specificity(y, s, specificity: float, w=None) -> float:
     fpr, tpr, _ = roc_points(y, s, w)
-    ok = fpr <= 1 - specificity + 1e-12
-    return float(tpr[ok].max())
+    return _sens_at_spec(fpr, tpr, specificity)
 
 
 def specificity_at_sensitivity(y, s, sensitivity: float, w=None) -> float:
     fpr, tpr, _ = roc_points(y, s, w)
-    ok = tpr >= sensitivity - 1e-12
-    return float((1 - fpr[ok]).max())
+    return _spec_at_sens(fpr, tpr, sensitivity)
 
 
 def _figures(y, s, w=None) -> dict[str, float]:
     out = {"pauc_tpr80": pauc_above_tpr(y, s, 0.8, w)}
+    fpr, tpr, _ = roc_points(y, s, w)  # one curve for the four operating points
     for sp in SPECIFICITIES:
-        out[f"sensitivity_at_specificity{round(sp * 100)}"] = sensitivity_at_specificity(y, s, sp, w)
+        out[f"sensitivity_at_specificity{round(sp * 100)}"] = _sens_at_spec(fpr, tpr, sp)
     for se in SENSITIVITIES:
-        out[f"specificity_at_sensitivity{round(se * 100)}"] = specificity_at_sensitivity(y, s, se, w)
+        out[f"specificity_at_sensitivity{round(se * 100)}"] = _spec_at_sens(fpr, tpr, se)
     return out
 
 
