@@ -135,3 +135,19 @@ def test_binary_run_reports_screening_and_predict_applies_the_stored_threshold(t
     for r in rows:
         assert r["decision"] == ("malignant" if float(r["p_malignant"]) >= saved["threshold"] - 1e-6 else "benign") \
             or abs(float(r["p_malignant"]) - saved["threshold"]) < 1e-5
+
+
+def test_training_step_uses_the_logit_adjusted_loss():
+    import torch.nn.functional as F
+    from engine.loop import Trainer
+    cfg = Config()
+    cfg.optim.logit_adjust = 1.0
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 2))
+    trainer = Trainer(model, cfg, torch.device("cpu"), 2, steps_per_epoch=4)
+    trainer.logit_offset = decisions.loss_offset(cfg, [90, 10], torch.device("cpu"))
+    logits = torch.randn(6, 2)
+    labels = torch.tensor([0, 1, 0, 1, 1, 0])
+    expected = F.cross_entropy(logits + torch.log(torch.tensor([0.9, 0.1])), labels)
+    assert torch.allclose(trainer._loss(logits, labels, None, None), expected)
+    trainer.logit_offset = None
+    assert torch.allclose(trainer._loss(logits, labels, None, None), F.cross_entropy(logits, labels))
