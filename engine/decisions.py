@@ -29,6 +29,11 @@ TAU_GRID = [round(0.1 * i, 1) for i in range(21)]  # 0 .. 2
 UNCORRECTED = ("accuracy", "balanced_accuracy", "f1_macro", "auc_macro")
 
 
+def train_counts(ds) -> np.ndarray:
+    """Images per class in the training split: the prior the sampler draws from."""
+    return np.bincount(ds.train.labels, minlength=ds.num_classes)
+
+
 def training_prior(counts, sampler_kind: str, alpha: float) -> np.ndarray:
     counts = np.maximum(np.asarray(counts, np.float64), 1.0)  # an absent class: the rarest possible, not log 0
     seen = counts ** (1.0 - alpha) if sampler_kind == "balanced" else counts

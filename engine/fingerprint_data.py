@@ -108,4 +108,6 @@ def fingerprint(ds) -> dict:
         "imbalance_ratio": float(present.max() / present.min()) if len(present) else 1.0,
         "groups": train.groups is not None,
         "storage": "array" if train.images is not None else "files",
+        # a benchmark file's own val/test partition (MedMNIST .npz): judged by its published metrics
+        "benchmark_split": bool(getattr(ds, "official_split", False)),
     }

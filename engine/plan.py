@@ -1,14 +1,17 @@
 """The plan: training settings derived from the dataset's fingerprint and this device's speed.
 
 `derive(fp, cost, budget_s, device_type)` is the rule book (pure: `cost(model, size)` gives
-seconds per training image, so tests pass a formula); `apply(cfg, ds, device)` is the runner's
-hook: it measures the fingerprint, calibrates, fills in every option the user did not give on
-the command line, prints the plan in a few lines and writes `plan.json` in the run folder.
+seconds per training image, so tests pass a formula); `planned(cfg, ds, device, out)` is the
+hook engine/build.py calls before the config is resolved: it measures the fingerprint,
+calibrates, and returns a new Config with every option the user did not give on the command
+line filled in (the parsed one is left as it was), prints the plan in a few lines and writes
+`plan.json` in the run folder.
 Each rule's reason is in docs/plan.md; the constants below are the rules' only numbers.
 A preset is a named plan: with `--preset`, or `--run.plan off`, nothing here runs.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from pathlib import Path
@@ -66,7 +69,14 @@ def augmentation(fp: dict, size: int) -> dict:
 
 
 def imbalance(fp: dict) -> dict:
+    """Selection metric, prior correction and sampler: they follow how the data is judged.
+    A benchmark file (official val/test splits: MedMNIST) is judged by accuracy, so the kept
+    epoch and the post-hoc tau are chosen for accuracy and training keeps the natural prior;
+    other imbalanced data is judged by balanced accuracy (docs/plan.md, rule 6)."""
     ratio = fp["imbalance_ratio"]
+    if fp.get("benchmark_split"):
+        return {"train.select": "accuracy", "eval.posthoc_adjust": ratio >= IMBALANCED,
+                "sampler.kind": "uniform", "sampler.alpha": 0.0}
     out = {"train.select": "balanced_accuracy" if ratio >= IMBALANCED else "accuracy",
            "eval.posthoc_adjust": ratio >= IMBALANCED}
     if ratio >= SEVERE:
@@ -105,14 +115,30 @@ def derive(fp: dict, cost, budget_s: float, device_type: str, model: str = "", s
 
 # ----------------------------------------------------------------------------- hook
 
-def apply(cfg: Config, ds, device: torch.device, out: Path, loader: str = "plain") -> dict | None:
-    """Fill the options the user left unset from the plan; None when the plan does not run."""
+def planned(cfg: Config, ds, device: torch.device, out: Path, loader: str = "plain") -> Config:
+    """A copy of `cfg` with the options the user left unset taken from the plan; `cfg` itself
+    when the plan does not run (a preset, --run.plan off, --resume, torchrun, not parsed)."""
     explicit = explicit_options(cfg)
     if explicit is None or cfg.run.plan == "off" or "run.preset" in explicit or cfg.run.resume:
-        return None
+        return cfg
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         log.info("plan: not applied under torchrun (each rank would calibrate differently); give the options")
-        return None
+        return cfg
+    plan = make_plan(cfg, ds, device, explicit, loader)
+    chosen = {k: v for k, v in plan["options"].items() if k not in explicit}
+    if "model.pretrained" in explicit and "optim.lr" not in explicit:
+        chosen["optim.lr"] = 3e-4  # fine-tuning: a pretrained backbone is moved, not rebuilt
+    new = copy.deepcopy(cfg)  # keeps `_explicit`: what the user gave stays known downstream
+    for key, value in chosen.items():
+        set_option(new, key, value)
+    plan |= {"applied": chosen, "kept_from_command_line": sorted(explicit & set(plan["options"]))}
+    atomic_write_json(out / "plan.json", plan)  # single process only (see above): no rank to guard
+    print(describe(plan, new))
+    return new
+
+
+def make_plan(cfg: Config, ds, device: torch.device, explicit: frozenset, loader: str) -> dict:
+    """The fingerprint, the calibrated candidates and the options the rules derive from them."""
     from engine.calibrate import seconds_per_image
     from engine.fingerprint_data import fingerprint
     fp = fingerprint(ds)
@@ -127,15 +153,7 @@ def apply(cfg: Config, ds, device: torch.device, out: Path, loader: str = "plain
     from loaders.base import CLAHE_LOADERS
     if loader not in CLAHE_LOADERS:  # colour constancy runs in the device augmentation this loader skips
         plan["options"]["data.color_constancy"] = "none"
-    chosen = {k: v for k, v in plan["options"].items() if k not in explicit}
-    if "model.pretrained" in explicit and "optim.lr" not in explicit:
-        chosen["optim.lr"] = 3e-4  # fine-tuning: a pretrained backbone is moved, not rebuilt
-    for key, value in chosen.items():
-        set_option(cfg, key, value)
-    plan |= {"fingerprint": fp, "applied": chosen, "kept_from_command_line": sorted(explicit & set(plan["options"]))}
-    atomic_write_json(out / "plan.json", plan)
-    print(describe(plan, cfg))
-    return plan
+    return plan | {"fingerprint": fp}
 
 
 def describe(plan: dict, cfg: Config) -> str:

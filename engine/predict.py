@@ -17,8 +17,8 @@ from pathlib import Path
 
 from engine.atomic import atomic_write_bytes
 from engine.config import ConfigError
-from engine.decisions import adjust, decide
-from engine.inference import cli_main, relative_name, run
+from engine.evaluation import summarized
+from engine.inference import cli_main, relative_name, score_checkpoint
 
 OPTIONS = {"checkpoint": "", "data": "", "out": "", "tta": False, "split": "all", "device": "auto",
            "batch_size": 0, "loader": "auto", "amp": False}
@@ -27,24 +27,25 @@ OPTIONS = {"checkpoint": "", "data": "", "out": "", "tta": False, "split": "all"
 def predict(options: dict) -> Path:
     if not options["out"].endswith(".csv"):
         raise ConfigError(f"engine.predict: --out must name a .csv file; got {options['out']!r}")
-    restored, ds, row_split, loader, (_, probs, labels), seconds = run(options)
-    decision = restored.decision  # the stored prior correction and threshold, as in training's test figures
-    decided = decide(probs, decision).cpu().numpy()
-    p = adjust(probs, decision).cpu().numpy()  # sync point: once, after scoring
-    threshold = decision.get("threshold") if decision else None
-    y = labels.cpu().numpy()
-    files = loader.split.files
-    classes = restored.classes
+    scored = score_checkpoint(options)
+    ds, row_split, seconds = scored.run.dataset, scored.row_split, scored.seconds
+    decided = summarized(scored.run, scored.scores)  # the stored correction and threshold, as evaluate applies them
+    p = decided.probs.cpu().numpy()  # sync point: once, after scoring
+    calls = decided.predictions.cpu().numpy()
+    y = decided.labels.cpu().numpy()
+    files = decided.loader.split.files
+    classes = ds.classes
+    decision = scored.run.decision
+    extra = ["decision"] if decision and decision.get("threshold") is not None else []  # binary operating threshold
     buf = io.StringIO()
     writer = csv.writer(buf)
-    extra = ["decision"] if threshold is not None else []  # binary: the stored operating threshold's call
     writer.writerow(["split", "index", "file", "label", "prediction", "confidence"] + [f"p_{c}" for c in classes] + extra)
     position = {}
     for i in range(len(y)):
         name = relative_name(files[i], ds.source) if files is not None else ""
         position[row_split[i]] = index = position.get(row_split[i], -1) + 1
         row = [row_split[i], index, name, classes[y[i]], classes[int(p[i].argmax())], f"{p[i].max():.6f}"]
-        writer.writerow(row + [f"{v:.6f}" for v in p[i]] + [classes[decided[i]]] * len(extra))
+        writer.writerow(row + [f"{v:.6f}" for v in p[i]] + [classes[calls[i]]] * len(extra))
     out = Path(options["out"])
     atomic_write_bytes(out, lambda fh: fh.write(buf.getvalue().encode()))
     print(f"predictions: {len(y)} images, {len(classes)} classes, tta {'on' if options['tta'] else 'off'}, "

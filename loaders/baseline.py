@@ -12,7 +12,6 @@ since workers are separate processes), never a shifted label.
 from __future__ import annotations
 
 import gc
-import os
 from contextlib import contextmanager
 
 import torch
@@ -89,7 +88,6 @@ class BaselineLoader(Loader):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.workers = self.cfg.data.workers or os.cpu_count() or 2
         self.dataset = FileDataset(self.split, build_transform(self.spec), self.image_size)
 
     def __iter__(self):

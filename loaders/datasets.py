@@ -1,6 +1,6 @@
 """Dataset formats, detected from the path: MedMNIST npz, folder + CSV, class-per-folder, synthetic.
 
-`load_dataset(cfg.data, seed)` returns a `Dataset` with train/val/test `Split`s. In-memory
+`load_dataset(spec, seed)` (a `loaders.spec.DataSpec`) returns a `Dataset` with train/val/test `Split`s. In-memory
 datasets (npz) carry uint8 NHWC arrays; file datasets carry absolute paths, checked once
 before training so a bad file is reported (path and reason) and dropped, never decoded
 into the wrong label. Splits without an official partition are stratified and grouped.
@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import ConfigError
-from engine.config import DataConfig
 from loaders import images, splits, synthetic
+from loaders.spec import DataSpec, default_workers
 
 log = logging.getLogger("medtrain.data")
 
@@ -64,6 +64,7 @@ class Dataset:
     test: Split
     native_size: int                        # side of the stored images (decode size)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    official_split: bool = False            # val/test are the file's own (a MedMNIST benchmark's) partition
 
     @property
     def num_classes(self) -> int:
@@ -75,7 +76,7 @@ class Dataset:
 
 # ----------------------------------------------------------------------------- npz
 
-def _load_npz(path: Path, cfg: DataConfig, seed: int) -> Dataset:
+def _load_npz(path: Path, cfg: DataSpec, seed: int) -> Dataset:
     try:
         data = np.load(path, allow_pickle=False)
     except Exception as exc:  # empty, truncated, not a zip, pickled: numpy raises many types
@@ -149,7 +150,7 @@ def _load_npz(path: Path, cfg: DataConfig, seed: int) -> Dataset:
     classes = known[1] if known else [str(i) for i in range(n_classes)]
     made = {k: Split(labels=y, images=x) for k, (x, y) in parts.items()}
     return Dataset(path.stem, str(path), classes, made["train"], made["val"], made["test"],
-                   native_size=int(train_x.shape[1]))
+                   native_size=int(train_x.shape[1]), official_split="val_images" in keys)
 
 
 # ----------------------------------------------------------------------------- files
@@ -267,7 +268,7 @@ def _rows_from_tree(root: Path) -> tuple[list[str], list[str], None, list]:
     return files, labels, None, []
 
 
-def _load_files(root: Path, cfg: DataConfig, seed: int, name: str) -> Dataset:
+def _load_files(root: Path, cfg: DataSpec, seed: int, name: str) -> Dataset:
     csv_path = _find_csv(root)
     if csv_path is not None:
         files, labels, groups, skipped = _rows_from_csv(root, csv_path)
@@ -282,7 +283,7 @@ def _load_files(root: Path, cfg: DataConfig, seed: int, name: str) -> Dataset:
     if not files:
         raise ConfigError(f"{root}: no usable images found; expected {FORMATS}")
 
-    good, bad, first = images.scan(files, full=cfg.verify == "full", workers=max(2, cfg.workers or os.cpu_count() or 2))
+    good, bad, first = images.scan(files, full=cfg.verify == "full", workers=max(2, default_workers(cfg.workers)))
     skipped += bad
     if not good:
         reason = Counter(r for _, r in bad).most_common(1)[0][0]
@@ -322,7 +323,7 @@ def _load_files(root: Path, cfg: DataConfig, seed: int, name: str) -> Dataset:
 
 # ----------------------------------------------------------------------------- entry
 
-def load_dataset(cfg: DataConfig, seed: int = 0) -> Dataset:
+def load_dataset(cfg: DataSpec, seed: int = 0) -> Dataset:
     if cfg.path == "synthetic":
         root = synthetic.ensure_synthetic(cfg.synthetic_count, seed=0, cache_dir=cfg.cache_dir)
         ds = _load_files(root, cfg, seed, "synthetic")
@@ -362,4 +363,4 @@ def skip_summary(skipped: list[tuple[str, str]], kinds: int = 5) -> str:
 
 
 def with_splits(ds: Dataset, train: Split, val: Split, test: Split) -> Dataset:
-    return replace(ds, train=train, val=val, test=test)
+    return replace(ds, train=train, val=val, test=test, official_split=False)  # new splits: not the file's own

@@ -13,7 +13,6 @@ row (zeros, label -1), reported once: the sampler's indices and every other labe
 """
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import torch
@@ -37,7 +36,7 @@ class NvjpegLoader(Loader):
         self.size = self.ds.native_size
         on_gpu = self.device.type == "cuda"
         # One thread issues batched GPU decodes; on the CPU the decode itself needs the cores.
-        self.workers = 1 if on_gpu else (self.cfg.data.workers or os.cpu_count() or 2)
+        self.workers = 1 if on_gpu else self.workers
         if self.split.images is not None:
             raise ConfigError("nvjpeg decodes files; in-memory datasets use the tensor loader")
         self._load_bytes(pin=on_gpu)

@@ -63,6 +63,39 @@ def test_imbalance_selects_balanced_accuracy_and_a_leaning_sampler():
     assert p["sampler.kind"] == "balanced" and p["sampler.alpha"] == 0.5
 
 
+def test_a_benchmark_file_is_judged_by_accuracy_other_imbalanced_data_by_balanced_accuracy():
+    """The same imbalance, two ways of being judged: a MedMNIST-style file with its own val/test
+    split selects and tunes the prior correction for accuracy (its published figure) with natural
+    sampling; the same counts anywhere else select balanced accuracy with a leaning sampler."""
+    cost = lambda m, s: 0.0005
+    for ratio in (4.0, 12.0, 60.0):
+        bench = plan.derive(_fp(imbalance_ratio=ratio, benchmark_split=True), cost, 300, "cpu")["options"]
+        other = plan.derive(_fp(imbalance_ratio=ratio, benchmark_split=False), cost, 300, "cpu")["options"]
+        assert bench["train.select"] == "accuracy" and bench["eval.posthoc_adjust"]
+        assert bench["sampler.kind"] == "uniform" and bench["sampler.alpha"] == 0.0
+        assert other["train.select"] == "balanced_accuracy" and other["eval.posthoc_adjust"]
+        assert (other["sampler.kind"] == "balanced") == (ratio >= plan.SEVERE)
+    balanced = plan.derive(_fp(imbalance_ratio=1.2, benchmark_split=True), cost, 300, "cpu")["options"]
+    assert balanced["train.select"] == "accuracy" and not balanced["eval.posthoc_adjust"]
+
+
+def test_fingerprint_knows_a_benchmark_split_from_a_carved_one(tmp_path):
+    from loaders.datasets import load_dataset, with_splits
+    from loaders.spec import DataSpec
+    rng = np.random.default_rng(3)
+    arrays = {}
+    for part, n in (("train", 120), ("val", 30), ("test", 30)):
+        arrays[f"{part}_images"] = rng.integers(0, 255, (n, 28, 28, 3), dtype=np.uint8)
+        arrays[f"{part}_labels"] = (rng.random((n, 1)) < 0.2).astype(np.int64)
+    np.savez(tmp_path / "official.npz", **arrays)
+    np.savez(tmp_path / "train_only.npz", train_images=arrays["train_images"], train_labels=arrays["train_labels"])
+    official = load_dataset(DataSpec(path=str(tmp_path / "official.npz")), seed=0)
+    carved = load_dataset(DataSpec(path=str(tmp_path / "train_only.npz")), seed=0)
+    assert fingerprint(official)["benchmark_split"] and not fingerprint(carved)["benchmark_split"]
+    fold = with_splits(official, official.train, official.val, official.test)  # engine.cv's re-split folds
+    assert not fingerprint(fold)["benchmark_split"]
+
+
 def test_batch_size_leaves_enough_updates_per_epoch():
     for n in (300, 4189, 7007, 100_000):
         b = plan.batch_size(n)
@@ -102,20 +135,24 @@ def test_parser_records_explicit_options_and_the_plan_keeps_them(tmp_path):
 @pytest.mark.parametrize("argv", [["--preset", "smoke"], ["--run.plan", "off"]])
 def test_presets_and_plan_off_skip_the_plan(tmp_path, argv):
     cfg = parse_args(argv + ["--data", "synthetic"])
-    assert plan.apply(cfg, None, None, tmp_path) is None and not (tmp_path / "plan.json").exists()
+    assert plan.planned(cfg, None, None, tmp_path) is cfg and not (tmp_path / "plan.json").exists()
 
 
-def test_apply_writes_plan_json_and_respects_explicit_options(tmp_path, capsys):
+def test_planned_writes_plan_json_respects_explicit_options_and_leaves_the_parsed_config(tmp_path, capsys):
     import torch
     rng = np.random.default_rng(2)
     labels = np.r_[np.zeros(150), np.ones(50), np.full(10, 2)].astype(np.int64)
     split = Split(labels=labels, images=rng.integers(0, 255, (210, 16, 16, 3), dtype=np.uint8))
     ds = Dataset("t", "t", ["a", "b", "c"], split, split.subset(np.arange(20)), split.subset(np.arange(20)), 16)
     cfg = parse_args(["--data", "x.npz", "--epochs", "2", "--lr", "0.01", "--budget", "0.05"])
-    chosen = plan.apply(cfg, ds, torch.device("cpu"), tmp_path)
+    before = cfg.to_dict()
+    new = plan.planned(cfg, ds, torch.device("cpu"), tmp_path)
+    assert cfg.to_dict() == before  # the parsed config is never changed: the plan returns a new one
+    assert explicit_options(new) == explicit_options(cfg)
+    cfg = new
     assert cfg.train.epochs == 2 and cfg.optim.lr == 0.01  # the user's options win
     assert cfg.data.crop_scale_min == 1.0 and cfg.data.image_size == 16 and cfg.train.select == "balanced_accuracy"
     saved = json.loads((tmp_path / "plan.json").read_text())
     assert "train.epochs" not in saved["applied"] and saved["fingerprint"]["imbalance_ratio"] == 15.0
-    assert saved["candidates"][0]["seconds_per_image"] > 0 and chosen["budget_seconds"] == 3.0
+    assert saved["candidates"][0]["seconds_per_image"] > 0 and saved["budget_seconds"] == 3.0
     assert capsys.readouterr().out.count("plan:") == 3

@@ -16,6 +16,7 @@ import torch
 from engine.config import parse_args
 from loaders import base
 from loaders.datasets import load_dataset
+from engine.resolve import loader_spec
 
 from conftest import needs
 
@@ -28,8 +29,8 @@ def test_eval_parity_with_plain_on_real_ham(ham_dir, name):
                       "--data.max_samples", "400", "--data.workers", "2"])
     ds = load_dataset(cfg.data)
     device = torch.device("cpu")
-    ref_x, ref_y = zip(*base.build("plain", ds, "val", cfg, device, train=False))
-    got_x, got_y = zip(*base.build(name, ds, "val", cfg, device, train=False))
+    ref_x, ref_y = zip(*base.build("plain", ds, "val", loader_spec(cfg), device, train=False))
+    got_x, got_y = zip(*base.build(name, ds, "val", loader_spec(cfg), device, train=False))
     ref_y, got_y = torch.cat(ref_y), torch.cat(got_y)
     assert got_y.tolist() == ref_y.tolist()
     assert ref_y[:len(ds.val)].tolist() == ds.val.labels.tolist()
