@@ -28,5 +28,7 @@ setup(
         "dali-cuda130": ["nvidia-dali-cuda130>=1.30"],
         "ffcv": ["ffcv>=1.0.2", "numba>=0.58"],
         "wandb": ["wandb>=0.16"],
+        # `--model timm/<name>`; weights through timm's Hugging Face hub cache (models/timm_models.py)
+        "timm": ["timm>=1.0"],
     },
 )

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from engine import cuda_math, distributed
+from engine import cuda_math, decisions, distributed
 from engine.config import Config
 from engine.env import seed_everything
 from engine.loop import Trainer, autocast_dtype
@@ -41,6 +41,7 @@ class Run:
     device: torch.device
     context: distributed.Context
     writer: RunWriter = field(default_factory=lambda: RunWriter(None, False))
+    decision: dict | None = None      # prior correction / threshold fitted after training (engine/decisions.py)
 
     @property
     def out(self) -> Path | None:
@@ -48,15 +49,16 @@ class Run:
 
 
 def build(cfg: Config, dataset: Dataset | None = None, *, out: str | None = None, splits: tuple[str, ...] = SPLITS,
-          model: bool = True, out_dtype: torch.dtype | None = None) -> Run:
+          model: bool = True, out_dtype: torch.dtype | None = None, plan: bool = False) -> Run:
     """Assemble a run. `dataset`: given splits (engine.cv's folds) instead of reading `--data`;
     `out`: the run folder (made, the same on every rank); `model=False`: data only (bench.loaders);
     `out_dtype`: what the loaders write, by default the run's autocast dtype under AMP (half the
-    bytes, no cast in the model), else float32."""
+    bytes, no cast in the model), else float32; `plan`: options the user did not give are chosen
+    from the data (engine/plan.py) before the config is resolved (engine.train and engine.cv;
+    benchmarks measure what they are told)."""
     ctx, device = distributed.setup(cfg)  # torchrun: join the group, one device per rank
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     cuda_math.configure(device, cfg.train.deterministic)  # TF32 matmuls, cuDNN autotuning
-    out_dtype = out_dtype or autocast_dtype(cfg, device) or torch.float32
     out_dir = None
     if out is not None:
         out_dir = Path(distributed.from_rank0(out))  # one folder, even for a timestamped default
@@ -70,6 +72,10 @@ def build(cfg: Config, dataset: Dataset | None = None, *, out: str | None = None
     name, why = loaders.resolve(cfg.data.loader, ds, device)
     log.info("dataset %s: %d classes, train/val/test %d/%d/%d, native %dpx; loader %s (%s)",
              ds.name, ds.num_classes, len(ds.train), len(ds.val), len(ds.test), ds.native_size, name, why)
+    if plan and out_dir is not None:  # a new Config: the parsed one is never changed
+        from engine.plan import planned
+        cfg = planned(cfg, ds, device, out_dir, loader=name)
+    out_dtype = out_dtype or autocast_dtype(cfg, device) or torch.float32  # after the plan: it may set --amp
     res = resolve(cfg, ds, ctx.world_size, out=str(out_dir) if out_dir else "")
     built = {}
     for split in splits:
@@ -100,7 +106,9 @@ def _model_and_trainer(res: Resolved, ds: Dataset, device: torch.device, built: 
         _warn_if_batch_will_not_fit(net, res, device, meta)
     net = distributed.convert_sync_bn(net, cfg.dist.sync_bn)
     steps = built["train"].steps if "train" in built else 1
-    trainer = Trainer(net, cfg, device, ds.num_classes, steps, parallel=distributed.replicas(device))
+    offset = decisions.loss_offset(cfg, decisions.train_counts(ds), device)  # None unless --optim.logit_adjust
+    trainer = Trainer(net, cfg, device, ds.num_classes, steps, parallel=distributed.replicas(device),
+                      logit_offset=offset)
     if cfg.train.amp and trainer.amp_dtype is None:
         log.warning("--amp: bf16 is emulated on this CPU (no AVX512-BF16/AMX) and ~10x slower than fp32, "
                     "so this run trains in fp32; --train.amp_dtype bf16 forces it")

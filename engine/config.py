@@ -51,6 +51,7 @@ class DataConfig:
     color_jitter: float = opt(0.0, ge=0.0, le=1.0)      # brightness/contrast/saturation strength
     eval_crop: float = opt(1.0, ge=0.1, le=1.0)         # evaluation: centre crop of this fraction, then resize
     clahe: bool = False
+    color_constancy: str = opt("none", choices=("none", "shades_of_gray"))  # p = 6, on the device (kernels/color_constancy.py)
     synthetic_count: int = opt(3000, ge=20)      # images in the embedded `synthetic` dataset
     cache_dir: str = opt("", path=True)          # where `synthetic` JPEGs are written; "" = ~/.cache/medtrain
     max_samples: int = opt(0, ge=0)              # 0 = all; >0 keeps a stratified subset (for quick runs)
@@ -67,7 +68,7 @@ class SamplerConfig:
 @dataclass
 class ModelConfig:
     name: str = "seedcnn"
-    pretrained: str = opt("", path=True)        # local weights file
+    pretrained: str = opt("", path=True)        # local weights file, or "imagenet" (library caches; models/pretrained.py)
     dropout: float = opt(0.25, ge=0.0, le=0.99)
     metadata: str = ""                          # comma-separated CSV columns fused with image features
 
@@ -80,6 +81,7 @@ class OptimConfig:
     momentum: float = opt(0.9, ge=0.0, lt=1.0)  # sgd; Nesterov is used when momentum > 0
     label_smoothing: float = opt(0.0, ge=0.0, le=0.99)
     clip_grad: float = opt(0.0, ge=0.0)         # 0 = off
+    logit_adjust: float = opt(0.0, ge=0.0, le=5.0)  # tau of the logit-adjusted loss (logits + tau*log prior); 0 = off
 
 
 @dataclass
@@ -117,6 +119,14 @@ class RunConfig:
     out: str = opt("", path=True)               # "" = runs/<timestamp>
     resume: str = opt("", path=True)            # a run folder or its checkpoint.pt
     tta: bool = False
+    plan: str = opt("auto", choices=("auto", "off"))  # auto: options not given are chosen from the data (engine/plan.py)
+    budget: float = opt(0.0, ge=0.0, le=10080.0)     # training minutes the plan sizes epochs for; 0 = engine/plan.py's default
+
+
+@dataclass
+class EvalConfig:
+    posthoc_adjust: bool = False  # choose a class-prior correction tau on validation (engine/decisions.py); the plan sets it
+    target_sensitivity: float = opt(0.0, ge=0.0, le=0.999)  # binary: operating threshold reaching this val sensitivity; 0 = off
 
 
 @dataclass
@@ -140,6 +150,7 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     dist: DistConfig = field(default_factory=DistConfig)
 
@@ -218,6 +229,7 @@ SHORT_FLAGS = {
     "sampler": "sampler.kind", "device": "train.device", "seed": "train.seed",
     "out": "run.out", "resume": "run.resume", "tta": "run.tta",
     "image-size": "data.image_size", "workers": "data.workers", "wandb": "wandb.mode",
+    "budget": "run.budget",
 }
 
 SECTIONS = {f.name: f.type for f in fields(Config)}
@@ -341,6 +353,8 @@ def parse_args(argv: list[str], base: Config | None = None) -> Config:
     """Build the parsed Config; raises ConfigError with a one-line message on any mistake."""
     cfg = base or Config()
     pairs = [(key, _full_key(key), raw) for key, raw in split_argv(argv)]
+    # Which options the user gave: the plan (engine/plan.py) fills in only the others.
+    cfg._explicit = frozenset(full for _, full, _ in pairs)
     _apply_preset(cfg, pairs)  # presets first, whatever the order: options override them
     for key, full, raw in pairs:
         if raw is None:
@@ -352,6 +366,11 @@ def parse_args(argv: list[str], base: Config | None = None) -> Config:
         set_option(cfg, full, raw)
     check_combinations(cfg)
     return cfg
+
+
+def explicit_options(cfg: Config) -> frozenset | None:
+    """The dotted keys given on the command line; None for a Config not built by parse_args."""
+    return getattr(cfg, "_explicit", None)
 
 
 def usage() -> str:

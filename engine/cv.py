@@ -19,7 +19,7 @@ import numpy as np
 
 from engine.atomic import atomic_write_json
 from common.cli import exit_process, run_main
-from engine.config import Config, ConfigError, parse_args, usage
+from engine.config import Config, ConfigError, explicit_options, parse_args, usage
 from engine.env import setup_logging
 from engine.resolve import data_spec
 from loaders import splits
@@ -96,6 +96,7 @@ def cross_validate(k: int, cfg: Config) -> dict:
     per_fold = []
     for i, fold_ds in enumerate(fold_datasets(ds, k, cfg.data.val_fraction, cfg.train.seed)):
         fold_cfg = Config.from_dict(cfg.to_dict())
+        fold_cfg._explicit = explicit_options(cfg)  # each fold is planned from its own data
         fold_cfg.run.out = str(root / f"fold{i}")
         done = Path(fold_cfg.run.out) / "metrics.json"
         if done.exists():

@@ -2,7 +2,8 @@
 [--device auto|cpu|cuda] [--batch-size N] [--loader NAME] [--amp]`
 
 Scores a trained checkpoint on a dataset with the same classes and writes `metrics.json`
-with the same `test.*` keys training writes (bootstrap intervals included), the test
+with the same `test.*` keys training writes (bootstrap intervals included, and the checkpoint's
+stored prior correction and threshold applied as training applied them: docs/plan.md), the test
 predictions and a report. The default `--out` is `<checkpoint>/eval-<data name>[-tta]`,
 so the training run's own metrics are never overwritten.
 """

@@ -1,6 +1,8 @@
 """`evaluate(run, split, tta)`: one split of a built run scored with the given weights, merged
 over DDP ranks, summarized into the metrics every output file uses. Training (validation each
-epoch, the final test) and engine.evaluate / engine.predict all score through here."""
+epoch, the final test) and engine.evaluate / engine.predict all score through here, so the
+run's decision (prior correction, operating threshold: engine/decisions.py; fitted after
+training, stored in the checkpoint) is applied in this one place."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from engine import distributed
+from engine import decisions, distributed
 from engine.metrics import summarize
 from engine.scoring import score
 from engine.tta import TTA
@@ -25,6 +27,7 @@ class Scores:
 @dataclass
 class Evaluation(Scores):
     metrics: dict | None = None   # summarize() keys plus "confusion"
+    predictions: torch.Tensor | None = None  # the class each row is assigned (argmax, or the stored threshold)
 
 
 def scores(run, split: str, tta: bool = False, model: nn.Module | None = None) -> Scores:
@@ -44,9 +47,17 @@ def scores(run, split: str, tta: bool = False, model: nn.Module | None = None) -
 
 
 def summarized(run, raw: Scores, bootstrap: int = 0) -> Evaluation:
-    metrics = summarize(raw.cm, raw.probs, raw.labels, run.dataset.classes, bootstrap=bootstrap)
-    metrics["confusion"] = raw.cm.cpu().tolist()
-    return Evaluation(raw.cm, raw.probs, raw.labels, raw.loader, metrics)
+    """Metrics of the scores as the run decides: with `run.decision` (after training; a restored
+    checkpoint's) the corrected probabilities, their confusion and the uncorrected figures beside them."""
+    decision = getattr(run, "decision", None)
+    if decision is None:  # during training (validation each epoch), or a checkpoint without one
+        metrics = summarize(raw.cm, raw.probs, raw.labels, run.dataset.classes, bootstrap=bootstrap)
+        metrics["confusion"] = raw.cm.cpu().tolist()
+        return Evaluation(raw.cm, raw.probs, raw.labels, raw.loader, metrics, raw.probs.argmax(1))
+    metrics = decisions.summarize_decided(decision, raw.probs, raw.labels, run.dataset.classes, bootstrap=bootstrap)
+    cm = torch.tensor(metrics["confusion"], device=raw.cm.device)
+    return Evaluation(cm, decisions.adjust(raw.probs, decision), raw.labels, raw.loader, metrics,
+                      decisions.decide(raw.probs, decision))
 
 
 def evaluate(run, split: str, tta: bool = False, model: nn.Module | None = None, bootstrap: int = 0) -> Evaluation:

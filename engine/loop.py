@@ -102,9 +102,10 @@ class Mixer:
 
 class Trainer:
     def __init__(self, model: nn.Module, cfg: Config, device: torch.device, num_classes: int, steps_per_epoch: int,
-                 parallel=None):
+                 parallel=None, logit_offset: torch.Tensor | None = None):
         """`parallel`: a `distributed.Replicas` under torchrun (DDP forward, unanimous skips,
-        accumulators summed over ranks), None in a single process."""
+        accumulators summed over ranks), None in a single process. `logit_offset`: tau * log prior
+        of the logit-adjusted loss (engine/decisions.py), a device tensor made before any capture."""
         self.model, self.cfg, self.device, self.num_classes = model, cfg, device, num_classes
         self.parallel = parallel
         if parallel is not None:
@@ -145,6 +146,7 @@ class Trainer:
                     "class_seen": torch.zeros(num_classes, dtype=torch.int64, device=device),
                     "class_correct": torch.zeros(num_classes, dtype=torch.int64, device=device)}
         self.nonfinite_streak = z(torch.int64)
+        self.logit_offset = logit_offset  # replays of a captured step read it in place
         self.graph = None
         if cfg.train.cuda_graph:
             from engine.graphs import CudaGraphStep
@@ -184,6 +186,8 @@ class Trainer:
             self._step(images, labels, meta)
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor, partner, lam) -> torch.Tensor:
+        if self.logit_offset is not None:  # a device tensor made before capture: replays read it in place
+            logits = logits.float() + self.logit_offset
         ce = lambda target: F.cross_entropy(logits.float(), target, ignore_index=PAD_LABEL,
                                             label_smoothing=self.cfg.optim.label_smoothing)
         if partner is None:

@@ -3,7 +3,9 @@
 
 Writes one CSV row per image: its split and position in that split (for a `.npz`, the row of
 `<split>_images`), file (relative to the data folder; empty for array datasets), true label,
-predicted label, confidence and one probability column per class (`p_<class>`). The default
+predicted label, confidence and one probability column per class (`p_<class>`); probabilities
+and prediction include the checkpoint's stored prior correction, and a binary checkpoint with
+an operating threshold (`--eval.target_sensitivity`) adds a `decision` column. The default
 `--split all` scores every image of the dataset.
 """
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 from engine.atomic import atomic_write_bytes
 from engine.config import ConfigError
+from engine.evaluation import summarized
 from engine.inference import cli_main, relative_name, score_checkpoint
 
 OPTIONS = {"checkpoint": "", "data": "", "out": "", "tta": False, "split": "all", "device": "auto",
@@ -26,19 +29,23 @@ def predict(options: dict) -> Path:
         raise ConfigError(f"engine.predict: --out must name a .csv file; got {options['out']!r}")
     scored = score_checkpoint(options)
     ds, row_split, seconds = scored.run.dataset, scored.row_split, scored.seconds
-    p = scored.scores.probs.cpu().numpy()  # sync point: once, after scoring
-    y = scored.scores.labels.cpu().numpy()
-    files = scored.scores.loader.split.files
+    decided = summarized(scored.run, scored.scores)  # the stored correction and threshold, as evaluate applies them
+    p = decided.probs.cpu().numpy()  # sync point: once, after scoring
+    calls = decided.predictions.cpu().numpy()
+    y = decided.labels.cpu().numpy()
+    files = decided.loader.split.files
     classes = ds.classes
+    decision = scored.run.decision
+    extra = ["decision"] if decision and decision.get("threshold") is not None else []  # binary operating threshold
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["split", "index", "file", "label", "prediction", "confidence"] + [f"p_{c}" for c in classes])
+    writer.writerow(["split", "index", "file", "label", "prediction", "confidence"] + [f"p_{c}" for c in classes] + extra)
     position = {}
     for i in range(len(y)):
         name = relative_name(files[i], ds.source) if files is not None else ""
         position[row_split[i]] = index = position.get(row_split[i], -1) + 1
         row = [row_split[i], index, name, classes[y[i]], classes[int(p[i].argmax())], f"{p[i].max():.6f}"]
-        writer.writerow(row + [f"{v:.6f}" for v in p[i]])
+        writer.writerow(row + [f"{v:.6f}" for v in p[i]] + [classes[calls[i]]] * len(extra))
     out = Path(options["out"])
     atomic_write_bytes(out, lambda fh: fh.write(buf.getvalue().encode()))
     print(f"predictions: {len(y)} images, {len(classes)} classes, tta {'on' if options['tta'] else 'off'}, "

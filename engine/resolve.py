@@ -34,6 +34,7 @@ def loader_spec(cfg: Config, native_size: int = 0) -> LoaderSpec:
                       image_size=d.image_size or native_size, crop_scale_min=d.crop_scale_min,
                       crop_ratio=d.crop_ratio, hflip=d.hflip, vflip=d.vflip, rot90=d.rot90,
                       color_jitter=d.color_jitter, eval_crop=d.eval_crop, clahe=d.clahe,
+                      color_constancy=d.color_constancy == "shades_of_gray",
                       workers=default_workers(d.workers), seed=cfg.train.seed, cache_dir=d.cache_dir)
 
 

@@ -30,6 +30,7 @@ class Restored:
     image_size: int
     model_name: str
     device: torch.device
+    decision: dict | None = None  # prior correction / threshold chosen on validation (engine/decisions.py)
 
 
 def restore(checkpoint_dir: str, device: str = "auto") -> Restored:
@@ -48,7 +49,8 @@ def restore(checkpoint_dir: str, device: str = "auto") -> Restored:
     model = build_model_for(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name=saved["model_name"])),
                             len(classes), saved["image_size"], meta)
     model.load_state_dict(saved["model"])
-    return Restored(model.to(dev).eval(), classes, cfg, saved["image_size"], saved["model_name"], dev)
+    return Restored(model.to(dev).eval(), classes, cfg, saved["image_size"], saved["model_name"], dev,
+                    saved.get("decision"))
 
 
 def load_checked(restored: Restored, data_path: str, split: str) -> tuple[Dataset, list[str]]:
@@ -79,4 +81,4 @@ def checkpoint_run(restored: Restored, ds: Dataset, batch_size: int = 0, loader:
     name, why = loaders.resolve(loader, ds, restored.device)
     test = loaders.build(name, ds, "test", res.loader, restored.device, train=False)
     return Run(res.cfg, res, ds, name, why, {"test": test}, restored.model, None, restored.device,
-               distributed.Context(device=restored.device), RunWriter(None, True))
+               distributed.Context(device=restored.device), RunWriter(None, True), restored.decision)

@@ -19,12 +19,12 @@ import numpy as np
 import torch
 
 from common.constants import BOOTSTRAP_RESAMPLES
-from engine import checkpoint, distributed, report
+from engine import checkpoint, decisions, distributed, report
 from engine.atomic import read_jsonl
 from engine.build import Run, build
 from engine.config import Config, ConfigError
 from engine.env import device_name, setup_logging, versions
-from engine.evaluation import evaluate
+from engine.evaluation import evaluate, scores, summarized
 from engine.memory import peak_memory, release_freed_host_memory
 from engine.progress import progress
 from loaders.datasets import skip_summary
@@ -83,7 +83,7 @@ def train(cfg: Config, dataset=None) -> dict | None:
         try:
             setup_logging()
             cfg, saved = _resume_config(cfg)
-            run = build(cfg, dataset, out=str(_out_dir(cfg)))
+            run = build(cfg, dataset, out=str(_out_dir(cfg)), plan=True)
             return fit(run, saved)
         except torch.OutOfMemoryError as exc:  # advice in the resolved sizes when the run got built
             raise ConfigError(_out_of_memory_advice(run.cfg if run else cfg, exc)) from None
@@ -249,8 +249,8 @@ def _finish(run: Run, state: Progress, epoch: int, wall0: float) -> dict:
     cfg, ds, writer = run.cfg, run.dataset, run.writer
     final_model = copy.deepcopy(run.trainer.model)
     final_model.load_state_dict(state.best_weights)
-    val = evaluate(run, "val", cfg.run.tta, final_model).metrics
-    scored = evaluate(run, "test", cfg.run.tta, final_model, bootstrap=BOOTSTRAP_RESAMPLES)
+    val = _decide(run, final_model)
+    scored = evaluate(run, "test", cfg.run.tta, final_model, bootstrap=BOOTSTRAP_RESAMPLES)  # with run.decision
     test = scored.metrics
     bad_runtime = {k: v for split in ("train", "val", "test") for k, v in run.loaders[split].bad.items.items()}
     metrics = {f"test.{k}": v for k, v in test.items()} | {f"val.{k}": v for k, v in val.items()}
@@ -267,6 +267,7 @@ def _finish(run: Run, state: Progress, epoch: int, wall0: float) -> dict:
     if bad_runtime:
         writer.skipped(skipped)
     writer.json("metrics.json", metrics)
+    checkpoint.save(run.out, checkpoint.load(run.out) | {"decision": run.decision})  # evaluate and predict apply it
     report.save_test_outputs(run.out, scored.probs, scored.labels, scored.loader.split, _split_counts(ds))
     report.build_or_warn(run.out)
     writer.tracker.finish(metrics, run.out / "report")
@@ -274,6 +275,17 @@ def _finish(run: Run, state: Progress, epoch: int, wall0: float) -> dict:
                f"f1_macro {test['f1_macro']:.4f}  auc_macro {test['auc_macro']:.4f}  "
                f"(n={test['n']}, best epoch {state.best['epoch'] + 1}, {metrics['train.images_per_second']:.0f} img/s, "
                f"{metrics['wall_seconds']:.0f}s) -> {run.out}")
+    if run.decision["tau"]:
+        writer.say(f"prior correction tau {run.decision['tau']:g} (chosen on val for {cfg.train.select}); uncorrected: "
+                   f"accuracy {test['uncorrected.accuracy']:.4f}  balanced_accuracy {test['uncorrected.balanced_accuracy']:.4f}")
     if skipped:
         writer.say(f"skipped {len(skipped)} input(s): {skip_summary(skipped)} (each listed in {run.out}/data_skipped.json)")
     return metrics
+
+
+def _decide(run: Run, final_model) -> dict:
+    """Prior correction and operating threshold fitted on validation with the kept weights;
+    from here on evaluate() applies them (run.decision). Returns the corrected val metrics."""
+    raw = scores(run, "val", run.cfg.run.tta, final_model)
+    run.decision = decisions.fit(run.cfg, decisions.train_counts(run.dataset), raw.probs, raw.labels)
+    return summarized(run, raw).metrics

@@ -42,6 +42,7 @@ class AugmentSpec:
     std: tuple[float, float, float] = IMAGENET_STD
     out_dtype: torch.dtype = torch.float32
     clahe: bool = False
+    color_constancy: bool = False  # Shades of Gray (kernels/color_constancy.py), before CLAHE and the geometry
 
 
 def draw_params(spec: AugmentSpec, n: int, generator: torch.Generator, device) -> torch.Tensor:
@@ -200,6 +201,9 @@ class DeviceAugment:
         # Host-side reseed (no device sync): the batch depends only on (seed, key).
         self.generator.manual_seed((self.seed * 1_000_003 + key) % (2**63 - 1))
         params = draw_params(self.spec, images.shape[0], self.generator, self.device)
+        if self.spec.color_constancy:
+            from kernels.color_constancy import shades_of_gray
+            images = shades_of_gray(images)
         if self.spec.clahe:
             from kernels.clahe import clahe_rgb
             images = clahe_rgb(images)

@@ -72,7 +72,8 @@ class Loader:
             ratio=(1 / opts.crop_ratio, opts.crop_ratio),
             hflip=opts.hflip, vflip=opts.vflip, rot90=opts.rot90,
             jitter=opts.color_jitter, eval_crop=opts.eval_crop, out_dtype=out_dtype,
-            clahe=opts.clahe)  # CLAHE runs in DeviceAugment, before the geometry
+            clahe=opts.clahe,  # CLAHE runs in DeviceAugment, before the geometry
+            color_constancy=opts.color_constancy)
         self.augment = DeviceAugment(self.spec, opts.seed + (0 if train else 1), device)
         self.labels = torch.as_tensor(split.labels, dtype=torch.int64, device=device)
         self.epoch, self.start_step = 0, 0
@@ -186,6 +187,9 @@ def build(name: str, ds: Dataset, split: str, opts: LoaderSpec, device: torch.de
     if opts.clahe and name not in CLAHE_LOADERS:  # never silently skip a requested step
         raise ConfigError(f"--data.clahe runs in the device augmentation, which --loader {name} does not use; "
                           f"use --loader {'|'.join(CLAHE_LOADERS)}")
+    if opts.color_constancy and name not in CLAHE_LOADERS:  # same place in the pipeline as CLAHE
+        raise ConfigError(f"--data.color_constancy runs in the device augmentation, which --loader {name} does not "
+                          f"use; use --loader {'|'.join(CLAHE_LOADERS)}")
     module, cls = REGISTRY[name].split(":")
     loader_cls = getattr(importlib.import_module(module), cls)
     loader = loader_cls(ds, ds.split(split), opts, device, train, sampler, out_dtype)

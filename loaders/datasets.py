@@ -189,4 +189,4 @@ def skip_summary(skipped: list[tuple[str, str]], kinds: int = 5) -> str:
 
 
 def with_splits(ds: Dataset, train: Split, val: Split, test: Split) -> Dataset:
-    return replace(ds, train=train, val=val, test=test)
+    return replace(ds, train=train, val=val, test=test, official_split=False)  # new splits: not the file's own

@@ -87,4 +87,4 @@ def load_npz(path: Path, cfg, seed: int) -> Dataset:
     classes = known[1] if known else [str(i) for i in range(n_classes)]
     made = {k: Split(labels=y, images=x) for k, (x, y) in parts.items()}
     return Dataset(path.stem, str(path), classes, made["train"], made["val"], made["test"],
-                   native_size=int(train_x.shape[1]))
+                   native_size=int(train_x.shape[1]), official_split="val_images" in keys)

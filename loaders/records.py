@@ -38,6 +38,7 @@ class Dataset:
     native_size: int                        # side of the stored images (decode size)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     partition: str = ""                     # how train/val/test were made, in words
+    official_split: bool = False            # val/test are the file's own (a MedMNIST benchmark's) partition
 
     @property
     def num_classes(self) -> int:

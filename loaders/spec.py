@@ -56,6 +56,7 @@ class LoaderSpec:
     color_jitter: float = 0.0
     eval_crop: float = 1.0
     clahe: bool = False
+    color_constancy: bool = False  # Shades of Gray (p = 6) in the device augmentation, before CLAHE
     workers: int = 0              # 0 = one per core
     seed: int = 0
     cache_dir: str = ""           # where derived files (an FFCV .beton) are kept

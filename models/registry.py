@@ -57,8 +57,24 @@ def load_pretrained(model: nn.Module, path: str) -> None:
              if matched < len(params) else "")
 
 
+def pretrained_source(model: nn.Module, name: str, pretrained: str) -> None:
+    """`imagenet`: the library's own weights and cache (models/pretrained.py); anything else: a local file."""
+    if pretrained == "imagenet":
+        from models.pretrained import imagenet_state_dict, load_matching
+        load_matching(model, imagenet_state_dict(name), f"--model.pretrained imagenet ({name})")
+    else:
+        load_pretrained(model, pretrained)
+
+
 def build_model(name: str, num_classes: int, image_size: int, *, in_channels: int = 3,
                 dropout: float = 0.0, pretrained: str = "") -> nn.Module:
+    if name.startswith("timm/"):  # any timm model by name; timm loads its own pretrained weights
+        from models import timm_models
+        model = timm_models.build(name[len("timm/"):], num_classes, image_size, in_channels, dropout,
+                                  pretrained=pretrained == "imagenet")
+        if pretrained and pretrained != "imagenet":
+            load_pretrained(model, pretrained)
+        return model.to(memory_format=torch.channels_last)
     if name not in MODELS:
         import difflib
         close = difflib.get_close_matches(name, list(MODELS), n=1)
@@ -67,5 +83,5 @@ def build_model(name: str, num_classes: int, image_size: int, *, in_channels: in
     module, fn = MODELS[name].split(":")
     model = getattr(importlib.import_module(module), fn)(num_classes, image_size, in_channels, dropout)
     if pretrained:
-        load_pretrained(model, pretrained)
+        pretrained_source(model, name, pretrained)
     return model.to(memory_format=torch.channels_last)
