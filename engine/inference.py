@@ -1,8 +1,9 @@
 """What `engine.evaluate` and `engine.predict` share: the checkpoint's model, the dataset
 checked against its classes, the evaluation loader, test-time augmentation and the scoring loop.
 
-The dataset is read with the checkpoint's own data settings (split fractions, seed,
-subset size), so `--split test` on the training data is exactly the run's test split.
+The run's own data is read with the checkpoint's data settings (split fractions, seed,
+subset size), so `--split test` there is exactly the run's test split; other data and
+unlabelled inputs are read whole (engine/data_scope.py).
 TTA averages the softmax over the 8 symmetries of the square: 4 rotations by 90 degrees,
 each with and without a horizontal flip (which together also give the vertical flip).
 """
@@ -17,15 +18,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine import checkpoint
+from engine import checkpoint, data_scope, faults, run_lock
 from engine.config import Config, ConfigError, _split_argv, _suggest
 from engine.env import pick_device, setup_logging
 from kernels.confusion import confusion_matrix
 from loaders import base as loaders
+from loaders import unlabelled
 from loaders.datasets import Dataset, Split, load_dataset, with_splits
 from models.registry import build_model
 
-SPLITS = ("test", "val", "train", "all")
+SPLITS = ("test", "val", "train", "all", "auto")  # auto: test of the run's own data, else all
 PAD_LABEL = -1
 
 
@@ -67,10 +69,14 @@ def cli_main(argv: list[str] | None, doc: str, spec: dict[str, object], required
         return 0
     setup_logging()
     try:
-        action(parse_options(argv, spec, required, prog))
+        with run_lock.scope():  # an output folder this command locked is released when it ends
+            action(parse_options(argv, spec, required, prog))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # full disk, read-only or missing folder: the machine's fault, one line
+        print(f"error: {faults.describe(exc)}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -84,6 +90,7 @@ class Restored:
     image_size: int
     model_name: str
     device: torch.device
+    data_source: str = ""  # the absolute data path recorded at training time ("" in older checkpoints)
 
 
 def restore(checkpoint_dir: str, device: str = "auto") -> Restored:
@@ -101,7 +108,8 @@ def restore(checkpoint_dir: str, device: str = "auto") -> Restored:
         from models.metadata import fuse
         model = fuse(model, saved["model"]["embed.0.weight"].shape[1], len(classes), dropout=cfg.model.dropout)
     model.load_state_dict(saved["model"])
-    return Restored(model.to(dev).eval(), classes, cfg, saved["image_size"], saved["model_name"], dev)
+    return Restored(model.to(dev).eval(), classes, cfg, saved["image_size"], saved["model_name"], dev,
+                    (saved.get("data_identity") or {}).get("source", ""))
 
 
 def concat_splits(parts: list[Split]) -> Split:
@@ -114,10 +122,13 @@ def concat_splits(parts: list[Split]) -> Split:
                  images=join("images"), groups=join("groups"), meta=join("meta"))
 
 
-def load_checked(restored: Restored, data_path: str, split: str) -> tuple[Dataset, list[str]]:
+def load_checked(restored: Restored, data_path: str, split: str, prog: str = "engine.predict"
+                 ) -> tuple[Dataset, list[str]]:
     """(dataset whose `test` is the requested rows, split name of each row); refuses other classes."""
-    data_cfg = dataclasses.replace(restored.cfg.data, path=data_path)
-    ds = load_dataset(data_cfg, seed=restored.cfg.train.seed)
+    ds = data_scope.read_unlabelled(restored, data_path, prog)
+    if ds is not None:  # new patients: every readable image, no label
+        return ds, [unlabelled.SPLIT] * len(ds.test)
+    ds = load_dataset(data_scope.labelled_config(restored, data_path, split), seed=restored.cfg.train.seed)
     if restored.cfg.model.metadata:  # same columns, encoded as in training (fit on the train split)
         from loaders.tabular import attach_metadata
         ds, _ = attach_metadata(ds, restored.cfg.model.metadata)
@@ -126,7 +137,10 @@ def load_checked(restored: Restored, data_path: str, split: str) -> tuple[Datase
                           f"{restored.classes}; evaluate only on data with the same classes in the same order")
     names = ("train", "val", "test") if split == "all" else (split,)
     rows = concat_splits([ds.split(n) for n in names])
-    row_split = [n for n in names for _ in range(len(ds.split(n)))]
+    # Other data read whole has no split of its own unless it defines one (an npz's val/test)
+    undivided = split == "all" and not len(ds.val) and not len(ds.test)
+    row_split = ["all" if undivided else n for n in names for _ in range(len(ds.split(n)))]
+    row_split = data_scope.run_split_names(restored, data_path, rows.files, row_split)
     return with_splits(ds, ds.train, ds.val, rows), row_split
 
 
@@ -186,10 +200,12 @@ def score(model: nn.Module, loader, num_classes: int, amp: bool = False):
     return cm, probs[:offset][keep], labels_all[:offset][keep]
 
 
-def run(options: dict) -> tuple[Restored, Dataset, list[str], object, tuple, float]:
+def run(options: dict, prog: str = "engine.predict") -> tuple[Restored, Dataset, list[str], object, tuple, float]:
     """Everything both CLIs do: restore, load, check, score (with TTA when asked)."""
     restored = restore(options["checkpoint"], options["device"])
-    ds, row_split = load_checked(restored, options["data"], options["split"])
+    if options["split"] == "auto":
+        options["split"] = data_scope.default_split(restored, options["data"])
+    ds, row_split = load_checked(restored, options["data"], options["split"], prog)
     loader = eval_loader(restored, ds, options["batch_size"], options["loader"])
     model = TTA(restored.model) if options["tta"] else restored.model
     t0 = time.perf_counter()

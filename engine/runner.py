@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine import checkpoint, distributed, report, tracking
+from engine import checkpoint, data_identity, distributed, report, resume_options, run_lock, tracking
 from engine.atomic import append_jsonl, atomic_write_bytes, atomic_write_json, read_jsonl
 from engine.config import Config, ConfigError
 from engine.env import device_name, seed_everything, setup_logging, versions
@@ -77,7 +77,7 @@ def _class_histogram(loader, num_classes: int) -> list[int]:
 
 def train(cfg: Config, dataset=None) -> dict | None:
     """One run; under torchrun one rank of it (a failed peer becomes `distributed.PeerLost`)."""
-    with distributed.guard():
+    with distributed.guard(), run_lock.scope():  # the --out lock is released when the run ends
         try:
             return _train(cfg, dataset)
         except torch.OutOfMemoryError as exc:
@@ -104,21 +104,26 @@ def _train(cfg: Config, dataset=None) -> dict | None:
         saved = checkpoint.load(cfg.run.resume)
         resume_state = saved["state"]
         resume_dir = cfg.run.resume
-        cfg = Config.from_dict(saved["config"])  # the run continues with its own settings
+        cfg = resume_options.continued(saved, cfg)  # its own settings, plus the safe options given
         cfg.run.resume = resume_dir  # ...in the folder it was resumed from, even if moved since
     else:
-        resume_state = None
+        resume_state = saved = None
     dist_ctx, device = distributed.setup(cfg)  # torchrun: join the group, one device per rank
     is_main = dist_ctx.is_main  # rank 0 alone writes files
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     out = Path(distributed.from_rank0(str(_out_dir(cfg))))  # one folder, even for a timestamped default
     out.mkdir(parents=True, exist_ok=True)
+    if is_main:
+        run_lock.acquire(out)  # a second run on this folder is refused here, before it writes anything
     cfg.run.out = str(out)
     dist_ctx.run_dir = str(out)
 
     # -- data ----------------------------------------------------------------------------------
     # engine.cv passes each fold's splits in; everything else reads the data named by the config.
     ds = dataset if dataset is not None else load_dataset(cfg.data, seed=cfg.train.seed)
+    identity = data_identity.of(ds)
+    if saved is not None:  # a resume on other images would re-draw the split: refused
+        data_identity.check_same(saved.get("data_identity"), identity, f"--resume {out}")
     if cfg.model.metadata:  # tabular columns joined on the image id; loaders then yield meta too
         ds, meta_names = attach_metadata(ds, cfg.model.metadata)
         log.info("metadata fusion: %d features from %s", len(meta_names), cfg.model.metadata)
@@ -142,6 +147,7 @@ def _train(cfg: Config, dataset=None) -> dict | None:
     model = model.to(device)
     model = distributed.convert_sync_bn(model, cfg)
     trainer = Trainer(model, cfg, device, ds.num_classes, train_loader.steps)
+    schedule = resume_options.schedule_plan(saved, cfg)
     if cfg.train.amp and trainer.amp_dtype is None:
         log.warning("--amp: bf16 is emulated on this CPU (no AVX512-BF16/AMX) and ~10x slower than fp32, "
                     "so this run trains in fp32; --train.amp_dtype bf16 forces it")
@@ -158,6 +164,7 @@ def _train(cfg: Config, dataset=None) -> dict | None:
     best_weights = copy.deepcopy(model.state_dict())
     if resume_state is not None:
         trainer.load_state_dict(resume_state["trainer"])
+        resume_options.apply_plan(trainer, schedule, cfg, train_loader.steps)  # a changed --epochs
         checkpoint.set_rng_state(resume_state["rng"], device)
         start_epoch, start_step = resume_state["epoch"], resume_state["step"]
         best, bad_epochs = resume_state["best"], resume_state["bad_epochs"]
@@ -179,7 +186,8 @@ def _train(cfg: Config, dataset=None) -> dict | None:
         state = {"trainer": trainer.state_dict(), "rng": checkpoint.rng_state(device), "epoch": epoch,
                  "step": step, "best": best, "bad_epochs": bad_epochs}
         checkpoint.save(out, {"model": best_weights, "classes": ds.classes, "config": cfg.to_dict(),
-                              "image_size": cfg.data.image_size, "model_name": cfg.model.name, "state": state})
+                              "image_size": cfg.data.image_size, "model_name": cfg.model.name, "state": state,
+                              "data_identity": identity, "schedule": schedule})
 
     stop = StopFlag()
     stop.install()

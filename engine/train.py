@@ -17,6 +17,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         cfg = parse_args(argv)
+        if cfg.run.resume:  # the run's own settings, plus the options given that are safe to change
+            from engine.resume_options import resolve
+            cfg = resolve(argv, cfg.run.resume)
         from engine.runner import train  # heavy imports only after the arguments are valid
         metrics = train(cfg)
     except ConfigError as exc:
@@ -26,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except OSError as exc:  # full disk, read-only or missing folder: a fault of the machine, not of the options
-        print(f"error: {exc}", file=sys.stderr)
+        from engine.faults import describe
+        print(f"error: {describe(exc)}", file=sys.stderr)
         return 1
     except RuntimeError as exc:  # under torchrun: a rank died or hung; one line, not a traceback
         from engine.distributed import PeerLost
