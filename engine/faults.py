@@ -3,6 +3,7 @@ what could not be done, to which path, and why, without a traceback."""
 from __future__ import annotations
 
 import errno
+from pathlib import Path
 
 from engine.atomic import WriteError
 
@@ -16,5 +17,7 @@ def describe(exc: OSError) -> str:
     if isinstance(exc, WriteError):
         return str(exc)
     where = f" {exc.filename}" if exc.filename else ""
+    if exc.errno == errno.EEXIST and exc.filename and Path(exc.filename).is_file():  # mkdir through a file
+        return f"could not write{where} (Not a directory: it is a file); {HINTS[errno.ENOTDIR]}"
     hint = HINTS.get(exc.errno)
     return f"could not write{where} ({exc.strerror or exc})" + (f"; {hint}" if hint else "")
