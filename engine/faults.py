@@ -18,6 +18,6 @@ def describe(exc: OSError) -> str:
         return str(exc)
     where = f" {exc.filename}" if exc.filename else ""
     if exc.errno == errno.EEXIST and exc.filename and Path(exc.filename).is_file():  # mkdir through a file
-        return f"could not write{where} (Not a directory: it is a file); {HINTS[errno.ENOTDIR]}"
+        return f"could not write{where} (a file is there, not a folder); choose another --out"
     hint = HINTS.get(exc.errno)
     return f"could not write{where} ({exc.strerror or exc})" + (f"; {hint}" if hint else "")

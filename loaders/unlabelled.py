@@ -37,9 +37,9 @@ def _csv_rows(path: Path) -> list[list[str]]:
 def _file_column(rows: list[list[str]], root: Path, classes: list[str]) -> tuple[int, bool] | None:
     """(file column, has header) of a CSV that lists files and nothing to learn from; None
     when it has a label column, a column per class, or no file column."""
-    header = [h.strip().lower() for h in rows[0]]
-    if any(h in LABEL_COLUMNS for h in header) or any(c.lower() in header for c in classes):
+    if _labelled(rows, classes):
         return None
+    header = [h.strip().lower() for h in rows[0]]
     named = next((header.index(c) for c in FILE_COLUMNS if c in header), None)
     if named is not None:
         return named, True
@@ -95,15 +95,19 @@ def _listed(path: Path, classes: list[str]) -> tuple[list[str], list[tuple[str, 
         return _from_csv(path, classes) if path.suffix.lower() == ".csv" else None
     if not path.is_dir():
         return None
-    for candidate in sorted(path.glob("*.csv")):
-        rows = _csv_rows(candidate)
-        header = [h.strip().lower() for h in rows[0]] if rows else []
-        if any(h in LABEL_COLUMNS for h in header) or any(c.lower() in header for c in classes):
-            return None  # a labelled CSV: the labelled reader's
+    csvs = sorted(path.glob("*.csv"))
+    if any(_labelled(_csv_rows(c), classes) for c in csvs):
+        return None  # a labelled CSV anywhere here: the labelled reader's, whatever else is beside it
+    for candidate in csvs:
         listed = _from_csv(candidate, classes)
         if listed is not None:
             return listed
     return _from_folder(path)
+
+
+def _labelled(rows: list[list[str]], classes: list[str]) -> bool:
+    header = [h.strip().lower() for h in rows[0]] if rows else []
+    return any(h in LABEL_COLUMNS for h in header) or any(c.lower() in header for c in classes)
 
 
 def read(path: str, classes: list[str], workers: int = 2) -> Dataset | None:

@@ -179,3 +179,23 @@ def test_evaluate_scores_all_of_other_data_and_the_test_split_of_its_own(runs, t
     assert evaluate.main(["--checkpoint", str(run), "--data", str(external), "--split", "test",
                           "--out", str(tmp_path / "ext_test")]) == 0  # asked for: a split of the other data
     assert json.loads((tmp_path / "ext_test" / "metrics.json").read_text())["test.n"] < 60
+
+
+def test_a_labelled_folder_stays_labelled_beside_a_csv_that_only_lists_files(runs, tmp_path):
+    data, run, _ = runs
+    labelled = broken.good_folder(tmp_path / "site", n=12, classes=CLASSES)
+    (labelled / "a_file_list.csv").write_text("file\n" + "".join(f"images/im{i:03d}.jpg\n" for i in range(12)))
+    out = tmp_path / "p.csv"
+    assert predict.main(["--checkpoint", str(run), "--data", str(labelled), "--out", str(out)]) == 0
+    rows = _rows(out)
+    assert len(rows) == 12 and {r["split"] for r in rows} == {"all"}
+    assert all(r["label"] == CLASSES[int(r["file"][9:12]) % 3] for r in rows)
+
+
+def test_the_unlabelled_reader_does_not_import_engine():
+    import ast
+    source = (broken.REPO / "loaders" / "unlabelled.py").read_text()
+    imported = [node.module if isinstance(node, ast.ImportFrom) else alias.name
+                for node in ast.walk(ast.parse(source)) if isinstance(node, (ast.Import, ast.ImportFrom))
+                for alias in node.names]
+    assert imported and not [m for m in imported if m and m.split(".")[0] == "engine"]

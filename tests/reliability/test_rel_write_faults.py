@@ -116,7 +116,7 @@ def test_predict_into_a_path_under_a_file_from_the_cli(trained, tmp_path):
     result = broken.run_cli(["--checkpoint", run, "--data", data, "--out", tmp_path / "file" / "p.csv",
                              "--device", "cpu"], module="engine.predict")
     line = broken.error_line(result, status=1)
-    assert line.startswith(f"error: could not write {tmp_path / 'file'}") and "Not a directory" in line
+    assert line == f"error: could not write {tmp_path / 'file'} (a file is there, not a folder); choose another --out"
 
 
 # -- wandb ---------------------------------------------------------------------------------------
