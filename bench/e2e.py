@@ -27,27 +27,24 @@ import torch
 from torch import nn
 
 from bench.record import environment, interleaved, print_line, sync, train_options_cli
+from engine.build import build, build_model_for
 from engine.config import Config, ConfigError
-from engine.env import pick_device, seed_everything
-from engine.loop import Trainer
+from engine.resolve import loader_spec, sampler_spec
 from loaders import base as loaders
-from loaders.datasets import Dataset, load_dataset
-from models.registry import build_model
+from loaders.datasets import Dataset
 
 log = logging.getLogger("medtrain.bench")
 
 
 class EnginePipeline:
-    def __init__(self, ds: Dataset, cfg: Config, device: torch.device, warmup_steps: int):
+    def __init__(self, cfg: Config, dataset: Dataset | None, warmup_steps: int):
         t0 = time.perf_counter()
-        self.name, self.why = loaders.resolve(cfg.data.loader, ds, device)
-        sampler = loaders.make_sampler(ds, cfg, device)
-        self.loader = loaders.build(self.name, ds, "train", cfg, device, train=True, sampler=sampler)
-        model = build_model(cfg.model.name, ds.num_classes, cfg.data.image_size, dropout=cfg.model.dropout).to(device)
-        self.trainer = Trainer(model, cfg, device, ds.num_classes, self.loader.steps)
-        self.device, self.epoch_index = device, 0
+        run = build(cfg, dataset, splits=("train",))
+        self.run, self.name, self.why = run, run.loader_name, run.loader_reason
+        self.loader, self.trainer = run.loaders["train"], run.trainer
+        self.device, self.epoch_index = run.device, 0
         self._warmup(warmup_steps)  # compile and autotune belong to setup, not to the epoch
-        sync(device)
+        sync(self.device)
         self.setup_seconds = time.perf_counter() - t0
 
     def _warmup(self, steps: int) -> None:
@@ -76,9 +73,9 @@ class BaselinePipeline:
         cfg.data.loader, cfg.train.amp, cfg.train.compile, cfg.train.cuda_graph = "baseline", False, False, False
         if not loaders.available("baseline"):
             raise ConfigError("the baseline loader (loaders/baseline.py) is not available in this checkout")
-        self.loader = loaders.build("baseline", ds, "train", cfg, device, train=True,
-                                    sampler=loaders.make_sampler(ds, cfg, device))
-        model = build_model(cfg.model.name, ds.num_classes, cfg.data.image_size, dropout=cfg.model.dropout)
+        self.loader = loaders.build("baseline", ds, "train", loader_spec(cfg, ds.native_size), device, train=True,
+                                    sampler=loaders.make_sampler(ds, sampler_spec(cfg), device))
+        model = build_model_for(cfg, ds.num_classes, cfg.data.image_size)
         self.model = model.to(device, memory_format=torch.contiguous_format)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.optim.lr)
         self.criterion = nn.CrossEntropyLoss()
@@ -110,13 +107,12 @@ class BaselinePipeline:
 
 
 def prepare(cfg: Config, warmup_steps: int = 2) -> tuple[Dataset, EnginePipeline, BaselinePipeline, torch.device]:
-    """Both pipelines on one dataset split, warmed up and ready to time."""
-    device = pick_device(cfg)
-    seed_everything(cfg.train.seed, cfg.train.deterministic)
-    ds = load_dataset(cfg.data, seed=cfg.train.seed)
-    if cfg.data.image_size == 0:
-        cfg.data.image_size = ds.native_size
-    return ds, EnginePipeline(ds, cfg, device, warmup_steps), BaselinePipeline(ds, cfg, device, warmup_steps), device
+    """Both pipelines on one dataset split, warmed up and ready to time. The dataset is read
+    first, so neither pipeline's setup time includes scanning it."""
+    ds = build(cfg, splits=(), model=False).dataset
+    engine = EnginePipeline(cfg, ds, warmup_steps)
+    resolved = engine.run.cfg
+    return ds, engine, BaselinePipeline(ds, resolved, engine.device, warmup_steps), engine.device
 
 
 def augment_name(cfg: Config) -> str:
@@ -128,6 +124,7 @@ def augment_name(cfg: Config) -> str:
 
 def summarize(cfg: Config, ds: Dataset, engine: EnginePipeline, baseline: BaselinePipeline,
               timed: dict[str, dict], warmup_steps: int) -> dict:
+    cfg = engine.run.cfg  # resolved: the image size actually trained
     e, b = timed["engine"]["images_per_second"], timed["baseline"]["images_per_second"]
     n = len(ds.train)
     # A one-epoch run pays the one-off setup too (the engine's decode into memory, compile).

@@ -33,6 +33,9 @@ import sys
 import time
 from pathlib import Path
 
+from common.cli import run_main
+from common.errors import ConfigError
+
 REPO = Path(__file__).resolve().parents[1]
 BENCH_STEPS = ("e2e", "tta", "step", "loaders", "kernels")
 # Run order = priority: the device tool allows 600 s per command, which all steps may not fit
@@ -134,6 +137,10 @@ def headline(out: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_main(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.gpu_check", description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=os.environ.get("OUT") or str(REPO / "bench" / "results" / "gpu-latest"))
     ap.add_argument("--steps", default=os.environ.get("GPU_STEPS") or ",".join(ALL_STEPS),
@@ -143,8 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = [s.strip() for s in args.steps.split(",") if s.strip()]
     unknown = [s for s in steps if s not in ALL_STEPS]
     if unknown:
-        print(f"error: unknown step(s) {', '.join(unknown)}; choose from {', '.join(ALL_STEPS)}", file=sys.stderr)
-        return 2
+        raise ConfigError(f"unknown step(s) {', '.join(unknown)}; choose from {', '.join(ALL_STEPS)}")
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONPATH=str(REPO), OUT=str(out), WANDB_MODE="disabled")

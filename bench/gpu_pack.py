@@ -14,6 +14,9 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from common.cli import run_main
+from common.errors import ConfigError
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -61,6 +64,10 @@ def pack(src: Path, dest: Path, images: int, budget_mib: float) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_main(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.gpu_pack", description=__doc__.split("\n")[0])
     ap.add_argument("--src", default=str(REPO.parent / "shared" / "data"))
     ap.add_argument("--dest", default=str(REPO / ".gpu"))
@@ -69,9 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     src = Path(args.src)
     if not (src / "ham10000_224" / "labels.csv").exists():
-        print(f"error: {src}/ham10000_224/labels.csv not found; pass --src DIR with ham10000_224/ and dermamnist28.npz",
-              file=sys.stderr)
-        return 2
+        raise ConfigError(f"{src}/ham10000_224/labels.csv not found; pass --src DIR with ham10000_224/ and dermamnist28.npz")
     info = pack(src, Path(args.dest), args.images, args.budget_mib)
     print(f"packed {info['ham_images']} HAM JPEGs + {'dermamnist28.npz' if info['dermamnist'] else 'no npz'} "
           f"into {info['dest']} ({info['mib']:.1f} MiB); carry it with the run tool's carry=['.gpu']")

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.device import sync  # noqa: F401  (the bench CLIs import it from here)
 from engine.env import versions
 from kernels.augment import AugmentSpec, augment_reference, draw_params, pick_impl, triton_available
 from kernels.clahe import clahe
@@ -35,10 +36,6 @@ from kernels.sampler import EpochSampler
 HAM_CLASS_SHARES = (0.67, 0.11, 0.11, 0.05, 0.03, 0.015, 0.015)  # HAM10000-like imbalance
 
 
-def sync(device: torch.device) -> None:
-    # Sync point: a timer may stop only once the device has finished the work it times.
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def time_interleaved(variants: dict, rounds: int, device: torch.device, warmup: int = 2) -> dict[str, float]:

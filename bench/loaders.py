@@ -19,10 +19,11 @@ import time
 
 import torch
 
-from engine.config import Config, ConfigError
-from engine.env import device_name, keep_freed_host_memory, versions
+from common.cli import run_main
+from engine.build import build
+from engine.config import ConfigError, parse_args
+from engine.env import device_name, versions
 from loaders import base
-from loaders.datasets import load_dataset
 
 
 def measure(loader, seconds: float, device: torch.device) -> tuple[int, float]:
@@ -46,6 +47,10 @@ def measure(loader, seconds: float, device: torch.device) -> tuple[int, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_main(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.loaders", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True)
     parser.add_argument("--loader", required=True, help=f"one of {', '.join(base.REGISTRY)} or auto")
@@ -57,28 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    try:
-        if args.batch_size < 1 or args.seconds <= 0:
-            raise ConfigError("--batch-size and --seconds must be positive")
-        cfg = Config()
-        cfg.data.path, cfg.data.batch_size, cfg.data.workers = args.data, args.batch_size, args.workers
-        cfg.data.image_size = args.image_size
-        cfg.data.vflip = cfg.data.rot90 = False  # random-resized-crop + horizontal flip only
-        if args.device == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("--device cuda: no CUDA GPU visible")
-        device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-                              else "cpu")
-        if device.type == "cpu":
-            keep_freed_host_memory()  # as a training run on the CPU does (engine.env.pick_device)
-        ds = load_dataset(cfg.data, seed=cfg.train.seed)
-        name, why = base.resolve(args.loader, ds, device)
-        sampler = base.make_sampler(ds, cfg, device)
-        loader = base.build(name, ds, "train", cfg, device, train=True, sampler=sampler,
-                            out_dtype=getattr(torch, args.dtype))
-        images, seconds = measure(loader, args.seconds, device)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if args.batch_size < 1 or args.seconds <= 0:
+        raise ConfigError("--batch-size and --seconds must be positive")
+    cfg = parse_args(["--data", args.data, "--loader", args.loader, "--batch-size", str(args.batch_size),
+                      "--workers", str(args.workers), "--image-size", str(args.image_size), "--device", args.device,
+                      "--data.vflip", "false", "--data.rot90", "false"])  # random-resized-crop + horizontal flip only
+    run = build(cfg, splits=("train",), model=False, out_dtype=getattr(torch, args.dtype))
+    ds, device, name, why, loader = run.dataset, run.device, run.loader_name, run.loader_reason, run.loaders["train"]
+    images, seconds = measure(loader, args.seconds, device)
     result = {
         "images_per_second": round(images / seconds, 1), "images": images, "seconds": round(seconds, 2),
         "device": device_name(device), "loader": name, "loader_reason": why,

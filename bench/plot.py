@@ -1,4 +1,4 @@
-"""Figures for the README: a markdown table and a bar chart of speed-up ratios.
+"""Figures for docs/benchmarks.md: a markdown table and a bar chart of speed-up ratios.
 
 `python -m bench.plot FILE... [--md OUT.md] [--png OUT.png]` reads pytest-benchmark JSON
 or bench CLI results (bench/results/*.json) and writes the table (stdout unless --md) and
@@ -10,7 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench.compare import BadInput, load
+from bench.compare import load
+from common.cli import run_main
 
 
 def _cfg(c: dict, *keys: str) -> str:
@@ -103,16 +104,16 @@ def plot(bars: list[tuple[str, str, float]], out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_main(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.plot", description=__doc__.split("\n")[0])
     ap.add_argument("files", nargs="+", help="bench/results/*.json")
     ap.add_argument("--md", help="write the markdown table here (default: stdout)")
     ap.add_argument("--png", help="write the ratio bar chart here")
     args = ap.parse_args(argv)
-    try:
-        md, bars = table(args.files)
-    except BadInput as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    md, bars = table(args.files)
     if args.md:
         Path(args.md).write_text(md)
     else:

@@ -33,11 +33,7 @@ import torch
 
 from bench.record import environment, print_line, sync, train_options_cli, write_json
 from engine.config import Config, ConfigError
-from engine.env import pick_device, seed_everything
-from engine.loop import Trainer
-from loaders import base as loaders
-from loaders.datasets import load_dataset
-from models.registry import build_model
+from engine.build import build
 
 # ----------------------------------------------------------------------------- sampling
 
@@ -151,17 +147,9 @@ def _top_kernels(prof, on_gpu: bool, rows: int = 15) -> tuple[str, list[dict]]:
 
 
 def profile(cfg: Config, seconds: float, warmup_steps: int, profile_steps: int) -> dict:
-    device = pick_device(cfg)
-    seed_everything(cfg.train.seed, cfg.train.deterministic)
-    out = Path(cfg.run.out or f"runs/profile-{datetime.now():%Y%m%d-%H%M%S}")
-    out.mkdir(parents=True, exist_ok=True)
-    ds = load_dataset(cfg.data, seed=cfg.train.seed)
-    if cfg.data.image_size == 0:
-        cfg.data.image_size = ds.native_size
-    name, why = loaders.resolve(cfg.data.loader, ds, device)
-    loader = loaders.build(name, ds, "train", cfg, device, train=True, sampler=loaders.make_sampler(ds, cfg, device))
-    model = build_model(cfg.model.name, ds.num_classes, cfg.data.image_size, dropout=cfg.model.dropout).to(device)
-    trainer = Trainer(model, cfg, device, ds.num_classes, loader.steps)
+    run = build(cfg, out=cfg.run.out or f"runs/profile-{datetime.now():%Y%m%d-%H%M%S}", splits=("train",))
+    cfg, ds, device, trainer, out = run.cfg, run.dataset, run.device, run.trainer, run.out
+    name, why, loader = run.loader_name, run.loader_reason, run.loaders["train"]
     sampler = UtilisationSampler(device)
     if sampler.note:
         print(f"bench.profile: {sampler.note.lstrip('; ')}", file=sys.stderr)

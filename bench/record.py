@@ -19,6 +19,7 @@ from typing import Callable
 
 import torch
 
+from common.device import sync  # noqa: F401  (the bench CLIs import it from here)
 from engine.env import versions
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,10 +54,6 @@ def environment(device: torch.device | str | None = None) -> dict:
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
-def sync(device: torch.device) -> None:
-    # Sync point: a timer may only stop once the device has finished the work it times.
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def cpu_seconds() -> float:
@@ -166,19 +163,17 @@ def train_options_cli(argv: list[str] | None, doc: str, own: dict[str, object],
     """The shared `main` of the bench CLIs that take train options: help, this tool's own
     options, the resolved train config (progress bar off), one error line with status 2.
     Returns (exit status, `run(own_values, cfg)`'s result or None)."""
-    from engine.config import ConfigError, parse_args
+    from common.cli import run_main
+    from engine.config import parse_args
     from engine.env import setup_logging
 
-    argv = sys.argv[1:] if argv is None else argv
-    if "-h" in argv or "--help" in argv:
-        print(doc.strip() + "\n\nTrain options: see python -m engine.train --help")
-        return 0, None
-    try:
-        values, rest = split_options(argv, own)
-        cfg = parse_args(rest)
-        cfg.train.progress = "off"
+    box = []
+
+    def action(args: list[str]) -> None:
+        values, rest = split_options(args, own)
+        cfg = parse_args(rest + ["--train.progress", "off"])
         setup_logging()
-        return 0, run(values, cfg)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2, None
+        box.append(run(values, cfg))
+
+    code = run_main(action, argv, doc.strip() + "\n\nTrain options: see python -m engine.train --help")
+    return code, (box[0] if box else None)

@@ -17,6 +17,8 @@ import time
 
 import torch
 
+from common.cli import run_main
+from common.device import sync
 from engine.config import Config, ConfigError
 from engine.env import device_name, keep_freed_host_memory, versions
 from engine.graphs import cudagraph_skips
@@ -42,11 +44,6 @@ def _trainer(args, device: torch.device, variant: str, amp: bool) -> Trainer:
     return trainer
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()  # sync point: timing boundaries only
-
-
 def measure(args, device: torch.device, variant: str, amp: bool) -> dict:
     torch._dynamo.reset()
     skips_before = cudagraph_skips()
@@ -64,12 +61,12 @@ def measure(args, device: torch.device, variant: str, amp: bool) -> dict:
     t0 = time.perf_counter()
     for _ in range(args.warmup):  # compile, autotune, capture
         step()
-    _sync(device)
+    sync(device)
     warm_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
     for _ in range(args.steps):
         step()
-    _sync(device)
+    sync(device)
     seconds = time.perf_counter() - t0
     out = {"images_per_second": round(args.steps * args.batch_size / seconds, 1),
            "warmup_seconds": round(warm_seconds, 2)}
@@ -135,11 +132,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = parse(sys.argv[1:] if argv is None else argv)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_main(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
+    args = parse(argv)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           args.device if args.device != "auto" else "cpu")
     if device.type == "cpu":

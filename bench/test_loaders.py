@@ -16,6 +16,7 @@ from bench.record import attach, environment
 from engine.config import Config
 from loaders import base
 from loaders.datasets import load_dataset
+from engine.resolve import loader_spec, sampler_spec
 
 
 def run_loaders(benchmark, data: str, names: list[str], device: str, image_size: int, batch_size: int,
@@ -28,7 +29,7 @@ def run_loaders(benchmark, data: str, names: list[str], device: str, image_size:
     loaders = {}
     for name in names + ["baseline"]:
         resolved, _ = base.resolve(name, ds, dev)
-        loaders[name] = base.build(resolved, ds, "train", cfg, dev, train=True, sampler=base.make_sampler(ds, cfg, dev))
+        loaders[name] = base.build(resolved, ds, "train", loader_spec(cfg), dev, train=True, sampler=base.make_sampler(ds, sampler_spec(cfg), dev))
     per_round = {name: [] for name in loaders}
     order = list(loaders)
 
@@ -55,7 +56,7 @@ def test_loaders_synthetic_cpu(benchmark):
 
 @pytest.mark.slow
 def test_loaders_ham224_cpu(benchmark, ham_dir):
-    # dali/ffcv on the CPU are measured by bench.loaders itself (README, Loaders).
+    # dali/ffcv on the CPU are measured by bench.loaders itself (docs/data-and-loaders.md).
     run_loaders(benchmark, str(ham_dir), ["tensor", "plain"], "cpu", 224, 64, seconds=8, rounds=1)
 
 

@@ -39,7 +39,7 @@ def run_step(benchmark, argv: list[str]) -> dict:
 
 @pytest.mark.slow
 def test_step_seedcnn28_cpu(benchmark):
-    """CPU: eager vs compiled (cold compile costs 25-60 s here), fp32 and AMP."""
+    """CPU: eager vs compiled (a cold compile takes tens of seconds on the CPU), fp32 and AMP."""
     run_step(benchmark, ["--model", "seedcnn", "--batch-size", "128", "--image-size", "28", "--device", "cpu",
                          "--variants", "eager,compiled", "--steps", "20"])
 

@@ -20,11 +20,8 @@ import torch
 
 from bench.record import cpu_seconds, environment, print_line, sync, train_options_cli
 from engine.config import Config, ConfigError
-from engine.env import pick_device, seed_everything
+from engine.build import build
 from engine.loop import Trainer
-from loaders import base as loaders
-from loaders.datasets import load_dataset
-from models.registry import build_model
 
 log = logging.getLogger("medtrain.bench")
 
@@ -50,17 +47,9 @@ def time_to_accuracy(cfg: Config, target: float = 0.75, max_seconds: float = 0.0
     if warmup_steps and cfg.train.cuda_graph:
         # Restoring the optimizer state swaps the tensors a captured graph points at.
         raise ConfigError("--warmup-steps cannot be undone under --cuda-graph; use --warmup-steps 0 there")
-    device = pick_device(cfg)
-    seed_everything(cfg.train.seed, cfg.train.deterministic)
-    ds = load_dataset(cfg.data, seed=cfg.train.seed)
-    if cfg.data.image_size == 0:
-        cfg.data.image_size = ds.native_size
-    name, why = loaders.resolve(cfg.data.loader, ds, device)
-    train_loader = loaders.build(name, ds, "train", cfg, device, train=True, sampler=loaders.make_sampler(ds, cfg, device))
-    test_loader = loaders.build(name, ds, "test", cfg, device, train=False)
-    model = build_model(cfg.model.name, ds.num_classes, cfg.data.image_size, dropout=cfg.model.dropout,
-                        pretrained=cfg.model.pretrained).to(device)
-    trainer = Trainer(model, cfg, device, ds.num_classes, train_loader.steps)
+    run = build(cfg, splits=("train", "test"))
+    cfg, ds, device, trainer = run.cfg, run.dataset, run.device, run.trainer
+    name, why, train_loader, test_loader = run.loader_name, run.loader_reason, run.loaders["train"], run.loaders["test"]
     warmup_seconds = _warmup(trainer, train_loader, warmup_steps, device)
 
     curve, train_seconds, train_cpu, reached = [], 0.0, 0.0, None

@@ -13,12 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
-
-class WriteError(OSError):
-    """A failed write (full disk, quota, read-only folder): one line naming the file and what was kept."""
-
-    def __str__(self) -> str:
-        return self.strerror
+from common.errors import WriteError  # noqa: F401 (defined below every package; raised here)
 
 
 def _write_error(exc: OSError, path: Path, existed: bool, verb: str = "write") -> WriteError:

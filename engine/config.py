@@ -1,119 +1,134 @@
 """Configuration: one dataclass per section, presets as plain functions, CLI overrides.
 
 Resolution order: dataclass defaults -> preset -> command-line overrides. Every option is
-reachable as `--section.key value`; the common ones also have the short flags of DESIGN.md.
-An unknown option or a value of the wrong type is a `ConfigError`, which the entry points
-turn into one line on stderr and exit status 2.
+reachable as `--section.key value`; the common ones also have short flags (SHORT_FLAGS).
+Each option is declared once, with its rules beside it (`opt(...)`: choices, bounds as torch's
+own classes bound the same numbers, path handling); rules between two options live in
+`check_combinations`. An unknown option, a value of the wrong type or out of bounds is a
+`ConfigError`, which the CLI helper (common/cli.py) turns into one line on stderr and exit
+status 2. Imports nothing heavy: `--help` and every mistake answer before torch loads.
 """
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import math
+import os
 from dataclasses import dataclass, field, fields
 
+from common.cli import expand_path, split_argv, suggest
 from common.errors import ConfigError  # noqa: F401  (re-exported: the CLIs and tests name it here)
+
+
+# ----------------------------------------------------------------------------- fields
+
+def opt(default, *, choices: tuple | None = None, ge=None, gt=None, le=None, lt=None, path: bool = False):
+    """A config field with its validation beside it: allowed values, bounds (ge/gt/le/lt, as
+    torch's own classes bound the same numbers), or `path` (`~` expanded, never empty)."""
+    meta = {k: v for k, v in (("choices", choices), ("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
+    if path:
+        meta["path"] = True
+    return field(default=default, metadata=meta)
 
 
 # ----------------------------------------------------------------------------- sections
 
 @dataclass
 class DataConfig:
-    path: str = "synthetic"
-    loader: str = "auto"          # auto|plain|tensor|dali|ffcv|nvjpeg|baseline
-    image_size: int = 0           # model input size; 0 = the dataset's native size
-    batch_size: int = 64
-    eval_batch_size: int = 0      # 0 = same as batch_size
-    workers: int = 0              # decode threads; 0 = number of cores
-    val_fraction: float = 0.15    # used when the dataset has no official split
-    test_fraction: float = 0.15
-    crop_scale_min: float = 0.35  # random-resized-crop area range [min, 1]
-    crop_ratio: float = 4 / 3     # random-resized-crop aspect range [1/r, r]; 1 = square crops
+    path: str = opt("synthetic", path=True)
+    loader: str = opt("auto", choices=("auto", "plain", "tensor", "dali", "ffcv", "nvjpeg", "baseline"))
+    image_size: int = opt(0, ge=0, le=4096)      # model input size; 0 = the dataset's native size
+    batch_size: int = opt(64, ge=1)
+    eval_batch_size: int = opt(0, ge=0)          # 0 = same as batch_size
+    workers: int = opt(0, ge=0, le=256)          # decode threads; 0 = number of cores
+    val_fraction: float = opt(0.15, ge=0.0, le=0.5)   # used when the dataset has no official split
+    test_fraction: float = opt(0.15, ge=0.0, le=0.5)
+    crop_scale_min: float = opt(0.35, ge=0.01, le=1.0)  # random-resized-crop area range [min, 1]
+    crop_ratio: float = opt(4 / 3, ge=1.0, le=4.0)      # random-resized-crop aspect range [1/r, r]; 1 = square
     hflip: bool = True
     vflip: bool = True            # lesions have no "up"
     rot90: bool = True
-    color_jitter: float = 0.0     # brightness/contrast/saturation strength
-    eval_crop: float = 1.0        # evaluation: centre crop of this fraction, then resize
+    color_jitter: float = opt(0.0, ge=0.0, le=1.0)      # brightness/contrast/saturation strength
+    eval_crop: float = opt(1.0, ge=0.1, le=1.0)         # evaluation: centre crop of this fraction, then resize
     clahe: bool = False
-    synthetic_count: int = 3000   # images in the embedded `synthetic` dataset
-    cache_dir: str = ""           # where `synthetic` JPEGs are written; "" = ~/.cache/medtrain
-    max_samples: int = 0          # 0 = all; >0 keeps a stratified subset (for quick runs)
-    verify: str = "header"        # header|full: how JPEGs are checked before training
+    synthetic_count: int = opt(3000, ge=20)      # images in the embedded `synthetic` dataset
+    cache_dir: str = opt("", path=True)          # where `synthetic` JPEGs are written; "" = ~/.cache/medtrain
+    max_samples: int = opt(0, ge=0)              # 0 = all; >0 keeps a stratified subset (for quick runs)
+    verify: str = opt("header", choices=("header", "full"))  # how JPEGs are checked before training
 
 
 @dataclass
 class SamplerConfig:
-    kind: str = "uniform"         # uniform|balanced
-    alpha: float = 1.0            # class weight ~ n_c^-alpha (0 natural, 1 balanced)
+    kind: str = opt("uniform", choices=("uniform", "balanced"))
+    alpha: float = opt(1.0, ge=0.0, le=1.0)     # class weight ~ n_c^-alpha (0 natural, 1 balanced)
     replacement: bool = True
 
 
 @dataclass
 class ModelConfig:
     name: str = "seedcnn"
-    pretrained: str = ""          # local weights file
-    dropout: float = 0.25
-    metadata: str = ""            # comma-separated CSV columns fused with image features
+    pretrained: str = opt("", path=True)        # local weights file
+    dropout: float = opt(0.25, ge=0.0, le=0.99)
+    metadata: str = ""                          # comma-separated CSV columns fused with image features
 
 
 @dataclass
 class OptimConfig:
-    name: str = "adamw"           # adamw|sgd
-    lr: float = 2e-3
-    weight_decay: float = 0.05
-    momentum: float = 0.9
-    label_smoothing: float = 0.0
-    clip_grad: float = 0.0        # 0 = off
+    name: str = opt("adamw", choices=("adamw", "sgd"))
+    lr: float = opt(2e-3, gt=0.0, le=10.0)
+    weight_decay: float = opt(0.05, ge=0.0)
+    momentum: float = opt(0.9, ge=0.0, lt=1.0)  # sgd; Nesterov is used when momentum > 0
+    label_smoothing: float = opt(0.0, ge=0.0, le=0.99)
+    clip_grad: float = opt(0.0, ge=0.0)         # 0 = off
 
 
 @dataclass
 class ScheduleConfig:
-    name: str = "cosine"          # cosine|onecycle|plateau|constant
-    warmup_epochs: float = 1.0
-    min_lr_ratio: float = 0.01
-    plateau_factor: float = 0.5
-    plateau_patience: int = 2
+    name: str = opt("cosine", choices=("cosine", "onecycle", "plateau", "constant"))
+    warmup_epochs: float = opt(1.0, ge=0.0)
+    min_lr_ratio: float = opt(0.01, ge=0.0, le=1.0)
+    plateau_factor: float = opt(0.5, gt=0.0, lt=1.0)   # torch's ReduceLROnPlateau: factor < 1
+    plateau_patience: int = opt(2, ge=0)
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 10
+    epochs: int = opt(10, ge=1)
     amp: bool = False
-    amp_dtype: str = "auto"       # auto|bf16|fp16 (fp16 uses a GradScaler; auto: bf16 only where native)
+    amp_dtype: str = opt("auto", choices=("bf16", "fp16", "auto"))  # fp16 uses a GradScaler; auto: bf16 only where native
     compile: bool = False
     cuda_graph: bool = False
-    device: str = "auto"          # auto|cpu|cuda
-    seed: int = 0
+    device: str = opt("auto", choices=("auto", "cpu", "cuda"))
+    seed: int = opt(0, ge=0, le=2**63 - 1)
     deterministic: bool = False
-    patience: int = 0             # early stopping on the selection metric; 0 = off
-    select: str = "balanced_accuracy"  # validation metric that picks the kept weights
-    ema: float = 0.0              # EMA decay of weights; 0 = off
-    mixup: float = 0.0            # Beta(a, a) mixing; 0 = off
-    cutmix: float = 0.0
-    log_interval: int = 50        # steps between reads of the device accumulators
-    max_nonfinite: int = 20       # consecutive non-finite losses before the run stops
-    progress: str = "auto"        # auto|on|off
+    patience: int = opt(0, ge=0)                # early stopping on the selection metric; 0 = off
+    select: str = opt("balanced_accuracy", choices=("balanced_accuracy", "accuracy", "auc_macro", "f1_macro"))
+    ema: float = opt(0.0, ge=0.0, le=0.99999)   # EMA decay of weights; 0 = off
+    mixup: float = opt(0.0, ge=0.0)             # Beta(a, a) mixing; 0 = off
+    cutmix: float = opt(0.0, ge=0.0)
+    log_interval: int = opt(50, ge=1)           # steps between reads of the device accumulators
+    max_nonfinite: int = opt(20, ge=1)          # consecutive non-finite losses before the run stops
+    progress: str = opt("auto", choices=("auto", "on", "off"))
 
 
 @dataclass
 class RunConfig:
     preset: str = ""
-    out: str = ""                 # "" = runs/<timestamp>
-    resume: str = ""
+    out: str = opt("", path=True)               # "" = runs/<timestamp>
+    resume: str = opt("", path=True)            # a run folder or its checkpoint.pt
     tta: bool = False
 
 
 @dataclass
 class WandbConfig:
-    mode: str = "offline"         # offline|online|disabled
+    mode: str = opt("offline", choices=("offline", "online", "disabled"))
     project: str = "medtrain"
 
 
 @dataclass
 class DistConfig:
     sync_bn: bool = False
-    timeout_s: int = 120
+    timeout_s: int = opt(120, ge=1, le=86400)
 
 
 @dataclass
@@ -148,9 +163,8 @@ def preset_dermamnist(cfg: Config) -> None:
     The seed CNN with lossless augmentation only (flips and quarter turns: at 28 px any crop
     or aspect change is a resampling blur that cost 0.5-1.3 points of test accuracy), label
     smoothing, a one-cycle schedule over 48 epochs, weight EMA, and the kept epoch chosen by
-    validation accuracy (the metric this recipe is judged by). Test accuracy, mean of 3 seeds:
-    0.787 (macro AUC 0.938); ResNet-9 (8x the multiply-adds) was not better. 185-202 s for
-    the whole run on an idle 2-core CPU."""
+    validation accuracy (the metric this recipe is judged by). ResNet-9 (8x the multiply-adds)
+    was not better. Accuracy and wall time: docs/recipes.md."""
     cfg.data.image_size = 28
     cfg.data.batch_size = 128
     cfg.data.crop_scale_min = 1.0
@@ -206,47 +220,29 @@ SHORT_FLAGS = {
     "image-size": "data.image_size", "workers": "data.workers", "wandb": "wandb.mode",
 }
 
-CHOICES = {
-    "data.loader": ("auto", "plain", "tensor", "dali", "ffcv", "nvjpeg", "baseline"),
-    "data.verify": ("header", "full"),
-    "sampler.kind": ("uniform", "balanced"),
-    "optim.name": ("adamw", "sgd"),
-    "schedule.name": ("cosine", "onecycle", "plateau", "constant"),
-    "train.amp_dtype": ("bf16", "fp16", "auto"),
-    "train.select": ("balanced_accuracy", "accuracy", "auc_macro", "f1_macro"),
-    "train.device": ("auto", "cpu", "cuda"),
-    "train.progress": ("auto", "on", "off"),
-    "wandb.mode": ("offline", "online", "disabled"),
-}
-
-# (minimum, maximum) inclusive; None = unbounded.
-BOUNDS = {
-    "data.batch_size": (1, None), "data.eval_batch_size": (0, None), "data.image_size": (0, 4096),
-    "data.workers": (0, 256), "data.val_fraction": (0.0, 0.5), "data.test_fraction": (0.0, 0.5),
-    "data.crop_scale_min": (0.01, 1.0), "data.crop_ratio": (1.0, 4.0), "data.eval_crop": (0.1, 1.0),
-    "data.color_jitter": (0.0, 1.0),
-    "data.synthetic_count": (20, None), "data.max_samples": (0, None),
-    "sampler.alpha": (0.0, 1.0), "optim.lr": (0.0, 10.0), "optim.weight_decay": (0.0, None),
-    "optim.label_smoothing": (0.0, 0.99), "optim.clip_grad": (0.0, None),
-    "train.epochs": (1, None), "train.ema": (0.0, 0.99999), "train.log_interval": (1, None),
-    "train.patience": (0, None), "train.max_nonfinite": (1, None), "model.dropout": (0.0, 0.99),
-    "schedule.warmup_epochs": (0.0, None), "schedule.min_lr_ratio": (0.0, 1.0),
-    "dist.timeout_s": (1, 86400),
-}
+SECTIONS = {f.name: f.type for f in fields(Config)}
+CHECKPOINT_NAME = "checkpoint.pt"  # engine/checkpoint.py writes it; --resume accepts it or its folder
 
 
-def all_keys(cfg: Config) -> list[str]:
-    return [f"{s.name}.{f.name}" for s in fields(cfg) for f in fields(getattr(cfg, s.name))]
+def _field_table() -> dict[str, dataclasses.Field]:
+    return {f"{s.name}.{f.name}": f for s in fields(Config) for f in fields(s.default_factory)}
 
 
-def _suggest(word: str, candidates: list[str]) -> str:
-    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.5)
-    return f" (did you mean --{close[0]}?)" if close else ""
+FIELDS = _field_table()
+# Derived from the fields' own declarations (opt(...) above), for readers and usage().
+CHOICES = {k: f.metadata["choices"] for k, f in FIELDS.items() if "choices" in f.metadata}
+PATHS = tuple(k for k, f in FIELDS.items() if f.metadata.get("path"))
+
+
+def all_keys(cfg: Config | None = None) -> list[str]:
+    return list(FIELDS)
 
 
 def _coerce(key: str, raw, kind: type):
     if isinstance(raw, kind) and not (kind is int and isinstance(raw, bool)):
         return raw
+    if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
+        return float(raw)
     text = str(raw).strip()
     try:
         if kind is bool:
@@ -264,86 +260,98 @@ def _coerce(key: str, raw, kind: type):
         raise ConfigError(f"--{key} expects {kind.__name__}, got {text!r}") from None
 
 
-def set_option(cfg: Config, key: str, raw) -> None:
-    if "." not in key:
-        raise ConfigError(f"unknown option --{key}{_suggest(key, list(SHORT_FLAGS) + all_keys(cfg))}")
-    section_name, name = key.split(".", 1)
-    section = getattr(cfg, section_name, None)
-    if section is None or not dataclasses.is_dataclass(section) or name not in {f.name for f in fields(section)}:
-        raise ConfigError(f"unknown option --{key}{_suggest(key, all_keys(cfg) + list(SHORT_FLAGS))}")
-    kind = type(getattr(type(section)(), name))
-    value = _coerce(key, raw, kind)
-    if key in CHOICES and value not in CHOICES[key]:
-        raise ConfigError(f"--{key} must be one of {', '.join(CHOICES[key])}; got {value!r}"
-                          f"{_suggest(str(value), list(CHOICES[key])).replace('--', '')}")
+def _bound_text(meta: dict) -> str:
+    lo = ("[", meta["ge"]) if "ge" in meta else ("(", meta["gt"]) if "gt" in meta else None
+    hi = ("]", meta["le"]) if "le" in meta else (")", meta["lt"]) if "lt" in meta else None
+    if lo and hi:
+        return f"in {lo[0]}{lo[1]}, {hi[1]}{hi[0]}"
+    if lo:
+        return f"{'>=' if lo[0] == '[' else '>'} {lo[1]}"
+    return f"{'<=' if hi[0] == ']' else '<'} {hi[1]}"
+
+
+def _check(key: str, value, meta: dict) -> None:
+    """The field's own rules (opt(...)): choices, finite numbers, bounds."""
+    if "choices" in meta and value not in meta["choices"]:
+        raise ConfigError(f"--{key} must be one of {', '.join(meta['choices'])}; got {value!r}"
+                          f"{suggest(str(value), list(meta['choices'])).replace('--', '')}")
     if isinstance(value, float) and not math.isfinite(value):  # nan slips past every bound check
         raise ConfigError(f"--{key} must be a finite number; got {value}")
-    if key in BOUNDS:
-        lo, hi = BOUNDS[key]
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
-            rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-            raise ConfigError(f"--{key} must be {rng}; got {value}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    outside = (("ge" in meta and value < meta["ge"]) or ("gt" in meta and value <= meta["gt"])
+               or ("le" in meta and value > meta["le"]) or ("lt" in meta and value >= meta["lt"]))
+    if outside:
+        raise ConfigError(f"--{key} must be {_bound_text(meta)}; got {value}")
+
+
+def _as_path(key: str, value: str) -> str:
+    """`~` expanded; an empty --data (an unset shell variable) refused; --resume takes the run
+    folder or its checkpoint.pt."""
+    if key == "data.path" and not value.strip():
+        raise ConfigError("--data is empty (an unset shell variable?); give a dataset path or 'synthetic'")
+    value = expand_path(value)
+    if key == "run.resume" and os.path.basename(value.rstrip("/")) == CHECKPOINT_NAME:
+        value = os.path.dirname(value.rstrip("/")) or "."
+    return value
+
+
+def set_option(cfg: Config, key: str, raw) -> None:
+    if key not in FIELDS:
+        raise ConfigError(f"unknown option --{key}{suggest(key, all_keys() + list(SHORT_FLAGS))}")
+    section_name, name = key.split(".", 1)
+    meta = FIELDS[key].metadata
+    value = _coerce(key, raw, type(FIELDS[key].default))
+    if meta.get("path"):
+        value = _as_path(key, value)
+    _check(key, value, meta)
     if key == "data.image_size" and 0 < value < 8:  # every model pools 3 times; 0 keeps the native size
         raise ConfigError(f"--{key} must be 0 (the dataset's own size) or at least 8; got {value}")
-    setattr(section, name, value)
+    setattr(getattr(cfg, section_name), name, value)
 
 
-def _split_argv(argv: list[str]) -> list[tuple[str, str | None]]:
-    """`--key value`, `--key=value` and bare boolean `--flag` into (key, raw-or-None) pairs."""
-    pairs, i = [], 0
-    while i < len(argv):
-        token = argv[i]
-        if not token.startswith("--") or token == "--":
-            raise ConfigError(f"unexpected argument {token!r}: options look like --key value")
-        key, eq, value = token[2:].partition("=")
-        if eq:
-            pairs.append((key, value))
-            i += 1
-        elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-            pairs.append((key, argv[i + 1]))
-            i += 2
-        else:
-            pairs.append((key, None))
-            i += 1
-    return pairs
+def check_combinations(cfg: Config) -> None:
+    """Rules that involve two options, each one line naming both."""
+    if cfg.data.val_fraction + cfg.data.test_fraction >= 1.0:
+        raise ConfigError(f"--data.val_fraction {cfg.data.val_fraction} + --data.test_fraction "
+                          f"{cfg.data.test_fraction} leave nothing for training; keep their sum below 1")
+    if cfg.model.metadata and cfg.train.cuda_graph:
+        raise ConfigError("--model.metadata with --cuda-graph is not supported yet; drop one of them")
 
 
-def parse_args(argv: list[str], base: Config | None = None) -> Config:
-    """Build the resolved Config; raises ConfigError with a one-line message on any mistake."""
-    cfg = base or Config()
-    pairs = []
-    for key, raw in _split_argv(argv):
-        full = SHORT_FLAGS.get(key, key.replace("-", "_") if "." in key else key)
-        if "." in full:
-            section, name = full.split(".", 1)
-            full = f"{section}.{name.replace('-', '_')}"
-        pairs.append((key, full, raw))
+def _full_key(key: str) -> str:
+    full = SHORT_FLAGS.get(key, key.replace("-", "_") if "." in key else key)
+    if "." in full:
+        section, name = full.split(".", 1)
+        full = f"{section}.{name.replace('-', '_')}"
+    return full
+
+
+def _apply_preset(cfg: Config, pairs: list[tuple[str, str, str | None]]) -> None:
     presets = [raw for _, full, raw in pairs if full == "run.preset"]
     if presets:
         name = presets[-1] or ""
         if name not in PRESETS:
             raise ConfigError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}"
-                              f"{_suggest(name, list(PRESETS)).replace('--', '')}")
+                              f"{suggest(name, list(PRESETS)).replace('--', '')}")
         PRESETS[name](cfg)
+
+
+def parse_args(argv: list[str], base: Config | None = None) -> Config:
+    """Build the parsed Config; raises ConfigError with a one-line message on any mistake."""
+    cfg = base or Config()
+    pairs = [(key, _full_key(key), raw) for key, raw in split_argv(argv)]
+    _apply_preset(cfg, pairs)  # presets first, whatever the order: options override them
     for key, full, raw in pairs:
         if raw is None:
-            is_bool = "." in full and _is_bool_option(cfg, full)
-            if not is_bool:
-                if "." not in full or full not in all_keys(cfg):
-                    set_option(cfg, full, "")  # raises "unknown option" with a suggestion
+            if full not in FIELDS:
+                set_option(cfg, full, "")  # raises "unknown option" with a suggestion
+            if type(FIELDS[full].default) is not bool:
                 raise ConfigError(f"--{key} needs a value")
             raw = "true"
         set_option(cfg, full, raw)
-    if cfg.data.val_fraction + cfg.data.test_fraction >= 1.0:
-        raise ConfigError(f"--data.val_fraction {cfg.data.val_fraction} + --data.test_fraction "
-                          f"{cfg.data.test_fraction} leave nothing for training; keep their sum below 1")
+    check_combinations(cfg)
     return cfg
-
-
-def _is_bool_option(cfg: Config, key: str) -> bool:
-    section, name = key.split(".", 1)
-    obj = getattr(cfg, section, None)
-    return dataclasses.is_dataclass(obj) and isinstance(getattr(obj, name, None), bool)
 
 
 def usage() -> str:
@@ -354,6 +362,8 @@ def usage() -> str:
         section, name = key.split(".", 1)
         default = getattr(getattr(cfg, section), name)
         choice = f"  {{{'|'.join(CHOICES[key])}}}" if key in CHOICES else ""
-        lines.append(f"  --{key} {json.dumps(default)}{choice}")
+        meta = FIELDS[key].metadata
+        bound = f"  ({_bound_text(meta)})" if any(k in meta for k in ("ge", "gt", "le", "lt")) else ""
+        lines.append(f"  --{key} {json.dumps(default)}{choice}{bound}")
     lines.append(f"presets: {', '.join(sorted(PRESETS))}")
     return "\n".join(lines)

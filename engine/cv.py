@@ -21,10 +21,12 @@ import numpy as np
 
 from engine import cv_record, run_lock
 from engine.atomic import atomic_write_json
+from common.cli import run_main
 from engine.config import Config, ConfigError, parse_args, usage
 from engine.env import setup_logging
-from engine.inference import concat_splits
+from engine.resolve import data_spec
 from loaders import splits
+from loaders.concat import concat_splits
 from loaders.datasets import Dataset, load_dataset, with_splits
 
 log = logging.getLogger("medtrain.cv")
@@ -97,7 +99,7 @@ def _cross_validate(k: int, cfg: Config) -> dict:
         raise ConfigError("engine.cv: --resume is not a cv option; re-run the same command to finish missing folds")
     root = Path(cfg.run.out or f"runs/cv-{datetime.now():%Y%m%d-%H%M%S}")
     run_lock.acquire(root, "engine.cv")
-    ds = load_dataset(cfg.data, seed=cfg.train.seed)
+    ds = load_dataset(data_spec(cfg), seed=cfg.train.seed)
     cv_record.check_or_write(root, k, cfg, ds)  # finished folds are reused only under the same options
     group_note = "grouped by " + ("the dataset's lesion/patient column" if ds.train.groups is not None else
                                   "image (no group column)") + ", stratified by class"
@@ -127,22 +129,15 @@ def _cross_validate(k: int, cfg: Config) -> dict:
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if "-h" in argv or "--help" in argv:
-        print("usage: python -m engine.cv --folds K [train options]\n\n" + usage())
-        return 0
+def _cv(argv: list[str]) -> None:
     setup_logging()
-    try:
-        k, rest = _take_folds(argv)
-        cross_validate(k, parse_args(rest))
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: finished folds are kept; re-run the same command to continue", file=sys.stderr)
-        return 130
-    return 0
+    k, rest = _take_folds(argv)
+    cross_validate(k, parse_args(rest))
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(_cv, argv, lambda: "usage: python -m engine.cv --folds K [train options]\n\n" + usage(),
+                    interrupted="interrupted: finished folds are kept; re-run the same command to continue")
 
 
 if __name__ == "__main__":

@@ -16,9 +16,11 @@ from pathlib import Path
 
 from common.errors import ConfigError
 from loaders import unlabelled
+from engine.resolve import data_spec
 from loaders.datasets import load_dataset
 
 log = logging.getLogger("medtrain.data")
+UNLABELLED = unlabelled.SPLIT
 
 
 def _resolved(path: str) -> str:
@@ -54,20 +56,21 @@ def read_unlabelled(restored, data_path: str, prog: str):
 
 
 def labelled_config(restored, data_path: str, split: str):
-    """The data settings a labelled input is read with (see the module docstring)."""
-    cfg = dataclasses.replace(restored.cfg.data, path=data_path)
-    if is_own_data(restored, data_path) and split != "all":
-        return cfg
-    cfg = dataclasses.replace(cfg, max_samples=0)
+    """A new config (the run's, frozen, is not changed): the data settings a labelled input is
+    read with (see the module docstring)."""
+    data = dataclasses.replace(restored.cfg.data, path=data_path)
+    if not is_own_data(restored, data_path) or split == "all":
+        data = dataclasses.replace(data, max_samples=0)
     if not is_own_data(restored, data_path) and split == "all":
-        cfg = dataclasses.replace(cfg, val_fraction=0.0, test_fraction=0.0)  # no split to draw: all is one part
-    return cfg
+        data = dataclasses.replace(data, val_fraction=0.0, test_fraction=0.0)  # no split to draw: all is one part
+    return dataclasses.replace(restored.cfg, data=data)
 
 
 def run_split_names(restored, data_path: str, files: list[str] | None, names: list[str]) -> list[str]:
     """Per row, the split the run used it in; `unused` for rows outside a --data.max_samples subset."""
     if not restored.cfg.data.max_samples or files is None or not is_own_data(restored, data_path):
         return names
-    run_ds = load_dataset(dataclasses.replace(restored.cfg.data, path=data_path), seed=restored.cfg.train.seed)
+    run_cfg = dataclasses.replace(restored.cfg, data=dataclasses.replace(restored.cfg.data, path=data_path))
+    run_ds = load_dataset(data_spec(run_cfg), seed=restored.cfg.train.seed)
     where = {f: part for part in ("train", "val", "test") for f in run_ds.split(part).files}
     return [where.get(f, "unused") for f in files]

@@ -7,7 +7,7 @@ dies or hangs makes the others fail with `PeerLost` (one line from the CLI) inst
 waiting forever. Without those variables everything here is a no-op and the run is the
 single-process run.
 
-Conventions (README `## Multi-GPU`):
+Conventions (docs/multi-gpu.md):
 - `--batch-size` is the GLOBAL batch; each rank trains on batch/world rows of a disjoint slice
   of the same global epoch order, so the steps per epoch, the lr schedule and the sample order
   do not depend on the number of processes, and a checkpoint resumes on any world size that
@@ -40,6 +40,8 @@ log = logging.getLogger("medtrain.dist")
 
 class PeerLost(RuntimeError):
     """A collective failed or timed out: another rank died, hung or lost the network."""
+
+    exit_status = 3  # the CLI helper (common/cli.py) prints one line and exits with this
 
 
 @dataclass
@@ -182,32 +184,55 @@ def guard():
 
 # ----------------------------------------------------------------------------- model
 
-def convert_sync_bn(model: nn.Module, cfg: Config) -> nn.Module:
+def convert_sync_bn(model: nn.Module, sync_bn: bool) -> nn.Module:
     """Call before the Trainer builds its optimizer and compiled forward."""
-    if enabled() and cfg.dist.sync_bn:
+    if enabled() and sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         log.info("BatchNorm layers synchronised across %d processes", dist.get_world_size())
     return model
 
 
-def attach(trainer, cfg: Config) -> None:
-    """Route the trainer's forward through DDP (compiled when --compile) and make the
-    non-finite skip unanimous. The trainer keeps the bare module for state_dicts and EMA."""
-    if not enabled():
-        return
-    device = trainer.device
-    # Per-rank BN running stats are averaged at epoch end (average_buffers) instead of being
-    # broadcast from rank 0 at every forward: one collective per epoch, not per step. Newer
-    # torch renames the option (and deprecates the old name); 2.11 knows only the old one.
-    no_forward_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in _ddp_options()
-                       else {"broadcast_buffers": False})
-    gpu = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
-    ddp = nn.parallel.DistributedDataParallel(trainer.model, device_ids=gpu, **no_forward_sync)
-    # torch.compile over DDP: dynamo's DDPOptimizer splits the graph at bucket boundaries so
-    # gradient all-reduce still overlaps the backward.
-    trainer.forward = torch.compile(ddp, dynamic=False, backend=_compile_backend()) if cfg.train.compile else ddp
-    trainer.ddp = ddp
-    trainer.optimizer.register_step_pre_hook(_unanimous_found_inf)
+class Replicas:
+    """DDP as the Trainer uses it, chosen when the run is built (engine/build.py) and handed to
+    the Trainer: its forward goes through DDP (compiled when --compile), its optimizer skips a
+    step when any rank's loss was non-finite, and its accumulators are summed over ranks at the
+    epoch end. The trainer keeps the bare module for state_dicts and EMA."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.ddp: nn.parallel.DistributedDataParallel | None = None
+
+    def wrap(self, model: nn.Module, compile: bool):
+        # Per-rank BN running stats are averaged at epoch end (average_buffers) instead of being
+        # broadcast from rank 0 at every forward: one collective per epoch, not per step. Newer
+        # torch renames the option (and deprecates the old name); 2.11 knows only the old one.
+        no_forward_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in _ddp_options()
+                           else {"broadcast_buffers": False})
+        device = self.device
+        gpu = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
+        self.ddp = nn.parallel.DistributedDataParallel(model, device_ids=gpu, **no_forward_sync)
+        # torch.compile over DDP: dynamo's DDPOptimizer splits the graph at bucket boundaries so
+        # gradient all-reduce still overlaps the backward.
+        return torch.compile(self.ddp, dynamic=False, backend=_compile_backend()) if compile else self.ddp
+
+    def prepare(self, optimizer: torch.optim.Optimizer) -> None:
+        optimizer.register_step_pre_hook(_unanimous_found_inf)
+
+    def sum(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        summed = {k: v.clone() for k, v in tensors.items()}
+        for value in summed.values():
+            dist.all_reduce(value)
+        return summed
+
+    def max(self, tensor: torch.Tensor) -> torch.Tensor:
+        out = tensor.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.MAX)  # every rank stops on the same streak
+        return out
+
+
+def replicas(device: torch.device) -> Replicas | None:
+    """The DDP strategy when launched by torchrun with more than one process; None otherwise."""
+    return Replicas(device) if enabled() else None
 
 
 def _ddp_options() -> set[str]:
@@ -251,25 +276,6 @@ def average_buffers(model: nn.Module) -> None:
 
 
 # ----------------------------------------------------------------------------- merges
-
-def global_accumulators(trainer) -> dict:
-    """`trainer.read_accumulators()` over all ranks: the device sums are added first."""
-    if not enabled():
-        return trainer.read_accumulators()
-    local = trainer.acc
-    summed = {k: v.clone() for k, v in local.items()}
-    for value in summed.values():
-        dist.all_reduce(value)
-    trainer.acc = summed
-    try:
-        stats = trainer.read_accumulators()  # sync point: the caller's epoch end
-    finally:
-        trainer.acc = local
-    streak = torch.tensor([stats["nonfinite_streak"]], dtype=torch.int64, device=trainer.device)
-    dist.all_reduce(streak, op=dist.ReduceOp.MAX)  # every rank stops on the same streak
-    stats["nonfinite_streak"] = int(streak.item())
-    return stats
-
 
 def merge_eval(cm: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor):
     """Each rank's (confusion, real-row scores, real-row labels) -> the whole split's, in order."""

@@ -27,8 +27,8 @@ def keep_freed_host_memory() -> bool:
     """Stop glibc from handing every large freed tensor back to the kernel.
 
     Above 32 MiB glibc serves each allocation with a fresh mmap and unmaps it on free, so a
-    CPU batch or activation of 64 x 3 x 224 x 224 floats page-faults on every step: measured
-    0.26 ms per image, a third of the CPU augmentation. Raising both thresholds makes freed
+    CPU batch or activation of 64 x 3 x 224 x 224 floats page-faults on every step (a third of
+    the CPU augmentation's time when measured: docs/benchmarks.md). Raising both thresholds makes freed
     blocks reusable (PyTorch's CPU tuning guide gets the same from jemalloc/tcmalloc). Costs
     resident memory that stays at its peak. Linux glibc only; elsewhere a no-op (False).
     """

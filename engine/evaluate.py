@@ -14,34 +14,35 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from common.constants import BOOTSTRAP_RESAMPLES
 from engine import data_scope, eval_folder, report
 from engine.atomic import atomic_write_json
 from engine.env import device_name, versions
-from engine.inference import cli_main, run
-from engine.metrics import summarize
+from engine.evaluation import summarized
+from engine.inference import cli_main, score_checkpoint
 
-BOOTSTRAP_RESAMPLES = 1000
 OPTIONS = {"checkpoint": "", "data": "", "out": "", "tta": False, "split": "auto", "device": "auto",
            "batch_size": 0, "loader": "auto", "amp": False}
 
 
 def evaluate(options: dict) -> dict:
-    restored, ds, _, loader, (cm, probs, labels), seconds = run(options, "engine.evaluate")
-    test = summarize(cm, probs, labels, restored.classes, bootstrap=BOOTSTRAP_RESAMPLES)
-    test["confusion"] = cm.cpu().tolist()
+    scored = score_checkpoint(options, "engine.evaluate")
+    run, seconds = scored.run, scored.seconds
+    result = summarized(run, scored.scores, bootstrap=BOOTSTRAP_RESAMPLES)
+    test, cm = result.metrics, result.cm
     metrics = {f"test.{k}": v for k, v in test.items()} | {
         "checkpoint": str(options["checkpoint"]), "data": str(options["data"]), "split": options["split"],
-        "tta": options["tta"], "model": restored.model_name, "image_size": restored.image_size,
-        "classes": restored.classes, "device": device_name(restored.device), "versions": versions(),
+        "tta": options["tta"], "model": run.cfg.model.name, "image_size": run.resolved.image_size,
+        "classes": run.dataset.classes, "device": device_name(run.device), "versions": versions(),
         "wall_seconds": seconds, "test.images_per_second": test["n"] / max(seconds, 1e-9),
     }
-    usual = data_scope.default_split(restored, options["data"])
+    usual = data_scope.default_split(scored.restored, options["data"])
     suffix = ("-" + options["split"] if options["split"] != usual else "") + ("-tta" if options["tta"] else "")
     out = eval_folder.claim(options["checkpoint"], options["data"], suffix, options["out"])
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "metrics.json", metrics)
     counts = {"evaluated": [int(v) for v in cm.sum(1).tolist()]}
-    report.save_test_outputs(out, probs, labels, loader.split, counts)
+    report.save_test_outputs(out, result.probs, result.labels, result.loader.split, counts)
     report.build_or_warn(out)
     print(f"test: accuracy {test['accuracy']:.4f}  balanced_accuracy {test['balanced_accuracy']:.4f}  "
           f"f1_macro {test['f1_macro']:.4f}  auc_macro {test['auc_macro']:.4f}  "

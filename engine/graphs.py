@@ -35,7 +35,7 @@ class CudaGraphStep:
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         if self.graph is not None:
-            # Same shapes every step (DESIGN.md batch contract); a different one would be a bug.
+            # Same shapes every step (the batch contract, docs/design.md); a different one would be a bug.
             self.static_images.copy_(images, non_blocking=True)
             self.static_labels.copy_(labels, non_blocking=True)
             self.graph.replay()

@@ -1,6 +1,6 @@
 """The training step and evaluation: everything stays on the device between log intervals.
 
-Hot-loop rules (DESIGN.md): no `.item()`/`.cpu()`/printing inside a step; the learning rate
+Hot-loop rules (docs/design.md): no `.item()`/`.cpu()`/printing inside a step; the learning rate
 and EMA decay come from device tables indexed by a device step counter; loss, correct count
 and the non-finite flag accumulate in device tensors read by the caller at the log interval.
 A non-finite loss skips its update on the device: fused optimizers take a `found_inf` tensor
@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.constants import PAD_LABEL
 from engine.config import Config
 from engine.schedules import Plateau, ema_decays, lr_multipliers
-from kernels.confusion import confusion_matrix
+from engine.scoring import score
 
-PAD_LABEL = -1
 # Tests swap in a counting backend; users keep inductor.
 COMPILE_BACKEND = os.environ.get("MEDTRAIN_COMPILE_BACKEND", "inductor")
 
@@ -55,8 +55,8 @@ def make_optimizer(model: nn.Module, cfg: Config, device: torch.device) -> torch
     groups = [{"params": decay, "weight_decay": cfg.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     # Tensor lr on the device: the step writes it from the schedule table without a sync.
     lr = torch.tensor(cfg.optim.lr, device=device)
-    if cfg.optim.name == "sgd":  # SGD keeps no step count: capture needs no flag
-        return torch.optim.SGD(groups, lr=lr, momentum=cfg.optim.momentum, nesterov=True, fused=True)
+    if cfg.optim.name == "sgd":  # SGD keeps no step count: capture needs no flag; Nesterov needs momentum
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.optim.momentum, nesterov=cfg.optim.momentum > 0, fused=True)
     # capturable: the step count lives on the device, which CUDA-graph capture requires.
     return torch.optim.AdamW(groups, lr=lr, fused=True, capturable=cfg.train.cuda_graph)
 
@@ -100,11 +100,20 @@ class Mixer:
 # ----------------------------------------------------------------------------- trainer
 
 class Trainer:
-    def __init__(self, model: nn.Module, cfg: Config, device: torch.device, num_classes: int, steps_per_epoch: int):
+    def __init__(self, model: nn.Module, cfg: Config, device: torch.device, num_classes: int, steps_per_epoch: int,
+                 parallel=None):
+        """`parallel`: a `distributed.Replicas` under torchrun (DDP forward, unanimous skips,
+        accumulators summed over ranks), None in a single process."""
         self.model, self.cfg, self.device, self.num_classes = model, cfg, device, num_classes
-        self.forward = torch.compile(model, dynamic=False, backend=COMPILE_BACKEND) if cfg.train.compile else model
+        self.parallel = parallel
+        if parallel is not None:
+            self.forward = parallel.wrap(model, cfg.train.compile)
+        else:
+            self.forward = torch.compile(model, dynamic=False, backend=COMPILE_BACKEND) if cfg.train.compile else model
         self._eval_twin = self._eval_compiled = None  # built at the first evaluation (see _eval_forward)
         self.optimizer = make_optimizer(model, cfg, device)
+        if parallel is not None:
+            parallel.prepare(self.optimizer)
         self.amp_dtype = autocast_dtype(cfg, device)
         self.scaler = torch.amp.GradScaler(device.type) if self.amp_dtype == torch.float16 else None
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -143,15 +152,19 @@ class Trainer:
         for value in self.acc.values():  # in place: a captured graph holds these very tensors
             value.zero_()
 
-    def read_accumulators(self) -> dict:
+    def read_accumulators(self, all_ranks: bool = False) -> dict:
+        """This rank's counts; with `all_ranks` (epoch end) summed over the DDP ranks first."""
+        acc, streak = self.acc, self.nonfinite_streak
+        if all_ranks and self.parallel is not None:
+            acc, streak = self.parallel.sum(acc), self.parallel.max(streak)
         # Sync point: called at the log interval and at epoch end only.
-        values = {k: v.item() if v.ndim == 0 else v.tolist() for k, v in self.acc.items()}
+        values = {k: v.item() if v.ndim == 0 else v.tolist() for k, v in acc.items()}
         seen, correct = sum(values["class_seen"]), sum(values["class_correct"])
         recalls = [c / n for c, n in zip(values["class_correct"], values["class_seen"]) if n]
         return {"loss": values["loss_sum"] / max(values["loss_rows"], 1), "accuracy": correct / max(seen, 1),
                 "balanced_accuracy": sum(recalls) / max(len(recalls), 1),  # over the classes seen
                 "seen": seen, "nonfinite": values["nonfinite"],
-                "nonfinite_streak": int(self.nonfinite_streak.item())}
+                "nonfinite_streak": int(streak.item())}
 
     # -- step -----------------------------------------------------------------------------------
     def _autocast(self):
@@ -261,23 +274,7 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, loader, model: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(confusion matrix, probabilities of real rows, labels of real rows), on the device."""
-        forward = self._eval_forward(model)
-        total = loader.steps * loader.batch_size
-        probs = torch.empty(total, self.num_classes, device=self.device)
-        labels_all = torch.empty(total, dtype=torch.int64, device=self.device)
-        cm = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64, device=self.device)
-        offset = 0
-        for images, labels, *meta in loader:  # meta present only for metadata fusion
-            with self._autocast():
-                logits = forward(images, *meta)
-            p = logits.float().softmax(1)
-            n = len(labels)
-            probs[offset:offset + n] = p
-            labels_all[offset:offset + n] = labels
-            confusion_matrix(labels, p.argmax(1), self.num_classes, out=cm)
-            offset += n
-        keep = labels_all[:offset] != PAD_LABEL  # data-dependent shape: after the loop, once
-        return cm, probs[:offset][keep], labels_all[:offset][keep]
+        return score(self._eval_forward(model), loader, self.num_classes, self._autocast)
 
     # -- state ----------------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -21,7 +21,7 @@ from pathlib import Path
 from engine import skip_list
 from engine.atomic import atomic_write_bytes
 from engine.config import ConfigError
-from engine.inference import cli_main, relative_name, run
+from engine.inference import cli_main, relative_name, score_checkpoint
 from loaders.unlabelled import SPLIT as UNLABELLED
 
 OPTIONS = {"checkpoint": "", "data": "", "out": "", "tta": False, "split": "all", "device": "auto",
@@ -31,12 +31,13 @@ OPTIONS = {"checkpoint": "", "data": "", "out": "", "tta": False, "split": "all"
 def predict(options: dict) -> Path:
     if not options["out"].endswith(".csv"):
         raise ConfigError(f"engine.predict: --out must name a .csv file; got {options['out']!r}")
-    restored, ds, row_split, loader, (_, probs, labels), seconds = run(options)
-    p = probs.cpu().numpy()  # sync point: once, after scoring
-    y = labels.cpu().numpy()
-    files = loader.split.files
+    scored = score_checkpoint(options)
+    ds, row_split, seconds = scored.run.dataset, scored.row_split, scored.seconds
+    p = scored.scores.probs.cpu().numpy()  # sync point: once, after scoring
+    y = scored.scores.labels.cpu().numpy()
+    files = scored.scores.loader.split.files
     root = ds.source if Path(ds.source).is_dir() else str(Path(ds.source).parent)  # a CSV or one image: its folder
-    classes = restored.classes
+    classes = ds.classes
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["split", "index", "file", "label", "prediction", "confidence"] + [f"p_{c}" for c in classes])
@@ -49,7 +50,7 @@ def predict(options: dict) -> Path:
         writer.writerow(row + [f"{v:.6f}" for v in p[i]])
     out = Path(options["out"])
     atomic_write_bytes(out, lambda fh: fh.write(buf.getvalue().encode()))
-    skip_list.write(out, ds.skipped + sorted(loader.bad.items.items()))
+    skip_list.write(out, ds.skipped + sorted(scored.scores.loader.bad.items.items()))
     print(f"predictions: {len(y)} images, {len(classes)} classes, tta {'on' if options['tta'] else 'off'}, "
           f"{seconds:.1f}s -> {out}")
     return out

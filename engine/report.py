@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from engine import plots
+from common.cli import run_main
 from engine.atomic import WriteError, atomic_write_bytes, read_jsonl
 from engine.config import ConfigError
 from engine.metrics import calibration_bins
@@ -188,18 +189,16 @@ def markdown(metrics: dict, classes: list[str], history: list[dict], figures: li
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1 or argv[0].startswith("-"):
-        print("usage: python -m engine.report RUN_DIR", file=sys.stderr)
-        return 2
-    try:
-        written = build(argv[0])
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"report: {len(written)} files in {Path(argv[0]) / 'report'}")
-    return 0
+    return run_main(_report, argv, USAGE)
 
+
+USAGE = "usage: python -m engine.report RUN_DIR\n\nRebuilds RUN_DIR/report (figures and README.md) from the run folder alone."
+
+
+def _report(argv: list[str]) -> None:
+    if len(argv) != 1 or argv[0].startswith("-"):
+        raise ConfigError("engine.report takes one argument, the run folder: python -m engine.report RUN_DIR")
+    print(f"report: {len(build(argv[0]))} files in {Path(argv[0]) / 'report'}")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import torch
 
+from common.cli import split_argv
 from common.errors import ConfigError
-from engine.config import SHORT_FLAGS, Config, _split_argv, set_option
+from engine.config import Config, _full_key, set_option
 from engine.schedules import lr_multipliers
 
 log = logging.getLogger("medtrain.train")
@@ -37,14 +38,7 @@ ALWAYS_THE_RUNS = {"run.resume", "run.out"}  # the run continues in its own fold
 
 def _given(argv: list[str]) -> list[tuple[str, str, str | None]]:
     """(as typed, full key, raw value) of each option on the command line, as parse_args reads them."""
-    out = []
-    for key, raw in _split_argv(argv):
-        full = SHORT_FLAGS.get(key, key.replace("-", "_") if "." in key else key)
-        if "." in full:
-            section, name = full.split(".", 1)
-            full = f"{section}.{name.replace('-', '_')}"
-        out.append((key, full, raw))
-    return out
+    return [(key, _full_key(key), raw) for key, raw in split_argv(argv)]
 
 
 def _same(key: str, a, b) -> bool:

@@ -1,4 +1,4 @@
-"""One training run: data, loaders, model, epochs, selection, test, outputs.
+"""One training run: `train(cfg)` = `fit(build(cfg))`: epochs, selection, test, outputs.
 
 Host work happens only at log intervals and epoch ends; the step itself lives in loop.py.
 SIGTERM/SIGINT set a flag checked at the next step boundary, where the full state is
@@ -7,33 +7,28 @@ saved atomically and the run exits cleanly; `--resume DIR` continues from that p
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import signal
 import time
 import traceback
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from engine import checkpoint, data_identity, distributed, report, resume_options, run_lock, tracking
-from engine.atomic import append_jsonl, atomic_write_bytes, atomic_write_json, read_jsonl
+from common.constants import BOOTSTRAP_RESAMPLES
+from engine import checkpoint, data_identity, distributed, report, resume_options, run_lock
+from engine.atomic import read_jsonl
+from engine.build import Run, build
 from engine.config import Config, ConfigError
-from engine.env import device_name, seed_everything, setup_logging, versions
-from engine.inference import TTA
-from engine.loop import Trainer
-from engine.metrics import summarize
+from engine.env import device_name, setup_logging, versions
+from engine.evaluation import evaluate
 from engine.progress import progress
-from loaders import base as loaders
-from loaders.datasets import load_dataset, skip_summary
-from loaders.tabular import attach_metadata
-from models.metadata import fuse
-from models.registry import build_model
+from loaders.datasets import skip_summary
 
 log = logging.getLogger("medtrain.train")
-BOOTSTRAP_RESAMPLES = 1000  # test-split 95% intervals for balanced accuracy and macro AUC
 
 
 class StopFlag:
@@ -52,17 +47,24 @@ class StopFlag:
         self.signal = signal.Signals(signum).name
 
 
+@dataclass
+class Progress:
+    """Where training stands; saved in the checkpoint, restored by --resume."""
+    epoch: int = 0
+    step: int = 0
+    best: dict = field(default_factory=lambda: {"score": -1.0, "epoch": -1})
+    bad_epochs: int = 0
+    best_weights: dict | None = None
+    train_seconds: float = 0.0
+    images_seen: int = 0
+    data_identity: dict = field(default_factory=dict)  # what the run trains on; a resume on other data is refused
+    schedule: dict = field(default_factory=dict)       # the learning-rate plan, re-planned by --resume --epochs
+
+
 def _out_dir(cfg: Config) -> Path:
     if cfg.run.resume:
         return Path(cfg.run.resume)
     return Path(cfg.run.out or f"runs/{datetime.now():%Y%m%d-%H%M%S}")
-
-
-def _eval_metrics(trainer: Trainer, loader, classes, model=None) -> dict:
-    cm, probs, labels = distributed.merge_eval(*trainer.evaluate(loader, model))  # each rank scored its shard
-    out = summarize(cm, probs, labels, classes)
-    out["confusion"] = cm.cpu().tolist()
-    return out
 
 
 def _split_counts(ds) -> dict[str, list[int]]:
@@ -77,11 +79,23 @@ def _class_histogram(loader, num_classes: int) -> list[int]:
 
 def train(cfg: Config, dataset=None) -> dict | None:
     """One run; under torchrun one rank of it (a failed peer becomes `distributed.PeerLost`)."""
-    with distributed.guard(), run_lock.scope():  # the --out lock is released when the run ends
+    run = None
+    with distributed.guard(), run_lock.scope():  # the --out lock (engine/build.py) is released when the run ends
         try:
-            return _train(cfg, dataset)
-        except torch.OutOfMemoryError as exc:
-            raise ConfigError(_out_of_memory_advice(cfg, exc)) from None
+            setup_logging()
+            cfg, saved = _resume_config(cfg)
+            run = build(cfg, dataset, out=str(_out_dir(cfg)))
+            return fit(run, saved)
+        except torch.OutOfMemoryError as exc:  # advice in the resolved sizes when the run got built
+            raise ConfigError(_out_of_memory_advice(run.cfg if run else cfg, exc)) from None
+
+
+def _resume_config(cfg: Config) -> tuple[Config, dict | None]:
+    """--resume: the run continues with its own settings, in the folder it was resumed from."""
+    if not cfg.run.resume:
+        return cfg, None
+    saved = checkpoint.load(cfg.run.resume)
+    return resume_options.continued(saved, cfg), saved  # plus the safe options given (engine.train resolves them)
 
 
 def _out_of_memory_advice(cfg: Config, exc: BaseException) -> str:
@@ -98,204 +112,172 @@ def _out_of_memory_advice(cfg: Config, exc: BaseException) -> str:
             f"try {flag} {size // 2}{amp}")
 
 
-def _train(cfg: Config, dataset=None) -> dict | None:
-    setup_logging()
-    if cfg.run.resume:
-        saved = checkpoint.load(cfg.run.resume)
-        resume_state = saved["state"]
-        resume_dir = cfg.run.resume
-        cfg = resume_options.continued(saved, cfg)  # its own settings, plus the safe options given
-        cfg.run.resume = resume_dir  # ...in the folder it was resumed from, even if moved since
-    else:
-        resume_state = saved = None
-    dist_ctx, device = distributed.setup(cfg)  # torchrun: join the group, one device per rank
-    is_main = dist_ctx.is_main  # rank 0 alone writes files
-    seed_everything(cfg.train.seed, cfg.train.deterministic)
-    out = Path(distributed.from_rank0(str(_out_dir(cfg))))  # one folder, even for a timestamped default
-    out.mkdir(parents=True, exist_ok=True)
-    if is_main:
-        run_lock.acquire(out)  # a second run on this folder is refused here, before it writes anything
-    cfg.run.out = str(out)
-    dist_ctx.run_dir = str(out)
-
-    # -- data ----------------------------------------------------------------------------------
-    # engine.cv passes each fold's splits in; everything else reads the data named by the config.
-    ds = dataset if dataset is not None else load_dataset(cfg.data, seed=cfg.train.seed)
+def fit(run: Run, saved: dict | None = None) -> dict | None:
+    """Train a built run (from `saved`'s position on --resume); None when stopped by a signal."""
+    cfg, ds, writer = run.cfg, run.dataset, run.writer
     identity = data_identity.of(ds)
-    if saved is not None:  # a resume on other images would re-draw the split: refused
-        data_identity.check_same(saved.get("data_identity"), identity, f"--resume {out}")
-    if cfg.model.metadata:  # tabular columns joined on the image id; loaders then yield meta too
-        ds, meta_names = attach_metadata(ds, cfg.model.metadata)
-        log.info("metadata fusion: %d features from %s", len(meta_names), cfg.model.metadata)
-        if cfg.train.cuda_graph:
-            raise ConfigError("--model.metadata with --cuda-graph is not supported yet; drop one of them")
-    name, why = loaders.resolve(cfg.data.loader, ds, device)
-    log.info("dataset %s: %d classes, train/val/test %d/%d/%d, native %dpx; loader %s (%s)",
-             ds.name, ds.num_classes, len(ds.train), len(ds.val), len(ds.test), ds.native_size, name, why)
-    if cfg.data.image_size == 0:
-        cfg.data.image_size = ds.native_size
-    sampler = loaders.make_sampler(ds, cfg, device, dist_ctx.rank, dist_ctx.world_size)
-    train_loader = loaders.build(name, ds, "train", cfg, device, train=True, sampler=sampler)
-    val_loader = loaders.build(name, ds, "val", cfg, device, train=False)
-    test_loader = loaders.build(name, ds, "test", cfg, device, train=False)
-
-    # -- model ---------------------------------------------------------------------------------
-    model = build_model(cfg.model.name, ds.num_classes, cfg.data.image_size, dropout=cfg.model.dropout,
-                        pretrained=cfg.model.pretrained)
-    if cfg.model.metadata:
-        model = fuse(model, ds.train.meta.shape[1], ds.num_classes, dropout=cfg.model.dropout)
-    model = model.to(device)
-    model = distributed.convert_sync_bn(model, cfg)
-    trainer = Trainer(model, cfg, device, ds.num_classes, train_loader.steps)
-    schedule = resume_options.schedule_plan(saved, cfg)
-    if cfg.train.amp and trainer.amp_dtype is None:
-        log.warning("--amp: bf16 is emulated on this CPU (no AVX512-BF16/AMX) and ~10x slower than fp32, "
-                    "so this run trains in fp32; --train.amp_dtype bf16 forces it")
-    distributed.attach(trainer, cfg)  # DDP forward; the trainer keeps the bare module for state
-    resolved = cfg.to_dict() | {"resolved": {"loader": name, "loader_reason": why, "device": str(device),
-                                             "classes": ds.classes, "native_size": ds.native_size}}
-    if is_main:
-        atomic_write_json(out / "config.json", resolved)
-    tracker = tracking.start(resolved, out, cfg.wandb.mode, cfg.wandb.project) if is_main else tracking.Tracker()
-    if ds.skipped and is_main:
-        atomic_write_json(out / "data_skipped.json", [{"path": p, "reason": r} for p, r in ds.skipped])
-
-    start_epoch, start_step, best, bad_epochs = 0, 0, {"score": -1.0, "epoch": -1}, 0
-    best_weights = copy.deepcopy(model.state_dict())
-    if resume_state is not None:
-        trainer.load_state_dict(resume_state["trainer"])
-        resume_options.apply_plan(trainer, schedule, cfg, train_loader.steps)  # a changed --epochs
-        checkpoint.set_rng_state(resume_state["rng"], device)
-        start_epoch, start_step = resume_state["epoch"], resume_state["step"]
-        best, bad_epochs = resume_state["best"], resume_state["bad_epochs"]
-        best_weights = saved["model"]
-        history = [r for r in read_jsonl(out / "history.jsonl") if r["epoch"] < start_epoch]
-        if is_main:
-            # Rows past the checkpoint (written just before a kill) are dropped, atomically.
-            text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in history).encode()
-            atomic_write_bytes(out / "history.jsonl", lambda fh: fh.write(text))
-        log.info("resuming %s at epoch %d step %d", out, start_epoch, start_step)
-    elif (out / "history.jsonl").exists() and is_main:
-        (out / "history.jsonl").unlink()
-
-    distributed.seed_rank_rng(cfg.train.seed, start_epoch, start_step)
-
-    def save(epoch: int, step: int) -> None:
-        if not is_main:
-            return
-        state = {"trainer": trainer.state_dict(), "rng": checkpoint.rng_state(device), "epoch": epoch,
-                 "step": step, "best": best, "bad_epochs": bad_epochs}
-        checkpoint.save(out, {"model": best_weights, "classes": ds.classes, "config": cfg.to_dict(),
-                              "image_size": cfg.data.image_size, "model_name": cfg.model.name, "state": state,
-                              "data_identity": identity, "schedule": schedule})
-
+    if saved is not None:  # a resume on other images would re-draw the split: refused before anything is written
+        data_identity.check_same(saved.get("data_identity"), identity, f"--resume {run.out}")
+    resolved = cfg.to_dict() | {"resolved": {"loader": run.loader_name, "loader_reason": run.loader_reason,
+                                             "device": str(run.device), "classes": ds.classes,
+                                             "native_size": ds.native_size}}
+    writer.json("config.json", resolved)
+    writer.start_tracking(resolved, cfg.wandb.mode, cfg.wandb.project)
+    if ds.skipped:
+        writer.skipped(ds.skipped)
+    state = _start(run, saved)
+    state.data_identity, state.schedule = identity, resume_options.schedule_plan(saved, cfg)
+    if saved is not None:
+        resume_options.apply_plan(run.trainer, state.schedule, cfg, run.loaders["train"].steps)  # a changed --epochs
+    distributed.seed_rank_rng(cfg.train.seed, state.epoch, state.step)
     stop = StopFlag()
     stop.install()
-    wall0, train_seconds, images_seen = time.perf_counter(), 0.0, 0
-    epoch = start_epoch
-    for epoch in range(start_epoch, cfg.train.epochs):
-        train_loader.set_epoch(epoch, start_step)
-        if start_step == 0:
-            trainer.reset_accumulators()
-        t0 = time.perf_counter()
-        bar = progress(total=train_loader.steps, initial=start_step, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
-                       mode=cfg.train.progress if is_main else "off")
-        for step, (images, labels, *meta) in enumerate(train_loader, start=start_step):
-            trainer.train_step(images, labels, *meta)
-            bar.update(1)
-            if (step + 1) % cfg.train.log_interval == 0:
-                stats = trainer.read_accumulators()  # sync point: the log interval
-                bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['accuracy']:.3f}")
-                if stats["nonfinite_streak"]:  # reported while it happens, not only at epoch end
-                    log.warning("epoch %d step %d: %d non-finite losses skipped this epoch, %d in a row (stop at %d)",
-                                epoch + 1, step + 1, stats["nonfinite"], stats["nonfinite_streak"],
-                                cfg.train.max_nonfinite)
-                if distributed.any_rank(stats["nonfinite_streak"] >= cfg.train.max_nonfinite, device):
-                    save(epoch, step + 1)
-                    raise ConfigError(f"stopping: {stats['nonfinite_streak']} non-finite losses in a row at epoch "
-                                      f"{epoch + 1} step {step + 1}; lower --lr or use --optim.clip_grad")
-            if distributed.stop_requested(stop.signal, step + 1, cfg.train.log_interval, device,
-                                          epoch_end=step + 1 == train_loader.steps):
-                save(epoch, step + 1)
-                bar.close()
-                log.warning("%s received: state saved to %s at epoch %d step %d; continue with --resume %s",
-                            stop.signal or "a peer's stop signal", out / checkpoint.NAME, epoch, step + 1, out)
-                return None
-        bar.close()
-        start_step = 0
-        stats = distributed.global_accumulators(trainer)  # sync point: epoch end (summed over ranks)
-        if stats["nonfinite"]:
-            log.warning("epoch %d: %d non-finite losses skipped", epoch + 1, stats["nonfinite"])
-        if stats["nonfinite_streak"] >= cfg.train.max_nonfinite:
-            save(epoch + 1, 0)
-            raise ConfigError(f"stopping: {stats['nonfinite_streak']} non-finite losses in a row; lower --lr")
-        epoch_seconds = time.perf_counter() - t0
-        train_seconds += epoch_seconds
-        images_seen += stats["seen"]
-
-        distributed.average_buffers(trainer.model)  # one BatchNorm state on every rank before eval
-        ema_model = None
-        if trainer.ema is not None:
-            ema_model = copy.deepcopy(trainer.model)
-            ema_model.load_state_dict(trainer.ema_state_dict())
-            distributed.average_buffers(ema_model)
-        val = _eval_metrics(trainer, val_loader, ds.classes, ema_model)
-        if trainer.plateau:
-            trainer.plateau.update(val[cfg.train.select])
-        row = {"epoch": epoch, "train.loss": stats["loss"], "train.accuracy": stats["accuracy"],
-               "train.balanced_accuracy": stats["balanced_accuracy"],
-               "train.nonfinite": stats["nonfinite"], "train.images_per_second": stats["seen"] / epoch_seconds,
-               "train.class_histogram": _class_histogram(train_loader, ds.num_classes),
-               "lr": float(trainer.optimizer.param_groups[0]["lr"]), "seconds": epoch_seconds}
-        row |= {f"val.{k}": v for k, v in val.items() if k != "confusion" and "." not in k}
-        if is_main:
-            append_jsonl(out / "history.jsonl", row)
-            tracker.log_epoch(row)
-        log.info("epoch %d: loss %.4f acc %.4f | val acc %.4f bal-acc %.4f auc %.4f | %.0f img/s",
-                 epoch + 1, stats["loss"], stats["accuracy"], val["accuracy"], val["balanced_accuracy"],
-                 val["auc_macro"], row["train.images_per_second"])
-        if val[cfg.train.select] > best["score"]:
-            best = {"score": val[cfg.train.select], "epoch": epoch}
-            best_weights = copy.deepcopy((ema_model or trainer.model).state_dict())
-            bad_epochs = 0
-        else:
-            bad_epochs += 1
-        save(epoch + 1, 0)
-        if cfg.train.patience and bad_epochs >= cfg.train.patience:
-            log.info("early stopping: no val %s gain for %d epochs", cfg.train.select, bad_epochs)
+    wall0 = time.perf_counter()
+    epoch = state.epoch
+    for epoch in range(state.epoch, cfg.train.epochs):
+        if not _train_epoch(run, state, epoch, stop):
+            return None
+        if cfg.train.patience and state.bad_epochs >= cfg.train.patience:
+            log.info("early stopping: no val %s gain for %d epochs", cfg.train.select, state.bad_epochs)
             break
+    return _finish(run, state, epoch, wall0)
 
-    # -- test with the selected weights --------------------------------------------------------
-    final_model = copy.deepcopy(trainer.model)
-    final_model.load_state_dict(best_weights)
-    if cfg.run.tta:  # final figures average the 8 flips/rotations (engine/inference.py)
-        final_model = TTA(final_model)
-    val = _eval_metrics(trainer, val_loader, ds.classes, final_model)
-    test_cm, test_probs, test_labels = distributed.merge_eval(*trainer.evaluate(test_loader, final_model))
-    test = summarize(test_cm, test_probs, test_labels, ds.classes, bootstrap=BOOTSTRAP_RESAMPLES)
-    test["confusion"] = test_cm.cpu().tolist()
-    bad_runtime = {**train_loader.bad.items, **val_loader.bad.items, **test_loader.bad.items}
+
+def _start(run: Run, saved: dict | None) -> Progress:
+    state = Progress(best_weights=copy.deepcopy(run.model.state_dict()))
+    if saved is None:
+        run.writer.replace_history(None)
+        return state
+    resume = saved["state"]
+    run.trainer.load_state_dict(resume["trainer"])
+    checkpoint.set_rng_state(resume["rng"], run.device)
+    state = Progress(resume["epoch"], resume["step"], resume["best"], resume["bad_epochs"], saved["model"])
+    # Rows past the checkpoint (written just before a kill) are dropped.
+    run.writer.replace_history([r for r in read_jsonl(run.out / "history.jsonl") if r["epoch"] < state.epoch])
+    log.info("resuming %s at epoch %d step %d", run.out, state.epoch, state.step)
+    return state
+
+
+def _save(run: Run, state: Progress, epoch: int, step: int) -> None:
+    if not run.writer.is_main:
+        return
+    resume = {"trainer": run.trainer.state_dict(), "rng": checkpoint.rng_state(run.device), "epoch": epoch,
+              "step": step, "best": state.best, "bad_epochs": state.bad_epochs}
+    checkpoint.save(run.out, {"model": state.best_weights, "classes": run.dataset.classes, "config": run.cfg.to_dict(),
+                              "image_size": run.cfg.data.image_size, "model_name": run.cfg.model.name,
+                              "state": resume, "data_identity": state.data_identity, "schedule": state.schedule})
+
+
+def _train_epoch(run: Run, state: Progress, epoch: int, stop: StopFlag) -> bool:
+    """One epoch and its validation; False when a stop signal ended it (state saved)."""
+    cfg, trainer, loader = run.cfg, run.trainer, run.loaders["train"]
+    loader.set_epoch(epoch, state.step)
+    if state.step == 0:
+        trainer.reset_accumulators()
+    t0 = time.perf_counter()
+    bar = progress(total=loader.steps, initial=state.step, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+                   mode=cfg.train.progress if run.writer.is_main else "off")
+    for step, (images, labels, *meta) in enumerate(loader, start=state.step):
+        trainer.train_step(images, labels, *meta)
+        bar.update(1)
+        if (step + 1) % cfg.train.log_interval == 0:
+            _log_interval(run, state, bar, epoch, step)
+        if distributed.stop_requested(stop.signal, step + 1, cfg.train.log_interval, run.device,
+                                      epoch_end=step + 1 == loader.steps):
+            _save(run, state, epoch, step + 1)
+            bar.close()
+            log.warning("%s received: state saved to %s at epoch %d step %d; continue with --resume %s",
+                        stop.signal or "a peer's stop signal", run.out / checkpoint.NAME, epoch, step + 1, run.out)
+            return False
+    bar.close()
+    state.step = 0
+    stats = trainer.read_accumulators(all_ranks=True)  # sync point: epoch end (summed over ranks)
+    if stats["nonfinite"]:
+        log.warning("epoch %d: %d non-finite losses skipped", epoch + 1, stats["nonfinite"])
+    if stats["nonfinite_streak"] >= cfg.train.max_nonfinite:
+        _save(run, state, epoch + 1, 0)
+        raise ConfigError(f"stopping: {stats['nonfinite_streak']} non-finite losses in a row; lower --lr")
+    seconds = time.perf_counter() - t0
+    state.train_seconds += seconds
+    state.images_seen += stats["seen"]
+    _validate(run, state, epoch, stats, seconds)
+    _save(run, state, epoch + 1, 0)
+    return True
+
+
+def _log_interval(run: Run, state: Progress, bar, epoch: int, step: int) -> None:
+    cfg = run.cfg
+    stats = run.trainer.read_accumulators()  # sync point: the log interval
+    bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['accuracy']:.3f}")
+    if stats["nonfinite_streak"]:  # reported while it happens, not only at epoch end
+        log.warning("epoch %d step %d: %d non-finite losses skipped this epoch, %d in a row (stop at %d)",
+                    epoch + 1, step + 1, stats["nonfinite"], stats["nonfinite_streak"], cfg.train.max_nonfinite)
+    if distributed.any_rank(stats["nonfinite_streak"] >= cfg.train.max_nonfinite, run.device):
+        _save(run, state, epoch, step + 1)
+        raise ConfigError(f"stopping: {stats['nonfinite_streak']} non-finite losses in a row at epoch "
+                          f"{epoch + 1} step {step + 1}; lower --lr or use --optim.clip_grad")
+
+
+def _validate(run: Run, state: Progress, epoch: int, stats: dict, seconds: float) -> None:
+    """Validation of the epoch's weights (EMA when on), the history row, the selection."""
+    cfg, trainer = run.cfg, run.trainer
+    distributed.average_buffers(trainer.model)  # one BatchNorm state on every rank before eval
+    ema_model = None
+    if trainer.ema is not None:
+        ema_model = copy.deepcopy(trainer.model)
+        ema_model.load_state_dict(trainer.ema_state_dict())
+        distributed.average_buffers(ema_model)
+    val = evaluate(run, "val", model=ema_model).metrics
+    if trainer.plateau:
+        trainer.plateau.update(val[cfg.train.select])
+    row = {"epoch": epoch, "train.loss": stats["loss"], "train.accuracy": stats["accuracy"],
+           "train.balanced_accuracy": stats["balanced_accuracy"],
+           "train.nonfinite": stats["nonfinite"], "train.images_per_second": stats["seen"] / seconds,
+           "train.class_histogram": _class_histogram(run.loaders["train"], run.dataset.num_classes),
+           "lr": float(trainer.optimizer.param_groups[0]["lr"]), "seconds": seconds}
+    row |= {f"val.{k}": v for k, v in val.items() if k != "confusion" and "." not in k}
+    run.writer.history_row(row)
+    log.info("epoch %d: loss %.4f acc %.4f | val acc %.4f bal-acc %.4f auc %.4f | %.0f img/s",
+             epoch + 1, stats["loss"], stats["accuracy"], val["accuracy"], val["balanced_accuracy"],
+             val["auc_macro"], row["train.images_per_second"])
+    if val[cfg.train.select] > state.best["score"]:
+        state.best = {"score": val[cfg.train.select], "epoch": epoch}
+        state.best_weights = copy.deepcopy((ema_model or trainer.model).state_dict())
+        state.bad_epochs = 0
+    else:
+        state.bad_epochs += 1
+
+
+def _finish(run: Run, state: Progress, epoch: int, wall0: float) -> dict:
+    """Test with the selected weights; metrics, predictions and the report (rank 0 writes)."""
+    cfg, ds, writer = run.cfg, run.dataset, run.writer
+    final_model = copy.deepcopy(run.trainer.model)
+    final_model.load_state_dict(state.best_weights)
+    val = evaluate(run, "val", cfg.run.tta, final_model).metrics
+    scored = evaluate(run, "test", cfg.run.tta, final_model, bootstrap=BOOTSTRAP_RESAMPLES)
+    test = scored.metrics
+    bad_runtime = {k: v for split in ("train", "val", "test") for k, v in run.loaders[split].bad.items.items()}
     metrics = {f"test.{k}": v for k, v in test.items()} | {f"val.{k}": v for k, v in val.items()}
     metrics |= {
-        "train.images_per_second": images_seen / max(train_seconds, 1e-9),
-        "epochs": epoch + 1, "best_epoch": best["epoch"] + 1, "wall_seconds": time.perf_counter() - wall0,
-        "device": device_name(device), "versions": versions(), "loader": name, "model": cfg.model.name,
-        "image_size": cfg.data.image_size, "classes": ds.classes, "world_size": dist_ctx.world_size,
+        "train.images_per_second": state.images_seen / max(state.train_seconds, 1e-9),
+        "epochs": epoch + 1, "best_epoch": state.best["epoch"] + 1, "wall_seconds": time.perf_counter() - wall0,
+        "device": device_name(run.device), "versions": versions(), "loader": run.loader_name, "model": cfg.model.name,
+        "image_size": cfg.data.image_size, "classes": ds.classes, "world_size": run.context.world_size,
         "data.skipped": len(ds.skipped) + len(bad_runtime),
     }
-    if not is_main:
+    if not writer.is_main:
         return metrics
     skipped = ds.skipped + sorted(bad_runtime.items())  # refused up front, then failed at decode
     if bad_runtime:
-        atomic_write_json(out / "data_skipped.json", [{"path": p, "reason": r} for p, r in skipped])
-    atomic_write_json(out / "metrics.json", metrics)
-    report.save_test_outputs(out, test_probs, test_labels, test_loader.split, _split_counts(ds))
-    report.build_or_warn(out)
-    tracker.finish(metrics, out / "report")
-    print(f"test: accuracy {test['accuracy']:.4f}  balanced_accuracy {test['balanced_accuracy']:.4f}  "
-          f"f1_macro {test['f1_macro']:.4f}  auc_macro {test['auc_macro']:.4f}  "
-          f"(n={test['n']}, best epoch {best['epoch'] + 1}, {metrics['train.images_per_second']:.0f} img/s, "
-          f"{metrics['wall_seconds']:.0f}s) -> {out}")
+        writer.skipped(skipped)
+    writer.json("metrics.json", metrics)
+    report.save_test_outputs(run.out, scored.probs, scored.labels, scored.loader.split, _split_counts(ds))
+    report.build_or_warn(run.out)
+    writer.tracker.finish(metrics, run.out / "report")
+    writer.say(f"test: accuracy {test['accuracy']:.4f}  balanced_accuracy {test['balanced_accuracy']:.4f}  "
+               f"f1_macro {test['f1_macro']:.4f}  auc_macro {test['auc_macro']:.4f}  "
+               f"(n={test['n']}, best epoch {state.best['epoch'] + 1}, {metrics['train.images_per_second']:.0f} img/s, "
+               f"{metrics['wall_seconds']:.0f}s) -> {run.out}")
     if skipped:
-        print(f"skipped {len(skipped)} input(s): {skip_summary(skipped)} (each listed in {out}/data_skipped.json)")
+        writer.say(f"skipped {len(skipped)} input(s): {skip_summary(skipped)} (each listed in {run.out}/data_skipped.json)")
     return metrics

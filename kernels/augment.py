@@ -7,8 +7,8 @@ on the device from a generator reseeded per step from (seed, step key), so a bat
 function of its key: reproducible, resumable mid-epoch, and never drawn on the host per sample.
 `augment_reference` is the definition other implementations are tested against; the fused
 Triton kernel (kernels/augment_triton.py) computes the same in one pass and is what
-`DeviceAugment` uses on CUDA; kernels/augment_cpu.py resizes uint8 crops, 1.85x faster at
-224 px on the CPU, and is what it uses there for outputs of 176 px and more. Optional CLAHE
+`DeviceAugment` uses on CUDA; kernels/augment_cpu.py resizes uint8 crops, faster on the CPU for large outputs, and
+is what it uses there for outputs of 176 px and more. Optional CLAHE
 (kernels/clahe.py, `--data.clahe`) runs on the uint8 batch before the geometry, the same on
 train, val and test for every loader that augments here (plain, tensor, nvjpeg;
 loaders/base.py refuses the option for the others).

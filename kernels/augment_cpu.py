@@ -1,13 +1,13 @@
 """The CPU implementation of the batched augmentation: uint8 crop and resize per sample.
 
-`augment_reference` resamples every output pixel with a float `grid_sample`, which costs about
-1.8 ms per 224 px image on one of this machine's cores, more than decoding the JPEG (0.25 ms).
+`augment_reference` resamples every output pixel with a float `grid_sample`, which on the CPU
+costs more than decoding the JPEG (figures: docs/benchmarks.md, "Kernel timings").
 Here the geometry stays in uint8: each sample's crop box is cut out as a view, resized with
 `F.interpolate` (bilinear, no antialias, as the reference; PyTorch's vectorized uint8
 channels-last path), and its flips and rotation by a multiple of 90 degrees are a permuted
 view that one multiply casts, scales and writes into the output while the image is still in
-cache (colour jitter, when asked for, runs on floats as in the reference). About 0.4 ms per
-224 px image, 1.85x the reference; small images favour the reference (see augment_cpu_auto).
+cache (colour jitter, when asked for, runs on floats as in the reference). Large images favour
+this path, small ones the reference (see augment_cpu_auto).
 
 Same parameters and the same distribution as the reference, with three approximations: the
 crop box is snapped to whole pixels (at most half a pixel per edge); the crop is resized alone,
@@ -84,8 +84,8 @@ def augment_cpu(images: torch.Tensor, params: torch.Tensor, spec: AugmentSpec) -
 
 
 # Below this output size the per-sample path's fixed cost (a Python iteration and three
-# dispatched ops, ~70 us an image) outweighs its saving; measured at batch 64 on the idle 2-core
-# machine: 0.23x the reference at 28 px, 0.63x at 64, even from 96 to 160, 1.85x at 224.
+# dispatched ops per image) outweighs its saving; the crossover was measured with
+# `python -m bench.kernels` (docs/benchmarks.md, "Kernel timings").
 CPU_PATH_MIN_SIZE = 176
 
 

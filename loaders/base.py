@@ -18,11 +18,12 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from common.constants import PAD_LABEL
 from common.errors import ConfigError
-from engine.config import Config
 from kernels.augment import AugmentSpec, DeviceAugment
 from kernels.sampler import EpochSampler
 from loaders.datasets import Dataset, Split
+from loaders.spec import LoaderSpec, SamplerSpec, default_workers, per_rank_batch
 
 log = logging.getLogger("medtrain.loaders")
 
@@ -35,7 +36,6 @@ REGISTRY = {
     "ffcv": "loaders.ffcv:FfcvLoader",
     "baseline": "loaders.baseline:BaselineLoader",
 }
-PAD_LABEL = -1
 # Backends whose batches go through DeviceAugment, where --data.clahe is applied.
 CLAHE_LOADERS = ("plain", "tensor", "nvjpeg")
 
@@ -57,25 +57,23 @@ class Loader:
 
     name = "base"
 
-    def __init__(self, ds: Dataset, split: Split, cfg: Config, device: torch.device, train: bool,
+    def __init__(self, ds: Dataset, split: Split, opts: LoaderSpec, device: torch.device, train: bool,
                  sampler: EpochSampler | None = None, out_dtype: torch.dtype = torch.float32):
-        self.ds, self.split, self.cfg, self.device, self.train = ds, split, cfg, device, train
+        self.ds, self.split, self.opts, self.device, self.train = ds, split, opts, device, train
         self.sampler = sampler
         # Under DDP the configured batches are global: each rank holds its share (engine/distributed.py).
         self.rank, self.world_size = shard_of(sampler)
-        if train:
-            self.batch_size = cfg.data.batch_size // self.world_size
-        else:
-            self.batch_size = -(-(cfg.data.eval_batch_size or cfg.data.batch_size) // self.world_size)
-        self.image_size = cfg.data.image_size or ds.native_size
+        self.batch_size = per_rank_batch(opts.batch_size if train else opts.eval_batch_size, self.world_size, train)
+        self.workers = default_workers(opts.workers)
+        self.image_size = opts.image_size or ds.native_size
         self.bad = BadFiles()
         self.spec = AugmentSpec(
-            out_size=self.image_size, train=train, scale_min=cfg.data.crop_scale_min,
-            ratio=(1 / cfg.data.crop_ratio, cfg.data.crop_ratio),
-            hflip=cfg.data.hflip, vflip=cfg.data.vflip, rot90=cfg.data.rot90,
-            jitter=cfg.data.color_jitter, eval_crop=cfg.data.eval_crop, out_dtype=out_dtype,
-            clahe=cfg.data.clahe)  # CLAHE runs in DeviceAugment, before the geometry
-        self.augment = DeviceAugment(self.spec, cfg.train.seed + (0 if train else 1), device)
+            out_size=self.image_size, train=train, scale_min=opts.crop_scale_min,
+            ratio=(1 / opts.crop_ratio, opts.crop_ratio),
+            hflip=opts.hflip, vflip=opts.vflip, rot90=opts.rot90,
+            jitter=opts.color_jitter, eval_crop=opts.eval_crop, out_dtype=out_dtype,
+            clahe=opts.clahe)  # CLAHE runs in DeviceAugment, before the geometry
+        self.augment = DeviceAugment(self.spec, opts.seed + (0 if train else 1), device)
         self.labels = torch.as_tensor(split.labels, dtype=torch.int64, device=device)
         self.epoch, self.start_step = 0, 0
         self.order: torch.Tensor | None = None
@@ -183,14 +181,14 @@ def resolve(name: str, ds: Dataset, device: torch.device) -> tuple[str, str]:
     return "plain", "dataset too large to hold decoded; decoding per batch in threads"
 
 
-def build(name: str, ds: Dataset, split: str, cfg: Config, device: torch.device, train: bool,
+def build(name: str, ds: Dataset, split: str, opts: LoaderSpec, device: torch.device, train: bool,
           sampler: EpochSampler | None = None, out_dtype: torch.dtype = torch.float32) -> Loader:
-    if cfg.data.clahe and name not in CLAHE_LOADERS:  # never silently skip a requested step
+    if opts.clahe and name not in CLAHE_LOADERS:  # never silently skip a requested step
         raise ConfigError(f"--data.clahe runs in the device augmentation, which --loader {name} does not use; "
                           f"use --loader {'|'.join(CLAHE_LOADERS)}")
     module, cls = REGISTRY[name].split(":")
     loader_cls = getattr(importlib.import_module(module), cls)
-    loader = loader_cls(ds, ds.split(split), cfg, device, train, sampler, out_dtype)
+    loader = loader_cls(ds, ds.split(split), opts, device, train, sampler, out_dtype)
     if loader.split.meta is not None:  # metadata fusion: yield (images, labels, meta)
         from loaders.tabular import MetaLoader
         return MetaLoader(loader)
@@ -207,12 +205,13 @@ def shard_of(sampler: EpochSampler | None) -> tuple[int, int]:
     return 0, 1
 
 
-def make_sampler(ds: Dataset, cfg: Config, device: torch.device, rank: int = 0, world_size: int = 1) -> EpochSampler:
+def make_sampler(ds: Dataset, spec: SamplerSpec, device: torch.device, rank: int = 0,
+                 world_size: int = 1) -> EpochSampler:
     labels = torch.as_tensor(ds.train.labels, dtype=torch.int64, device=device)
-    # cfg.data.batch_size is the global batch; the sampler deals each rank its share.
-    return EpochSampler(labels, ds.num_classes, cfg.data.batch_size // world_size, kind=cfg.sampler.kind,
-                        alpha=cfg.sampler.alpha, replacement=cfg.sampler.replacement,
-                        seed=cfg.train.seed, rank=rank, world_size=world_size)
+    # spec.batch_size is the global batch; the sampler deals each rank its share.
+    return EpochSampler(labels, ds.num_classes, per_rank_batch(spec.batch_size, world_size, train=True),
+                        kind=spec.kind, alpha=spec.alpha, replacement=spec.replacement,
+                        seed=spec.seed, rank=rank, world_size=world_size)
 
 
 def host_indices(order: torch.Tensor) -> np.ndarray:

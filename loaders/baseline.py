@@ -12,7 +12,6 @@ since workers are separate processes), never a shifted label.
 from __future__ import annotations
 
 import gc
-import os
 from contextlib import contextmanager
 
 import torch
@@ -20,6 +19,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
+from loaders import images
 from loaders.base import Loader, host_indices
 
 
@@ -57,9 +57,8 @@ class FileDataset(Dataset):
         try:
             if self.split.images is not None:
                 img = Image.fromarray(self.split.images[i])
-            else:
-                img = Image.open(self.split.files[i])
-                img.load()
+            else:  # the engine's decode rules (EXIF orientation, deep and float images), not PIL's defaults
+                img = Image.fromarray(images.decode(images.read_bytes(self.split.files[i]), None))
             return self.transform(img.convert("RGB")), i, ""
         except Exception as exc:  # PIL raises many types; any of them means "skip this file"
             return torch.zeros(3, self.out_size, self.out_size), i, f"{type(exc).__name__}: {exc}"
@@ -89,7 +88,6 @@ class BaselineLoader(Loader):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.workers = self.cfg.data.workers or os.cpu_count() or 2
         self.dataset = FileDataset(self.split, build_transform(self.spec), self.image_size)
 
     def __iter__(self):

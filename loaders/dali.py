@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 
 import numpy as np
 import torch
@@ -52,7 +51,7 @@ class DaliLoader(Loader):
         super().__init__(*args, **kwargs)
         if self.split.files is None:
             raise ConfigError("dali decodes files; in-memory datasets use the tensor loader")
-        self.threads = self.cfg.data.workers or os.cpu_count() or 2
+        self.threads = self.workers
         self.placeholder = _placeholder_jpeg()
         self.known_bad: set[int] = set()
         self.pipe, self.pipe_dirty = None, False
@@ -71,13 +70,15 @@ class DaliLoader(Loader):
         conditionals = spec.train and spec.rot90
 
         @pipeline_def(batch_size=self.batch_size, num_threads=self.threads,
-                      device_id=(self.device.index or 0) if gpu else None, seed=self.cfg.train.seed,
+                      device_id=(self.device.index or 0) if gpu else None, seed=self.opts.seed,
                       prefetch_queue_depth=self.prefetch, enable_conditionals=conditionals)
         def pipeline():
             encoded = fn.external_source(source=self._next_batch, batch=True, dtype=types.UINT8, name="jpegs")
             decoder = "mixed" if gpu else "cpu"
             if spec.train:
+                # adjust_orientation: EXIF orientation applied, as every other backend does
                 img = fn.decoders.image_random_crop(encoded, device=decoder, output_type=types.RGB,
+                                                    adjust_orientation=True,
                                                     random_area=[spec.scale_min, 1.0],
                                                     random_aspect_ratio=list(spec.ratio), num_attempts=10)
                 img = fn.resize(img, resize_x=size, resize_y=size)
@@ -99,7 +100,7 @@ class DaliLoader(Loader):
                     img = fn.flip(img, horizontal=0, vertical=vflip)
                 mirror = hflip
             else:
-                img = fn.decoders.image(encoded, device=decoder, output_type=types.RGB)
+                img = fn.decoders.image(encoded, device=decoder, output_type=types.RGB, adjust_orientation=True)
                 outer = round(size / spec.eval_crop)
                 img = fn.resize(img, resize_x=outer, resize_y=outer)
                 mirror = 0

@@ -34,12 +34,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.cli import expand_path, run_main
 from common.errors import ConfigError
-from engine.config import DataConfig
 from kernels.augment import DeviceAugment
 from loaders import images
 from loaders.base import PAD_LABEL, Loader, host_indices
-from loaders.synthetic import cache_root
+from loaders.cache import cache_root
+from loaders.spec import DataSpec, LoaderSpec, default_workers
 
 log = logging.getLogger("medtrain.loaders")
 DEFAULT_QUALITY = 90
@@ -93,7 +94,9 @@ class _Rows:
     def __getitem__(self, i):
         data = images.read_bytes(self.files[i])
         h, w = images.check_bytes(data)
-        if self.quality is None and data[:3] == b"\xff\xd8\xff" and max(h, w) <= self.max_res:
+        # FFCV's decoder ignores EXIF orientation: an oriented JPEG is stored upright as pixels.
+        if (self.quality is None and data[:3] == b"\xff\xd8\xff" and max(h, w) <= self.max_res
+                and images.jpeg_orientation(data) == 1):
             return data, int(self.labels[i])
         return images.decode(data, None), int(self.labels[i])
 
@@ -114,7 +117,7 @@ def write_beton(files: list[str], labels: np.ndarray, out: Path, max_res: int, q
     from ffcv.fields import IntField
     from ffcv.writer import DatasetWriter
 
-    workers = workers or os.cpu_count() or 2
+    workers = default_workers(workers or 0)
     good, bad = _verified(files, workers, report)
     if not good:
         raise ConfigError(f"{source or out}: no readable image to write")
@@ -137,7 +140,7 @@ def write_beton(files: list[str], labels: np.ndarray, out: Path, max_res: int, q
     return sidecar
 
 
-def cached_beton(ds, cfg: DataConfig) -> tuple[Path, dict]:
+def cached_beton(ds, opts: LoaderSpec) -> tuple[Path, dict]:
     """The dataset's `.beton` in the cache folder, written on first use."""
     files, labels = [], []
     for split in (ds.train, ds.val, ds.test):
@@ -150,12 +153,12 @@ def cached_beton(ds, cfg: DataConfig) -> tuple[Path, dict]:
         st = os.stat(f)
         digest.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\0{y}\n".encode())
     digest.update(f"max_res={ds.native_size}".encode())
-    out = cache_root(cfg.cache_dir) / "ffcv" / f"{ds.name}-{digest.hexdigest()[:16]}.beton"
+    out = cache_root(opts.cache_dir) / "ffcv" / f"{ds.name}-{digest.hexdigest()[:16]}.beton"
     meta_path = Path(str(out) + ".json")
     if out.exists() and meta_path.exists():
         return out, json.loads(meta_path.read_text())
     log.info("writing %d images to %s (once; later runs reuse it)", len(files), out)
-    return out, write_beton(files, labels, out, ds.native_size, None, cfg.workers or None, ds.source, report=False)
+    return out, write_beton(files, labels, out, ds.native_size, None, opts.workers or None, ds.source, report=False)
 
 
 # ----------------------------------------------------------------------------- reading
@@ -184,7 +187,7 @@ class FfcvLoader(Loader):
         super().__init__(*args, **kwargs)
         if self.split.files is None:
             raise ConfigError("ffcv reads a .beton of files; in-memory datasets use the tensor loader")
-        self.beton, meta = cached_beton(self.ds, self.cfg.data)
+        self.beton, meta = cached_beton(self.ds, self.opts)
         row_of = {f: r for r, f in enumerate(meta["files"])}
         skipped = {s["path"]: s["reason"] for s in meta["skipped"]}
         missing = [f not in row_of for f in self.split.files]
@@ -196,14 +199,13 @@ class FfcvLoader(Loader):
         self.rows = np.asarray([row_of.get(f, 0) for f in self.split.files], dtype=np.int64)
         self.missing = torch.as_tensor(missing, dtype=torch.bool, device=self.device)
         self.any_missing = any(missing)
-        self.workers = self.cfg.data.workers or os.cpu_count() or 2
         self.ffcv_loader = self._build()
         spec = self.spec
         self.post = None
         if spec.train and (spec.vflip or spec.rot90 or spec.jitter > 0):
             # FFCV already cropped and h-flipped: the device augmentation only adds the rest.
             rest = dataclasses.replace(spec, scale_min=1.0, ratio=(1.0, 1.0), hflip=False)
-            self.post = DeviceAugment(rest, self.cfg.train.seed, self.device)
+            self.post = DeviceAugment(rest, self.opts.seed, self.device)
         shape = (1, 3, 1, 1)
         self.mean = torch.tensor(spec.mean, device=self.device).view(shape) * 255
         self.inv_std = 1 / (torch.tensor(spec.std, device=self.device).view(shape) * 255)
@@ -224,7 +226,7 @@ class FfcvLoader(Loader):
         ops += [ToTorchImage(channels_last=True)]
         loader = FLoader(str(self.beton), batch_size=self.batch_size, num_workers=self.workers,
                          order=OrderOption.SEQUENTIAL, indices=self.rows, os_cache=True, drop_last=False,
-                         seed=self.cfg.train.seed, pipelines={"image": ops, "label": None}, batches_ahead=2)
+                         seed=self.opts.seed, pipelines={"image": ops, "label": None}, batches_ahead=2)
         # FFCV 1.0.2 cannot take a custom order in its constructor (it calls the instance):
         # install ours afterwards; the order array is set per epoch in __iter__.
         loader.traversal_order = _engine_order_class()(loader, self.rows)
@@ -257,6 +259,10 @@ class FfcvLoader(Loader):
 # ----------------------------------------------------------------------------- CLI
 
 def main(argv: list[str] | None = None) -> int:
+    return run_main(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m loaders.ffcv", description=__doc__.split("\n\n")[1])
     sub = parser.add_subparsers(dest="command", required=True)
     write = sub.add_parser("write", help="write a dataset to a .beton")
@@ -268,23 +274,19 @@ def main(argv: list[str] | None = None) -> int:
     write.add_argument("--workers", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    try:
-        if args.jpeg_quality is not None and not 1 <= args.jpeg_quality <= 100:
-            raise ConfigError(f"--jpeg-quality {args.jpeg_quality}: expected 1..100")
-        if args.max_res < 0:
-            raise ConfigError(f"--max-res {args.max_res}: expected a positive size or 0")
-        from loaders.datasets import load_dataset
+    if args.jpeg_quality is not None and not 1 <= args.jpeg_quality <= 100:
+        raise ConfigError(f"--jpeg-quality {args.jpeg_quality}: expected 1..100")
+    if args.max_res < 0:
+        raise ConfigError(f"--max-res {args.max_res}: expected a positive size or 0")
+    from loaders.datasets import load_dataset
 
-        ds = load_dataset(DataConfig(path=args.data, workers=args.workers))
-        if ds.train.files is None:
-            raise ConfigError(f"--data {args.data}: an in-memory array; the .beton writer takes image files")
-        files = ds.train.files + ds.val.files + ds.test.files
-        labels = np.concatenate([ds.train.labels, ds.val.labels, ds.test.labels])
-        meta = write_beton(files, labels, Path(args.out), args.max_res or ds.native_size, args.jpeg_quality,
-                           args.workers or None, ds.source)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    ds = load_dataset(DataSpec(path=expand_path(args.data), workers=args.workers))
+    if ds.train.files is None:
+        raise ConfigError(f"--data {args.data}: an in-memory array; the .beton writer takes image files")
+    files = ds.train.files + ds.val.files + ds.test.files
+    labels = np.concatenate([ds.train.labels, ds.val.labels, ds.test.labels])
+    meta = write_beton(files, labels, Path(expand_path(args.out)), args.max_res or ds.native_size, args.jpeg_quality,
+                       args.workers or None, ds.source)
     print(json.dumps({"out": args.out, "images": len(meta["files"]), "skipped": len(meta["skipped"]) + len(ds.skipped),
                       "bytes": os.path.getsize(args.out)}))
     return 0

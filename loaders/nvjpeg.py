@@ -13,7 +13,6 @@ row (zeros, label -1), reported once: the sampler's indices and every other labe
 """
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import torch
@@ -37,13 +36,14 @@ class NvjpegLoader(Loader):
         self.size = self.ds.native_size
         on_gpu = self.device.type == "cuda"
         # One thread issues batched GPU decodes; on the CPU the decode itself needs the cores.
-        self.workers = 1 if on_gpu else (self.cfg.data.workers or os.cpu_count() or 2)
+        self.workers = 1 if on_gpu else self.workers
         if self.split.images is not None:
             raise ConfigError("nvjpeg decodes files; in-memory datasets use the tensor loader")
         self._load_bytes(pin=on_gpu)
 
     def _load_bytes(self, pin: bool) -> None:
         blobs, self.pixels, self.unreadable = [], {}, set()
+        self.orientation: dict[int, int] = {}  # EXIF orientation != 1: nvJPEG ignores it, we apply it
         for i, path in enumerate(self.split.files):
             try:
                 data = images.read_bytes(path)
@@ -51,6 +51,8 @@ class NvjpegLoader(Loader):
                 if not _is_jpeg(data):  # nvJPEG reads JPEG only: decode the rest once, here
                     self.pixels[i] = torch.from_numpy(images.decode(data, self.size)).permute(2, 0, 1)
                     data = b""
+                elif images.jpeg_orientation(data) != 1:
+                    self.orientation[i] = images.jpeg_orientation(data)
             except images.BadImage as exc:
                 # Kept as a masked row, not dropped: the sampler's indices stay valid.
                 self.bad.add(path, str(exc))
@@ -95,7 +97,7 @@ class NvjpegLoader(Loader):
             if img is None:
                 failed.append(r)
             else:
-                out[r] = self._fit(img)
+                out[r] = self._fit(images.orient(img, self.orientation.get(int(positions[r]), 1), h_axis=1))
         for row, i in enumerate(positions):
             if int(i) in self.pixels:
                 out[row] = self.pixels[int(i)].to(self.device, non_blocking=True)

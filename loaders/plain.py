@@ -7,7 +7,6 @@ masked row (label -1) and is reported once: the batch keeps its shape and no lab
 """
 from __future__ import annotations
 
-import os
 
 import torch
 
@@ -20,7 +19,6 @@ class PlainLoader(Loader):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.workers = self.cfg.data.workers or os.cpu_count() or 2
         self.pin = self.device.type == "cuda"
         self.size = self.ds.native_size
 

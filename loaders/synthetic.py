@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from loaders.cache import cache_root
+
 VERSION = 2
 SIZE = 64
 CLASSES = ["nevus", "melanoma", "keratosis", "carcinoma", "actinic", "dermatofibroma", "vascular"]
@@ -27,11 +29,6 @@ IRREGULAR = np.array([0.05, 0.35, 0.15, 0.25, 0.10, 0.05, 0.10], np.float32)
 TEXTURE = np.array([0.0, 3.0, 6.0, 0.0, 9.0, 0.0, 2.0], np.float32)
 RING = np.array([0.0, 0.3, 0.0, 0.6, 0.0, 0.8, 0.2], np.float32)
 AMBIGUOUS = 0.25  # share of images whose class cues are blended toward another class
-
-
-def cache_root(cache_dir: str = "") -> Path:
-    base = cache_dir or os.environ.get("MEDTRAIN_CACHE") or os.path.join(Path.home(), ".cache", "medtrain")
-    return Path(base)
 
 
 def _render(rng: np.random.Generator, label: int) -> np.ndarray:

@@ -19,7 +19,6 @@ labels are -1 and are ignored anyway).
 """
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 
 from common.errors import ConfigError
+from loaders.csv_table import read_rows
 from loaders.datasets import FILE_COLUMNS, Dataset
 
 MISSING = {"", "unknown", "nan", "na", "n/a", "none", "?", "null"}
@@ -51,8 +51,7 @@ def read_table(root: Path, columns: list[str]) -> dict[str, list[str]]:
     wanted = [c.lower() for c in columns]
     seen_headers = []
     for path in sorted(root.glob("*.csv"), key=lambda p: (p.name != "labels.csv", p.name)):
-        with open(path, newline="") as fh:
-            rows = list(csv.reader(fh))
+        rows = [cells for _, cells in read_rows(path)]  # same dialect detection as the label CSV
         if not rows:
             continue
         header = [h.strip().lower() for h in rows[0]]

@@ -5,7 +5,6 @@ Batches are a device gather plus the device augmentation: no host work per step 
 """
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -43,8 +42,7 @@ class TensorLoader(Loader):
         if split.images is not None:
             array = split.images
         else:
-            workers = self.cfg.data.workers or os.cpu_count() or 2
-            array, ok = decode_all(split.files, self.ds.native_size, workers, self.bad)
+            array, ok = decode_all(split.files, self.ds.native_size, self.workers, self.bad)
             if not ok.all():
                 # Rows stay, so the sampler's indices (drawn over the whole split) still match;
                 # a failed row's label becomes PAD_LABEL in every batch: no loss, no metric, no shift.

@@ -7,11 +7,14 @@ and returns the module in channels_last memory format.
 from __future__ import annotations
 
 import importlib
+import logging
 
 import torch
 from torch import nn
 
 from common.errors import ConfigError
+
+log = logging.getLogger("medtrain.models")
 
 MODELS = {
     "seedcnn": "models.seedcnn:build",
@@ -25,7 +28,10 @@ MODELS = {
 
 
 def load_pretrained(model: nn.Module, path: str) -> None:
-    """Load a local state_dict; the classifier head is skipped when its shape differs."""
+    """Load a local state_dict: tensors matching by name and shape are loaded (a classifier head
+    of another class count is skipped), the count is logged, and weights that match fewer than
+    half of the model's parameter tensors are refused: they belong to another architecture,
+    and training from them would be training from scratch under a pretrained label."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -34,11 +40,21 @@ def load_pretrained(model: nn.Module, path: str) -> None:
         raise ConfigError(f"--model.pretrained {path}: not a weights file torch.load accepts with weights_only=True ({type(exc).__name__})") from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
+    if not isinstance(state, dict):
+        raise ConfigError(f"--model.pretrained {path}: holds a {type(state).__name__}, not a state_dict")
+    state = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items()}  # DDP / compile
     own = model.state_dict()
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not usable:
-        raise ConfigError(f"--model.pretrained {path}: no parameter matches this model's names and shapes")
+    usable = {k: v for k, v in state.items() if k in own and hasattr(v, "shape") and own[k].shape == v.shape}
+    params = [k for k, _ in model.named_parameters()]
+    matched = sum(k in usable for k in params)
+    if matched * 2 < len(params):
+        raise ConfigError(f"--model.pretrained {path}: only {matched} of this model's {len(params)} parameter "
+                          "tensors match by name and shape (fewer than half); these weights are for another "
+                          "architecture or model size")
     model.load_state_dict(usable, strict=False)
+    log.info("pretrained weights %s: %d of %d tensors loaded (%d of %d parameters)%s", path, len(usable), len(own),
+             matched, len(params), "; not loaded: " + ", ".join(k for k in params if k not in usable)[:200]
+             if matched < len(params) else "")
 
 
 def build_model(name: str, num_classes: int, image_size: int, *, in_channels: int = 3,

@@ -18,6 +18,7 @@ from engine.loop import Trainer
 from engine.metrics import summarize
 from loaders import base
 from loaders.datasets import Dataset, Split
+from engine.resolve import loader_spec, sampler_spec
 from models.registry import build_model
 
 GLOBAL_BATCH = 8
@@ -56,8 +57,7 @@ def one_step(model_name: str, optim: str, rank: int, world: int, poison_rank: in
     cfg = config("--model", model_name, "--optim.name", optim, "--device", device.type, *extra)
     torch.manual_seed(0)
     model = build_model(model_name, len(CLASSES), IMAGE, dropout=0.0).to(device)
-    trainer = Trainer(model, cfg, device, len(CLASSES), steps_per_epoch=10)
-    distributed.attach(trainer, cfg)
+    trainer = Trainer(model, cfg, device, len(CLASSES), steps_per_epoch=10, parallel=distributed.replicas(device))
     images, labels = global_batch()
     rows = slice(rank * GLOBAL_BATCH // world, (rank + 1) * GLOBAL_BATCH // world)
     images, labels = images[rows].to(device), labels[rows].to(device)
@@ -65,7 +65,7 @@ def one_step(model_name: str, optim: str, rank: int, world: int, poison_rank: in
         images[0] = float("nan")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     trainer.train_step(images, labels)
-    stats = distributed.global_accumulators(trainer)
+    stats = trainer.read_accumulators(all_ranks=True)
     after = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     return {"before": {k: v.cpu() for k, v in before.items()}, "after": after, "stats": stats}
 
@@ -79,7 +79,7 @@ def evaluation(rank: int, world: int, per_process_batch: bool = True) -> dict:
     torch.manual_seed(0)
     model = build_model("seedcnn", len(CLASSES), IMAGE, dropout=0.0)
     trainer = Trainer(model, cfg, torch.device("cpu"), len(CLASSES), steps_per_epoch=1)
-    loader = base.build("tensor", ds, "val", cfg, torch.device("cpu"), train=False)
+    loader = base.build("tensor", ds, "val", loader_spec(cfg), torch.device("cpu"), train=False)
     order, real = loader.epoch_order()
     cm, probs, labels = distributed.merge_eval(*trainer.evaluate(loader))
     metrics = summarize(cm, probs, labels, CLASSES)
@@ -91,8 +91,8 @@ def sampling(rank: int, world: int) -> dict:
     out = {}
     for kind in ("uniform", "balanced"):
         cfg = config("--sampler", kind)
-        sampler = base.make_sampler(ds, cfg, torch.device("cpu"), rank, world)
-        loader = base.build("tensor", ds, "train", cfg, torch.device("cpu"), train=True, sampler=sampler)
+        sampler = base.make_sampler(ds, sampler_spec(cfg), torch.device("cpu"), rank, world)
+        loader = base.build("tensor", ds, "train", loader_spec(cfg), torch.device("cpu"), train=True, sampler=sampler)
         for epoch in (0, 1):
             loader.set_epoch(epoch)
             order, _ = loader.epoch_order()

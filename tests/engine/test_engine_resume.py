@@ -57,3 +57,13 @@ def test_stop_at_epoch_two_then_resume_matches_straight_run(straight, tmp_path, 
 def test_stop_mid_epoch_then_resume_matches_straight_run(straight, tmp_path, monkeypatch):
     steps = _steps_per_epoch(straight)
     _assert_same(straight, _interrupted(tmp_path, monkeypatch, steps + steps // 2 + 1))
+
+
+def test_resume_accepts_the_checkpoint_file_as_well_as_its_folder(straight, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    skip_report(monkeypatch)
+    stop_after(monkeypatch, 2 * _steps_per_epoch(straight))
+    assert main(ARGS + ["--out", str(out)]) == 1
+    stop_never(monkeypatch)
+    assert main(["--resume", str(out / checkpoint.NAME)]) == 0  # the file, not the folder
+    _assert_same(straight, out)

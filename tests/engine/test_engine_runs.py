@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from engine import build as build_module
 from engine import checkpoint, loop, runner
 from engine.train import main
 from engine_testkit import FAST, history, skip_report
@@ -45,8 +46,8 @@ class NanHead(nn.Module):
 
 
 def test_run_stops_after_max_nonfinite_in_a_row(tmp_path, monkeypatch, capsys, caplog):
-    build = runner.build_model
-    monkeypatch.setattr(runner, "build_model", lambda *a, **k: nn.Sequential(build(*a, **k), NanHead()))
+    build = build_module.build_model_for
+    monkeypatch.setattr(build_module, "build_model_for", lambda *a, **k: nn.Sequential(build(*a, **k), NanHead()))
     skip_report(monkeypatch)
     code = main(FAST + ["--epochs", "3", "--train.max_nonfinite", "3", "--out", str(tmp_path)])
     err = capsys.readouterr().err

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from engine import cv, evaluate, predict
-from engine.inference import TTA, dihedral_views
+from engine.tta import TTA, dihedral_views
 from engine.train import main as train_main
 from tests.conftest import write_jpegs
 
@@ -36,6 +36,16 @@ def test_evaluate_reproduces_the_training_test_metrics(trained, tmp_path):
         assert eval_m[key] == pytest.approx(train_m[key], abs=1e-6), key
     assert (tmp_path / "report" / "confusion_matrix.png").exists()
 
+
+
+def test_checkpoint_option_takes_the_checkpoint_file_too(trained, tmp_path):
+    """--checkpoint RUN/checkpoint.pt scores like --checkpoint RUN, and the default --out lands in RUN."""
+    data, run = trained
+    assert evaluate.main(["--checkpoint", str(run / "checkpoint.pt"), "--data", str(data), "--out", str(tmp_path)]) == 0
+    train_m = json.loads((run / "metrics.json").read_text())
+    eval_m = json.loads((tmp_path / "metrics.json").read_text())
+    assert eval_m["test.accuracy"] == pytest.approx(train_m["test.accuracy"], abs=1e-6)
+    assert eval_m["checkpoint"] == str(run)
 
 def test_evaluate_with_tta_writes_the_same_keys(trained, tmp_path):
     data, run = trained

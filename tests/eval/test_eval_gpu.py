@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from engine.inference import TTA
+from engine.tta import TTA
 from engine.metrics import summarize
 from kernels.confusion import confusion_matrix
 

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import torch
+from engine.resolve import loader_spec
 
 from kernels.augment import AugmentSpec, DeviceAugment
 from kernels.clahe import clahe, clahe_rgb
@@ -98,7 +99,7 @@ def test_data_clahe_reaches_the_loaders(tiny_csv):
     def first_val_batch(extra, name="tensor"):
         cfg = parse_args(["--data", str(tiny_csv), "--batch-size", "4", "--device", "cpu", *extra])
         ds = load_dataset(cfg.data)
-        return next(iter(base.build(name, ds, "val", cfg, torch.device("cpu"), train=False)))[0]
+        return next(iter(base.build(name, ds, "val", loader_spec(cfg), torch.device("cpu"), train=False)))[0]
 
     assert not torch.allclose(first_val_batch([]), first_val_batch(["--data.clahe", "true"]))
     torch.testing.assert_close(first_val_batch(["--data.clahe", "true"]),

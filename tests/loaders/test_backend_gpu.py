@@ -10,6 +10,7 @@ import torch
 from engine.config import parse_args
 from loaders import base
 from loaders.datasets import load_dataset
+from engine.resolve import loader_spec, sampler_spec
 
 from conftest import needs
 
@@ -26,8 +27,8 @@ def on_gpu(tiny_csv):
 @pytest.mark.parametrize("name", GPU_BACKENDS)
 def test_gpu_train_batches_bf16_channels_last_in_sampler_order(on_gpu, name):
     cfg, ds, device = on_gpu
-    sampler = base.make_sampler(ds, cfg, device)
-    loader = base.build(name, ds, "train", cfg, device, train=True, sampler=sampler, out_dtype=torch.bfloat16)
+    sampler = base.make_sampler(ds, sampler_spec(cfg), device)
+    loader = base.build(name, ds, "train", loader_spec(cfg), device, train=True, sampler=sampler, out_dtype=torch.bfloat16)
     for epoch in (0, 1):
         loader.set_epoch(epoch)
         order, _ = loader.epoch_order()
@@ -43,8 +44,8 @@ def test_gpu_train_batches_bf16_channels_last_in_sampler_order(on_gpu, name):
 @pytest.mark.parametrize("name", GPU_BACKENDS)
 def test_gpu_eval_matches_plain(on_gpu, name):
     cfg, ds, device = on_gpu
-    ref_x, ref_y = zip(*base.build("plain", ds, "val", cfg, device, train=False))
-    got_x, got_y = zip(*base.build(name, ds, "val", cfg, device, train=False))
+    ref_x, ref_y = zip(*base.build("plain", ds, "val", loader_spec(cfg), device, train=False))
+    got_x, got_y = zip(*base.build(name, ds, "val", loader_spec(cfg), device, train=False))
     assert torch.equal(torch.cat(got_y), torch.cat(ref_y))
     std = torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1) * 255
     diff = ((torch.cat(got_x) - torch.cat(ref_x)) * std).abs()[: len(ds.val)]
@@ -56,7 +57,7 @@ def test_gpu_eval_matches_plain(on_gpu, name):
 def test_gpu_bad_file_masked(on_gpu, name):
     cfg, ds, device = on_gpu
     open(ds.val.files[1], "wb").write(b"\xff\xd8\xff\xe0 not really a jpeg")
-    loader = base.build(name, ds, "val", cfg, device, train=False)
+    loader = base.build(name, ds, "val", loader_spec(cfg), device, train=False)
     labels = torch.cat([y for _, y in loader])
     assert labels[1] == -1 and labels[: len(ds.val)][labels[: len(ds.val)] >= 0].tolist() == \
         [y for i, y in enumerate(ds.val.labels.tolist()) if i != 1]

@@ -1,4 +1,4 @@
-"""The recipe presets resolve to what the README's experiments chose, and flags still override them."""
+"""The recipe presets resolve to what the experiments in docs/recipes.md chose, and flags still override them."""
 import pytest
 
 from engine.config import PRESETS, ConfigError, parse_args

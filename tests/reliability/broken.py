@@ -136,3 +136,33 @@ def fast_run_args(data, out) -> list[str]:
     return ["--data", str(data), "--out", str(out), "--model", "mlp", "--image-size", "16", "--batch-size", "8",
             "--epochs", "1", "--device", "cpu", "--wandb", "disabled", "--train.progress", "off",
             "--data.workers", "1", "--train.log_interval", "2"]
+
+
+# ----------------------------------------------------------------------------- pixels as a viewer shows them
+
+def jpeg_oriented(arr: np.ndarray, orientation: int, quality: int = 95) -> bytes:
+    """A JPEG storing `arr` as the sensor saw it, with an EXIF orientation tag (phones do this)."""
+    im = Image.fromarray(arr)
+    exif = im.getexif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=quality, exif=exif.tobytes())
+    return buf.getvalue()
+
+
+def jpeg_with_trailer(size: int = 2000) -> bytes:
+    """A complete JPEG followed by vendor bytes after its end marker (phone makers append these)."""
+    return jpeg() + b"\x00VENDOR-TRAILER" + bytes(range(256)) * (size // 256)
+
+
+def float_tiff(arr: np.ndarray) -> bytes:
+    """A 32-bit float single-channel TIFF (microscopy and research exports)."""
+    buf = io.BytesIO()
+    Image.fromarray(arr.astype(np.float32), mode="F").save(buf, format="TIFF")
+    return buf.getvalue()
+
+
+def image_bytes(arr: np.ndarray, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format=fmt)
+    return buf.getvalue()

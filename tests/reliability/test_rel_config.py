@@ -13,7 +13,7 @@ from . import broken
 CASES = {
     "batch size 0": (["--batch-size", "0"], "error: --data.batch_size must be >= 1; got 0"),
     "negative batch size": (["--batch-size", "-8"], "error: --data.batch_size must be >= 1; got -8"),
-    "negative lr": (["--lr", "-0.1"], "error: --optim.lr must be in [0.0, 10.0]; got -0.1"),
+    "negative lr": (["--lr", "-0.1"], "error: --optim.lr must be in (0.0, 10.0]; got -0.1"),
     "nan lr": (["--lr", "nan"], "error: --optim.lr must be a finite number; got nan"),
     "unknown preset": (["--preset", "smok"],
                        "error: unknown preset 'smok'; known: dermamnist, ham10000, smoke (did you mean smoke?)"),

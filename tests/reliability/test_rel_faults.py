@@ -200,11 +200,11 @@ def _oom(*args, **kwargs):
      "error: out of device memory evaluating mlp at batch size 256, 16 px; try --data.eval_batch_size 128"),
 ])
 def test_out_of_memory_names_the_batch_size_to_try(tmp_path, monkeypatch, capsys, phase, extra, expected):
-    from engine import runner
+    from engine import build as build_module
     from engine.train import main
 
     data = broken.good_folder(tmp_path / "data", n=24, classes=("a", "b"))
-    real_build = runner.build_model
+    real_build = build_module.build_model_for
 
     def build_model_that_runs_out(*args, **kwargs):  # the model itself runs out, in one phase only
         model = real_build(*args, **kwargs)
@@ -216,7 +216,7 @@ def test_out_of_memory_names_the_batch_size_to_try(tmp_path, monkeypatch, capsys
         model.register_forward_pre_hook(hook)
         return model
 
-    monkeypatch.setattr(runner, "build_model", build_model_that_runs_out)
+    monkeypatch.setattr(build_module, "build_model_for", build_model_that_runs_out)
     assert main(broken.fast_run_args(data, tmp_path / "run") + extra) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err

@@ -157,9 +157,10 @@ def test_labelled_predict_on_the_runs_own_data_keeps_its_splits_and_scores_every
 def _splits_in_training(run: Path, data: Path) -> dict[str, str]:
     """file -> the split the run used it in, `unused` outside a subset: read as training read it."""
     from engine.config import Config
+    from engine.resolve import data_spec
     from loaders.datasets import load_dataset
     cfg = Config.from_dict(json.loads((run / "config.json").read_text()) | {"resolved": {}})
-    ds = load_dataset(cfg.data, seed=cfg.train.seed)
+    ds = load_dataset(data_spec(cfg), seed=cfg.train.seed)
     names = {str(Path(f).relative_to(data)): part for part in ("train", "val", "test") for f in ds.split(part).files}
     every = [f"images/im{i:03d}.jpg" for i in range(30)]
     assert len(names) == (30 if not cfg.data.max_samples else 12)

@@ -15,7 +15,7 @@ import psutil
 import pytest
 import torch
 
-from engine import runner
+from engine import runner, writer
 from engine.train import main
 
 from . import broken
@@ -34,14 +34,14 @@ def _soak(tmp_path, monkeypatch, epochs: int) -> tuple[np.ndarray, np.ndarray]:
     """Run `epochs` epochs; return RSS and device-memory samples taken at each epoch end."""
     process = psutil.Process()
     rss, device_mem = [], []
-    real_append = runner.append_jsonl
+    real_append = writer.append_jsonl  # the run's writer appends one history row per epoch end
 
     def sample_then_append(path, row):  # called once per epoch end, by the main process
         rss.append(process.memory_info().rss)
         device_mem.append(torch.cuda.memory_allocated() if torch.cuda.is_available() else 0)
         real_append(path, row)
 
-    monkeypatch.setattr(runner, "append_jsonl", sample_then_append)
+    monkeypatch.setattr(writer, "append_jsonl", sample_then_append)
     monkeypatch.setattr(runner.report, "build_or_warn", lambda out: None)
     args = ["--data", "synthetic", "--data.synthetic_count", "40", "--model", "mlp", "--image-size", "16",
             "--batch-size", "8", "--epochs", str(epochs), "--wandb", "disabled", "--train.progress", "off",

@@ -6,7 +6,7 @@ import pytest
 
 from engine.config import Config, ConfigError, parse_args
 
-REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
 
 
 def test_short_flags_and_dotted_overrides():
@@ -30,7 +30,7 @@ def test_preset_applies_before_overrides_whatever_the_order():
     (["--train.epoch", "3"], "did you mean --train.epochs"),
     (["--epochs", "three"], "--train.epochs expects int, got 'three'"),
     (["--batch-size", "0"], "--data.batch_size must be >= 1; got 0"),
-    (["--lr", "-1"], "--optim.lr must be in [0.0, 10.0]; got -1.0"),
+    (["--lr", "-1"], "--optim.lr must be in (0.0, 10.0]; got -1.0"),
     (["--sampler", "balance"], "must be one of uniform, balanced"),
     (["--preset", "nope"], "unknown preset 'nope'"),
     (["--epochs"], "--epochs needs a value"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 from pathlib import Path
 
-from engine.atomic import WriteError
+from common.errors import WriteError
 
 HINTS = {errno.ENOSPC: "free some space or choose another --out", errno.EDQUOT: "free some space or choose another --out",
          errno.EROFS: "choose a writable --out", errno.EACCES: "choose a writable --out",

@@ -6,6 +6,7 @@ import torch
 from engine.config import parse_args
 from loaders import base
 from loaders.datasets import load_dataset
+from engine.resolve import loader_spec, sampler_spec
 
 
 @pytest.fixture
@@ -18,8 +19,8 @@ def setup(tiny_csv):
 @pytest.mark.parametrize("name", ["plain", "tensor"])
 def test_train_batches_fixed_shape_channels_last(setup, name):
     cfg, ds, device = setup
-    sampler = base.make_sampler(ds, cfg, device)
-    loader = base.build(name, ds, "train", cfg, device, train=True, sampler=sampler)
+    sampler = base.make_sampler(ds, sampler_spec(cfg), device)
+    loader = base.build(name, ds, "train", loader_spec(cfg), device, train=True, sampler=sampler)
     batches = list(loader)
     assert len(batches) == loader.steps >= 1
     for images, labels in batches:
@@ -31,7 +32,7 @@ def test_train_batches_fixed_shape_channels_last(setup, name):
 @pytest.mark.parametrize("name", ["plain", "tensor"])
 def test_eval_pads_last_batch_with_masked_labels(setup, name):
     cfg, ds, device = setup
-    loader = base.build(name, ds, "val", cfg, device, train=False)
+    loader = base.build(name, ds, "val", loader_spec(cfg), device, train=False)
     labels = torch.cat([y for _, y in loader])
     n = len(ds.val)
     assert len(labels) == loader.steps * 8 and (labels[:n] >= 0).all() and (labels[n:] == -1).all()
@@ -40,15 +41,15 @@ def test_eval_pads_last_batch_with_masked_labels(setup, name):
 
 def test_plain_and_tensor_agree_in_eval_mode(setup):
     cfg, ds, device = setup
-    a = torch.cat([x for x, _ in base.build("plain", ds, "test", cfg, device, train=False)])
-    b = torch.cat([x for x, _ in base.build("tensor", ds, "test", cfg, device, train=False)])
+    a = torch.cat([x for x, _ in base.build("plain", ds, "test", loader_spec(cfg), device, train=False)])
+    b = torch.cat([x for x, _ in base.build("tensor", ds, "test", loader_spec(cfg), device, train=False)])
     assert torch.equal(a, b)
 
 
 def test_same_seed_same_epoch_same_batches(setup):
     cfg, ds, device = setup
     def first_batch():
-        loader = base.build("tensor", ds, "train", cfg, device, train=True, sampler=base.make_sampler(ds, cfg, device))
+        loader = base.build("tensor", ds, "train", loader_spec(cfg), device, train=True, sampler=base.make_sampler(ds, sampler_spec(cfg), device))
         loader.set_epoch(3)
         return next(iter(loader))
     (x1, y1), (x2, y2) = first_batch(), first_batch()
@@ -57,7 +58,7 @@ def test_same_seed_same_epoch_same_batches(setup):
 
 def test_resume_mid_epoch_yields_the_remaining_batches(setup):
     cfg, ds, device = setup
-    loader = base.build("tensor", ds, "train", cfg, device, train=True, sampler=base.make_sampler(ds, cfg, device))
+    loader = base.build("tensor", ds, "train", loader_spec(cfg), device, train=True, sampler=base.make_sampler(ds, sampler_spec(cfg), device))
     loader.set_epoch(1)
     full = list(loader)
     loader.set_epoch(1, start_step=1)

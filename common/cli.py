@@ -1,0 +1,119 @@
+"""The one command-line helper every entry point uses: usage, `--key value` parsing, and the
+single `error:` line with its exit status.
+
+Exit statuses: 0 done; 1 a fault of the machine (full disk, read-only folder: OSError) or a
+run stopped before its end; 2 a user mistake (`ConfigError`: an option, a path, a file's
+content); 3 a lost peer process under torchrun (an exception with `exit_status = 3`);
+130 interrupted. Never a traceback for any of these.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+from typing import Callable
+
+from common.errors import ConfigError
+from common.faults import describe as describe_fault
+
+EXIT_OK, EXIT_FAULT, EXIT_USAGE, EXIT_PEER, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+def run_main(action: Callable[[list[str]], int | None], argv: list[str] | None = None,
+             usage: str | Callable[[], str] | None = None, interrupted: str = "interrupted") -> int:
+    """`action(argv)` with `--help` printing `usage` (None: the action handles help itself, as
+    argparse does) and every expected failure turned into one line on stderr and its status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if usage is not None and ("-h" in argv or "--help" in argv):
+        print(usage() if callable(usage) else usage)
+        return EXIT_OK
+    try:
+        status = action(argv)
+    except ConfigError as exc:
+        return error(exc, EXIT_USAGE)
+    except KeyboardInterrupt:
+        print(interrupted, file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as exc:  # full disk, read-only or missing folder: a fault of the machine, not of the options
+        return error(describe_fault(exc), EXIT_FAULT)
+    except RuntimeError as exc:  # under torchrun: a rank died or hung (distributed.PeerLost)
+        code = getattr(exc, "exit_status", None)
+        if code is None:
+            raise
+        return error(exc, code)
+    return EXIT_OK if status is None else int(status)
+
+
+def error(exc: BaseException | str, status: int) -> int:
+    print(f"error: {exc}", file=sys.stderr)
+    return status
+
+
+def doc_usage(doc: str) -> str:
+    """A module docstring's first paragraph (the command line) as a usage line."""
+    return "usage: " + " ".join(doc.strip().split("\n\n")[0].split()).strip("`")
+
+
+def suggest(word: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.5)
+    return f" (did you mean --{close[0]}?)" if close else ""
+
+
+def split_argv(argv: list[str]) -> list[tuple[str, str | None]]:
+    """`--key value`, `--key=value` and bare boolean `--flag` into (key, raw-or-None) pairs."""
+    pairs, i = [], 0
+    while i < len(argv):
+        token = argv[i]
+        if not token.startswith("--") or token == "--":
+            raise ConfigError(f"unexpected argument {token!r}: options look like --key value")
+        key, eq, value = token[2:].partition("=")
+        if eq:
+            pairs.append((key, value))
+            i += 1
+        elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            pairs.append((key, argv[i + 1]))
+            i += 2
+        else:
+            pairs.append((key, None))
+            i += 1
+    return pairs
+
+
+def expand_path(text: str) -> str:
+    """`~` and `~user` expanded, as a shell would have done had the value not been quoted."""
+    return os.path.expanduser(text) if text else text
+
+
+def parse_options(argv: list[str], spec: dict[str, object], required: tuple[str, ...], prog: str,
+                  choices: dict[str, tuple] | None = None, paths: tuple[str, ...] = ()) -> dict:
+    """`--key value` / `--flag` into a dict typed like `spec`'s defaults; one-line ConfigErrors.
+    `paths` name the options holding a path (`~` expanded; empty refused when required)."""
+    options = dict(spec)
+    for key, raw in split_argv(argv):
+        name = key.replace("-", "_")
+        if name not in spec:
+            raise ConfigError(f"{prog}: unknown option --{key}{suggest(key, [k.replace('_', '-') for k in spec])}")
+        options[name] = _typed(prog, key, raw, type(spec[name]))
+    for name in paths:
+        options[name] = expand_path(options[name])
+    missing = [f"--{k}" for k in required if not options[k]]
+    if missing:
+        raise ConfigError(f"{prog}: {' and '.join(missing)} required")
+    for name, allowed in (choices or {}).items():
+        if name in options and options[name] not in allowed:
+            raise ConfigError(f"{prog}: --{name.replace('_', '-')} must be one of {', '.join(allowed)}; "
+                              f"got {options[name]!r}")
+    return options
+
+
+def _typed(prog: str, key: str, raw: str | None, kind: type):
+    if kind is bool:
+        if raw not in (None, "true", "false", "1", "0"):
+            raise ConfigError(f"{prog}: --{key} is a flag; got {raw!r}")
+        return raw in (None, "true", "1")
+    if raw is None:
+        raise ConfigError(f"{prog}: --{key} needs a value")
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ConfigError(f"{prog}: --{key} expects {kind.__name__}, got {raw!r}") from None

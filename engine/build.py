@@ -1,0 +1,102 @@
+"""The one place a run is assembled: `build(cfg) -> Run`.
+
+engine.train, engine.cv and every benchmark CLI call it; the sequence (device and process
+group, seed, output folder, dataset, loaders, model, trainer with DDP when launched by
+torchrun) is written here once. `fit(run)` (engine/runner.py) trains a built run and
+`evaluate(run, split)` (engine/evaluation.py) scores one of its splits.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from engine import distributed, run_lock
+from engine.config import Config
+from engine.env import seed_everything
+from engine.loop import Trainer
+from engine.resolve import Resolved, data_spec, resolve
+from engine.writer import RunWriter
+from loaders import base as loaders
+from loaders.datasets import Dataset, load_dataset
+
+log = logging.getLogger("medtrain.train")
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Run:
+    cfg: Config                       # resolved: image size and output folder concrete
+    resolved: Resolved
+    dataset: Dataset
+    loader_name: str
+    loader_reason: str
+    loaders: dict[str, loaders.Loader]
+    model: nn.Module | None           # the bare module (DDP, when on, lives inside the trainer)
+    trainer: Trainer | None
+    device: torch.device
+    context: distributed.Context
+    writer: RunWriter = field(default_factory=lambda: RunWriter(None, False))
+
+    @property
+    def out(self) -> Path | None:
+        return self.writer.out
+
+
+def build(cfg: Config, dataset: Dataset | None = None, *, out: str | None = None, splits: tuple[str, ...] = SPLITS,
+          model: bool = True, out_dtype: torch.dtype = torch.float32) -> Run:
+    """Assemble a run. `dataset`: given splits (engine.cv's folds) instead of reading `--data`;
+    `out`: the run folder (made, the same on every rank); `model=False`: data only (bench.loaders)."""
+    ctx, device = distributed.setup(cfg)  # torchrun: join the group, one device per rank
+    seed_everything(cfg.train.seed, cfg.train.deterministic)
+    out_dir = None
+    if out is not None:
+        out_dir = Path(distributed.from_rank0(out))  # one folder, even for a timestamped default
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if ctx.is_main:  # a second run on this folder is refused here, before it reads data or writes
+            run_lock.acquire(out_dir)
+        ctx.run_dir = str(out_dir)
+    ds = dataset if dataset is not None else load_dataset(data_spec(cfg), seed=cfg.train.seed)
+    if cfg.model.metadata:  # tabular columns joined on the image id; loaders then yield meta too
+        from loaders.tabular import attach_metadata
+        ds, meta_names = attach_metadata(ds, cfg.model.metadata)
+        log.info("metadata fusion: %d features from %s", len(meta_names), cfg.model.metadata)
+    name, why = loaders.resolve(cfg.data.loader, ds, device)
+    log.info("dataset %s: %d classes, train/val/test %d/%d/%d, native %dpx; loader %s (%s)",
+             ds.name, ds.num_classes, len(ds.train), len(ds.val), len(ds.test), ds.native_size, name, why)
+    res = resolve(cfg, ds, ctx.world_size, out=str(out_dir) if out_dir else "")
+    built = {}
+    for split in splits:
+        train = split == "train"
+        sampler = loaders.make_sampler(ds, res.sampler, device, ctx.rank, ctx.world_size) if train else None
+        built[split] = loaders.build(name, ds, split, res.loader, device, train=train, sampler=sampler,
+                                     out_dtype=out_dtype)
+    net, trainer = (_model_and_trainer(res, ds, device, built) if model else (None, None))
+    return Run(res.cfg, res, ds, name, why, built, net, trainer, device, ctx, RunWriter(out_dir, ctx.is_main))
+
+
+def build_model_for(cfg: Config, num_classes: int, image_size: int, meta_features: int = 0) -> nn.Module:
+    """The configured model, fused with tabular metadata when `meta_features`."""
+    from models.registry import build_model
+    net = build_model(cfg.model.name, num_classes, image_size, dropout=cfg.model.dropout,
+                      pretrained=cfg.model.pretrained)
+    if meta_features:
+        from models.metadata import fuse
+        net = fuse(net, meta_features, num_classes, dropout=cfg.model.dropout)
+    return net
+
+
+def _model_and_trainer(res: Resolved, ds: Dataset, device: torch.device, built: dict):
+    cfg = res.cfg
+    meta = ds.train.meta.shape[1] if cfg.model.metadata else 0
+    net = build_model_for(cfg, ds.num_classes, res.image_size, meta).to(device)
+    net = distributed.convert_sync_bn(net, cfg.dist.sync_bn)
+    steps = built["train"].steps if "train" in built else 1
+    trainer = Trainer(net, cfg, device, ds.num_classes, steps, parallel=distributed.replicas(device))
+    if cfg.train.amp and trainer.amp_dtype is None:
+        log.warning("--amp: bf16 is emulated on this CPU (no AVX512-BF16/AMX) and ~10x slower than fp32, "
+                    "so this run trains in fp32; --train.amp_dtype bf16 forces it")
+    return net, trainer

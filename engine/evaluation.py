@@ -1,0 +1,53 @@
+"""`evaluate(run, split, tta)`: one split of a built run scored with the given weights, merged
+over DDP ranks, summarized into the metrics every output file uses. Training (validation each
+epoch, the final test) and engine.evaluate / engine.predict all score through here."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from engine import distributed
+from engine.metrics import summarize
+from engine.scoring import score
+from engine.tta import TTA
+
+
+@dataclass
+class Scores:
+    cm: torch.Tensor              # confusion matrix of the real rows
+    probs: torch.Tensor           # real rows, in split order
+    labels: torch.Tensor
+    loader: object
+
+
+@dataclass
+class Evaluation(Scores):
+    metrics: dict | None = None   # summarize() keys plus "confusion"
+
+
+def scores(run, split: str, tta: bool = False, model: nn.Module | None = None) -> Scores:
+    """`model`: weights to score (EMA, selected); default the run's own model. With a trainer
+    its evaluation forward is used (compiled once, autocast as trained); without one (a
+    restored checkpoint) the model runs eagerly, in bf16 when `run.cfg.train.amp`."""
+    loader = run.loaders[split]
+    if run.trainer is not None:
+        if tta:  # averages the 8 flips/rotations (engine/tta.py)
+            model = TTA(model if model is not None else run.trainer.model)
+        cm, probs, labels = distributed.merge_eval(*run.trainer.evaluate(loader, model))  # each rank scored its shard
+        return Scores(cm, probs, labels, loader)
+    model = model if model is not None else run.model
+    model = (TTA(model) if tta else model).eval()
+    autocast = lambda: torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.cfg.train.amp)  # noqa: E731
+    return Scores(*score(model, loader, len(run.dataset.classes), autocast), loader)
+
+
+def summarized(run, raw: Scores, bootstrap: int = 0) -> Evaluation:
+    metrics = summarize(raw.cm, raw.probs, raw.labels, run.dataset.classes, bootstrap=bootstrap)
+    metrics["confusion"] = raw.cm.cpu().tolist()
+    return Evaluation(raw.cm, raw.probs, raw.labels, raw.loader, metrics)
+
+
+def evaluate(run, split: str, tta: bool = False, model: nn.Module | None = None, bootstrap: int = 0) -> Evaluation:
+    return summarized(run, scores(run, split, tta, model), bootstrap)

@@ -1,0 +1,11 @@
+"""The folder for files the data layer derives once and reuses (synthetic JPEGs, FFCV .betons)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def cache_root(cache_dir: str = "") -> Path:
+    """`--data.cache_dir`, else $MEDTRAIN_CACHE, else ~/.cache/medtrain."""
+    base = cache_dir or os.environ.get("MEDTRAIN_CACHE") or os.path.join(Path.home(), ".cache", "medtrain")
+    return Path(base).expanduser()

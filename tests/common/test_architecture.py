@@ -1,0 +1,102 @@
+"""The house rules issue 16 set, checked on the source itself so a regression fails CI:
+the floors (common < loaders/models/kernels < engine), short functions, one error wrapper,
+shared constants defined once, a light config, tests laid out like the packages."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PACKAGES = ("common", "engine", "loaders", "kernels", "models", "bench")
+MAX_FUNCTION_LINES = 80
+
+
+def _modules(*packages: str):
+    for pkg in packages:
+        for path in sorted((REPO / pkg).rglob("*.py")):
+            yield path, ast.parse(path.read_text(), filename=str(path))
+
+
+def _imported_roots(tree: ast.AST) -> set[str]:
+    """Top-level package of every import, at module level or inside a function."""
+    roots = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            roots |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+@pytest.mark.parametrize("lower, forbidden", [
+    ("loaders", {"engine", "bench"}), ("models", {"engine", "bench", "loaders"}),
+    ("kernels", {"engine", "bench", "loaders", "models"}), ("common", {"engine", "bench", "loaders", "models", "kernels"}),
+])
+def test_lower_floors_never_import_the_engine(lower, forbidden):
+    offenders = [f"{path.relative_to(REPO)} imports {sorted(_imported_roots(tree) & forbidden)}"
+                 for path, tree in _modules(lower) if _imported_roots(tree) & forbidden]
+    assert not offenders, offenders
+
+
+def test_no_function_is_longer_than_80_lines():
+    long = [f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for path, tree in _modules(*PACKAGES) for node in ast.walk(tree)
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
+    assert not long, long
+
+
+def _prints_an_error_line(node: ast.AST) -> bool:
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print" and node.args):
+        return False
+    first = node.args[0]
+    if isinstance(first, ast.JoinedStr) and first.values and isinstance(first.values[0], ast.Constant):
+        first = first.values[0]
+    return isinstance(first, ast.Constant) and isinstance(first.value, str) and first.value.startswith("error:")
+
+
+def test_the_error_wrapper_exists_once():
+    sites = [f"{path.relative_to(REPO)}:{node.lineno}" for path, tree in _modules(*PACKAGES)
+             for node in ast.walk(tree) if _prints_an_error_line(node)]
+    assert sites == [sites[0]] and sites[0].startswith("common/cli.py"), sites
+
+
+@pytest.mark.parametrize("name", ["PAD_LABEL", "BOOTSTRAP_RESAMPLES", "sync", "cache_root", "default_workers"])
+def test_shared_names_are_defined_once(name):
+    where = []
+    for path, tree in _modules(*PACKAGES):
+        for node in tree.body:  # module level: constants and functions
+            if isinstance(node, ast.FunctionDef) and node.name == name:
+                where.append(str(path.relative_to(REPO)))
+            if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+                where.append(str(path.relative_to(REPO)))
+    assert len(where) == 1, where
+
+
+def test_parsing_the_config_imports_nothing_heavy():
+    code = ("import sys, engine.config, common.cli; engine.config.parse_args(['--preset', 'smoke']); "
+            "heavy = [m for m in ('torch', 'numpy', 'PIL', 'loaders', 'models', 'kernels') if m in sys.modules]; "
+            "print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_loaders_and_models_take_specs_not_the_config():
+    """`Config` never appears in the data or model layers' signatures or bodies."""
+    offenders = [f"{path.relative_to(REPO)}:{node.lineno}" for path, tree in _modules("loaders", "models", "kernels")
+                 for node in ast.walk(tree) if isinstance(node, ast.Name) and node.id in ("Config", "DataConfig")]
+    assert not offenders, offenders
+
+
+def test_test_folders_mirror_the_packages():
+    """Package tests live in tests/<package>/; the cross-cutting suites have their own folders;
+    nothing loose at the top but the shared conftest."""
+    cross_cutting = {"dist", "eval", "recipes", "reliability"}
+    folders = {p.name for p in (REPO / "tests").iterdir() if p.is_dir() and not p.name.startswith(("_", "."))}
+    assert folders <= set(PACKAGES) | cross_cutting, folders - set(PACKAGES) - cross_cutting
+    loose = sorted(p.name for p in (REPO / "tests").glob("test_*.py"))
+    assert not loose, loose

@@ -1,0 +1,72 @@
+"""common/cli.py: the one wrapper's statuses and lines, and the shared option parser."""
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from common.cli import parse_options, run_main
+from common.errors import ConfigError
+
+
+class Lost(RuntimeError):
+    exit_status = 3
+
+
+def _raise(exc):
+    def action(argv):
+        raise exc
+    return action
+
+
+@pytest.mark.parametrize("exc, status, line", [
+    (ConfigError("--x must be >= 1; got 0"), 2, "error: --x must be >= 1; got 0"),
+    (OSError(errno.ENOSPC, "No space left on device", "/x/preds.csv"), 1,
+     "error: could not write /x/preds.csv (No space left on device); free some space or choose another --out"),
+    (OSError(errno.EROFS, "Read-only file system"), 1, "error: could not write (Read-only file system); "
+     "choose a writable --out"),
+    (Lost("rank 1/2: another process failed"), 3, "error: rank 1/2: another process failed"),
+])
+def test_expected_failures_are_one_line_and_a_status(capsys, exc, status, line):
+    assert run_main(_raise(exc), []) == status
+    assert capsys.readouterr().err.splitlines() == [line]
+
+
+def test_interrupt_is_130_with_the_callers_note(capsys):
+    assert run_main(_raise(KeyboardInterrupt()), [], interrupted="interrupted: kept") == 130
+    assert capsys.readouterr().err.strip() == "interrupted: kept"
+
+
+def test_a_bug_still_shows_its_traceback():
+    with pytest.raises(RuntimeError):
+        run_main(_raise(RuntimeError("a real bug")), [])
+
+
+def test_help_prints_usage_without_running(capsys):
+    assert run_main(_raise(AssertionError("must not run")), ["--help"], "usage: x") == 0
+    assert capsys.readouterr().out.strip() == "usage: x"
+
+
+def test_status_of_the_action_is_returned():
+    assert run_main(lambda argv: 1, []) == 1 and run_main(lambda argv: None, []) == 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--nope", "1"], "p: unknown option --nope"),
+    (["--count", "x"], "p: --count expects int, got 'x'"),
+    (["--flag", "maybe"], "p: --flag is a flag; got 'maybe'"),
+    (["--count"], "p: --count needs a value"),
+    ([], "p: --name required"),
+    (["--name", "a", "--split", "tset"], "p: --split must be one of test, val; got 'tset'"),
+])
+def test_parse_options_mistakes(argv, message):
+    spec = {"name": "", "count": 0, "flag": False, "split": "test"}
+    with pytest.raises(ConfigError) as err:
+        parse_options(argv, spec, ("name",), "p", choices={"split": ("test", "val")})
+    assert str(err.value).startswith(message)
+
+
+def test_parse_options_types_and_paths():
+    spec = {"name": "", "count": 0, "flag": False}
+    got = parse_options(["--name", "~/a", "--count=3", "--flag"], spec, ("name",), "p", paths=("name",))
+    assert got["count"] == 3 and got["flag"] is True and not got["name"].startswith("~")
