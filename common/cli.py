@@ -15,6 +15,7 @@ import sys
 from typing import Callable
 
 from common.errors import ConfigError
+from common.faults import describe as describe_fault
 
 EXIT_OK, EXIT_FAULT, EXIT_USAGE, EXIT_PEER, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -35,7 +36,7 @@ def run_main(action: Callable[[list[str]], int | None], argv: list[str] | None =
         print(interrupted, file=sys.stderr)
         return EXIT_INTERRUPTED
     except OSError as exc:  # full disk, read-only or missing folder: a fault of the machine, not of the options
-        return error(exc, EXIT_FAULT)
+        return error(describe_fault(exc), EXIT_FAULT)
     except RuntimeError as exc:  # under torchrun: a rank died or hung (distributed.PeerLost)
         code = getattr(exc, "exit_status", None)
         if code is None:

@@ -8,3 +8,11 @@ loaders and models can raise it without importing engine.
 
 class ConfigError(ValueError):
     """A user mistake in the command line, config or input data: one line, exit status 2."""
+
+
+class WriteError(OSError):
+    """A failed write (full disk, quota, read-only folder): one line naming the file and what was
+    kept (engine/atomic.py raises it); the CLI helper prints it as is, exit status 1."""
+
+    def __str__(self) -> str:
+        return self.strerror

@@ -3,6 +3,8 @@
 A crash or `kill -9` mid-write leaves the previous file intact (its temp file, named after
 the writer's pid, is removed by the next write once that pid is gone); a full disk raises a
 `WriteError` (an `OSError`) naming the file, and also leaves the previous one intact.
+The new file gets the mode `open()` would give it (0666 less the umask), not mkstemp's 0600,
+so colleagues sharing the machine can read results when the umask lets them.
 """
 from __future__ import annotations
 
@@ -11,12 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
-
-class WriteError(OSError):
-    """A failed write (full disk, quota, read-only folder): one line naming the file and what was kept."""
-
-    def __str__(self) -> str:
-        return self.strerror
+from common.errors import WriteError  # noqa: F401 (defined below every package; raised here)
 
 
 def _write_error(exc: OSError, path: Path, existed: bool, verb: str = "write") -> WriteError:
@@ -46,6 +43,20 @@ def _remove_stale_temps(path: Path) -> None:
                 pass
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux reports it (os.umask's
+    set-and-restore would briefly give other threads' new files a wrong mode)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | Path, write) -> None:
     """`write(fileobj)` fills a temp file that then replaces `path` in one rename."""
     path = Path(path)
@@ -53,6 +64,7 @@ def atomic_write_bytes(path: str | Path, write) -> None:
     _remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from engine import cuda_math, decisions, distributed
+from engine import cuda_math, decisions, distributed, run_lock
 from engine.config import Config
 from engine.env import seed_everything
 from engine.loop import Trainer, autocast_dtype
@@ -63,6 +63,8 @@ def build(cfg: Config, dataset: Dataset | None = None, *, out: str | None = None
     if out is not None:
         out_dir = Path(distributed.from_rank0(out))  # one folder, even for a timestamped default
         out_dir.mkdir(parents=True, exist_ok=True)
+        if ctx.is_main:  # a second run on this folder is refused here, before it reads data or writes
+            run_lock.acquire(out_dir)
         ctx.run_dir = str(out_dir)
     ds = dataset if dataset is not None else load_dataset(data_spec(cfg), seed=cfg.train.seed)
     if cfg.model.metadata:  # tabular columns joined on the image id; loaders then yield meta too

@@ -6,7 +6,8 @@ by class and grouped by lesion/patient when the data has a group column (loaders
 holding out a grouped, stratified `--data.val_fraction` of it for model selection. Each
 fold is a normal run folder `OUT/fold<i>`; `OUT/cv_summary.json` and `cv_summary.md` give
 the mean and standard deviation (sample, ddof=1) of every numeric metric across folds.
-Re-running the same command skips folds that already finished.
+Re-running the same command skips folds that already finished; `OUT/cv_options.json` records
+the options and data they were trained with, and a rerun with others is refused.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine import cv_record, run_lock
 from engine.atomic import atomic_write_json
 from common.cli import exit_process, run_main
 from engine.config import Config, ConfigError, explicit_options, parse_args, usage
@@ -86,11 +88,18 @@ def _markdown(summary: dict, k: int, cfg: Config, group_note: str) -> str:
 
 
 def cross_validate(k: int, cfg: Config) -> dict:
+    with run_lock.scope():  # one cv per folder at a time; released when it ends
+        return _cross_validate(k, cfg)
+
+
+def _cross_validate(k: int, cfg: Config) -> dict:
     from engine.runner import train  # heavy imports only after the arguments are valid
     if cfg.run.resume:
         raise ConfigError("engine.cv: --resume is not a cv option; re-run the same command to finish missing folds")
     root = Path(cfg.run.out or f"runs/cv-{datetime.now():%Y%m%d-%H%M%S}")
+    run_lock.acquire(root, "engine.cv")
     ds = load_dataset(data_spec(cfg), seed=cfg.train.seed)
+    cv_record.check_or_write(root, k, cfg, ds)  # finished folds are reused only under the same options
     group_note = "grouped by " + ("the dataset's lesion/patient column" if ds.train.groups is not None else
                                   "image (no group column)") + ", stratified by class"
     per_fold = []

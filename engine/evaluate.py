@@ -1,11 +1,14 @@
-"""`python -m engine.evaluate --checkpoint DIR --data PATH [--out DIR] [--tta] [--split test|val|train|all]
+"""`python -m engine.evaluate --checkpoint DIR --data PATH [--out DIR] [--tta] [--split auto|test|val|train|all]
 [--device auto|cpu|cuda] [--batch-size N] [--loader NAME] [--amp]`
 
 Scores a trained checkpoint on a dataset with the same classes and writes `metrics.json`
 with the same `test.*` keys training writes (bootstrap intervals included, and the checkpoint's
 stored prior correction and threshold applied as training applied them: docs/plan.md), the test
-predictions and a report. The default `--out` is `<checkpoint>/eval-<data name>[-tta]`,
-so the training run's own metrics are never overwritten.
+predictions and a report. The default `--split auto` scores the run's test split on the
+data it was trained on, and every image of any other dataset. The default `--out` is
+`<checkpoint>/eval-<data name>[-split][-tta]` (`-2`, `-3`, ... when that folder holds the
+evaluation of other data with the same name: engine/eval_folder.py), so the training run's
+own metrics and other evaluations are never overwritten.
 """
 from __future__ import annotations
 
@@ -13,24 +16,18 @@ import sys
 from pathlib import Path
 
 from common.constants import BOOTSTRAP_RESAMPLES
-from engine import report
+from engine import data_scope, eval_folder, report
 from engine.atomic import atomic_write_json
 from engine.env import device_name, versions
 from engine.evaluation import summarized
 from engine.inference import cli_main, score_checkpoint
 
-OPTIONS = {"checkpoint": "", "data": "", "out": "", "tta": False, "split": "test", "device": "auto",
+OPTIONS = {"checkpoint": "", "data": "", "out": "", "tta": False, "split": "auto", "device": "auto",
            "batch_size": 0, "loader": "auto", "amp": False}
 
 
-def default_out(options: dict) -> Path:
-    name = Path(options["data"]).stem or "data"
-    suffix = ("-" + options["split"] if options["split"] != "test" else "") + ("-tta" if options["tta"] else "")
-    return Path(options["checkpoint"]) / f"eval-{name}{suffix}"
-
-
 def evaluate(options: dict) -> dict:
-    scored = score_checkpoint(options)
+    scored = score_checkpoint(options, "engine.evaluate")
     run, seconds = scored.run, scored.seconds
     result = summarized(run, scored.scores, bootstrap=BOOTSTRAP_RESAMPLES)
     test, cm = result.metrics, result.cm
@@ -40,7 +37,9 @@ def evaluate(options: dict) -> dict:
         "classes": run.dataset.classes, "device": device_name(run.device), "versions": versions(),
         "wall_seconds": seconds, "test.images_per_second": test["n"] / max(seconds, 1e-9),
     }
-    out = Path(options["out"]) if options["out"] else default_out(options)
+    usual = data_scope.default_split(scored.restored, options["data"])
+    suffix = ("-" + options["split"] if options["split"] != usual else "") + ("-tta" if options["tta"] else "")
+    out = eval_folder.claim(options["checkpoint"], options["data"], suffix, options["out"])
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "metrics.json", metrics)
     counts = {"evaluated": [int(v) for v in cm.sum(1).tolist()]}

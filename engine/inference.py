@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.cli import doc_usage, parse_options, run_main
+from engine import data_scope, run_lock
 from engine.build import Run
 from engine.config import CHECKPOINT_NAME
 from engine.env import setup_logging
 from engine.evaluation import Scores, scores
-from engine.restore import checkpoint_run, load_checked, restore
+from engine.restore import Restored, checkpoint_run, load_checked, restore
 
-SPLITS = ("test", "val", "train", "all")
+SPLITS = ("test", "val", "train", "all", "auto")  # auto: the test split of the run's own data, else all
 
 
 def options_of(argv: list[str], spec: dict[str, object], required: tuple[str, ...], prog: str) -> dict:
@@ -33,29 +34,33 @@ def cli_main(argv: list[str] | None, doc: str, spec: dict[str, object], required
     def act(args: list[str]) -> None:
         options = options_of(args, spec, required, prog)
         setup_logging()
-        action(options)
+        with run_lock.scope():  # an output folder this command locked is released when it ends
+            action(options)
     return run_main(act, argv, doc_usage(doc))
 
 
 @dataclass
 class Scored:
     run: Run
+    restored: Restored
     row_split: list[str]          # the split each scored row came from
     scores: Scores
     seconds: float
 
 
-def score_checkpoint(options: dict) -> Scored:
+def score_checkpoint(options: dict, prog: str = "engine.predict") -> Scored:
     """Everything both CLIs do: restore, load, check, score (with TTA when asked)."""
     restored = restore(options["checkpoint"], options["device"])
-    ds, row_split = load_checked(restored, options["data"], options["split"])
+    if options["split"] == "auto":
+        options["split"] = data_scope.default_split(restored, options["data"])
+    ds, row_split = load_checked(restored, options["data"], options["split"], prog)
     run = checkpoint_run(restored, ds, options["batch_size"], options["loader"], options["amp"])
     t0 = time.perf_counter()
     raw = scores(run, "test", options["tta"])
     seconds = time.perf_counter() - t0
     if len(raw.labels) != len(row_split):  # the loader dropped undecodable files: keep rows aligned
         row_split = [row_split[i] for i in _kept_rows(ds.test, raw.loader.split)]
-    return Scored(run, row_split, raw, seconds)
+    return Scored(run, restored, row_split, raw, seconds)
 
 
 def _kept_rows(requested, kept) -> list[int]:

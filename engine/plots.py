@@ -5,6 +5,7 @@ time): ROC and precision-recall at every distinct score, the same points sklearn
 """
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -15,13 +16,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
 import numpy as np  # noqa: E402
 
+from engine.atomic import atomic_write_bytes  # noqa: E402
+
 DPI = 110
 
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=DPI, format="png")
     plt.close(fig)
+    atomic_write_bytes(path, lambda fh: fh.write(buf.getbuffer()))  # a full disk keeps the previous figure whole
     return path
 
 

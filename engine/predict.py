@@ -6,7 +6,12 @@ Writes one CSV row per image: its split and position in that split (for a `.npz`
 predicted label, confidence and one probability column per class (`p_<class>`); probabilities
 and prediction include the checkpoint's stored prior correction, and a binary checkpoint with
 an operating threshold (`--eval.target_sensitivity`) adds a `decision` column. The default
-`--split all` scores every image of the dataset.
+`--split all` scores every image of the dataset, whatever subset the run trained on.
+
+`--data` may also be unlabelled, as new patients come: one image, a flat folder of images,
+or a CSV listing files (loaders/unlabelled.py). Every readable image gets a row (split
+`unlabelled`, label empty); unreadable ones are named on stderr and listed with their
+reason in `<out>.skipped.csv`.
 """
 from __future__ import annotations
 
@@ -15,10 +20,11 @@ import io
 import sys
 from pathlib import Path
 
+from engine import decisions, skip_list
 from engine.atomic import atomic_write_bytes
 from engine.config import ConfigError
-from engine.evaluation import summarized
 from engine.inference import cli_main, relative_name, score_checkpoint
+from loaders.unlabelled import SPLIT as UNLABELLED
 
 OPTIONS = {"checkpoint": "", "data": "", "out": "", "tta": False, "split": "all", "device": "auto",
            "batch_size": 0, "loader": "auto", "amp": False}
@@ -29,25 +35,28 @@ def predict(options: dict) -> Path:
         raise ConfigError(f"engine.predict: --out must name a .csv file; got {options['out']!r}")
     scored = score_checkpoint(options)
     ds, row_split, seconds = scored.run.dataset, scored.row_split, scored.seconds
-    decided = summarized(scored.run, scored.scores)  # the stored correction and threshold, as evaluate applies them
-    p = decided.probs.cpu().numpy()  # sync point: once, after scoring
-    calls = decided.predictions.cpu().numpy()
-    y = decided.labels.cpu().numpy()
-    files = decided.loader.split.files
+    raw, decision = scored.scores, scored.run.decision
+    # The stored correction and threshold, as evaluate applies them; no metrics: rows may be unlabelled.
+    p = decisions.adjust(raw.probs, decision).cpu().numpy()  # sync point: once, after scoring
+    calls = decisions.decide(raw.probs, decision).cpu().numpy()
+    y = raw.labels.cpu().numpy()
+    files = raw.loader.split.files
+    root = ds.source if Path(ds.source).is_dir() else str(Path(ds.source).parent)  # a CSV or one image: its folder
     classes = ds.classes
-    decision = scored.run.decision
     extra = ["decision"] if decision and decision.get("threshold") is not None else []  # binary operating threshold
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["split", "index", "file", "label", "prediction", "confidence"] + [f"p_{c}" for c in classes] + extra)
     position = {}
     for i in range(len(y)):
-        name = relative_name(files[i], ds.source) if files is not None else ""
+        name = relative_name(files[i], root) if files is not None else ""
         position[row_split[i]] = index = position.get(row_split[i], -1) + 1
-        row = [row_split[i], index, name, classes[y[i]], classes[int(p[i].argmax())], f"{p[i].max():.6f}"]
+        label = "" if row_split[i] == UNLABELLED else classes[y[i]]
+        row = [row_split[i], index, name, label, classes[int(p[i].argmax())], f"{p[i].max():.6f}"]
         writer.writerow(row + [f"{v:.6f}" for v in p[i]] + [classes[calls[i]]] * len(extra))
     out = Path(options["out"])
     atomic_write_bytes(out, lambda fh: fh.write(buf.getvalue().encode()))
+    skip_list.write(out, ds.skipped + sorted(scored.scores.loader.bad.items.items()))
     print(f"predictions: {len(y)} images, {len(classes)} classes, tta {'on' if options['tta'] else 'off'}, "
           f"{seconds:.1f}s -> {out}")
     return out

@@ -17,7 +17,7 @@ import torch
 
 from engine import plots
 from common.cli import run_main
-from engine.atomic import atomic_write_bytes, read_jsonl
+from engine.atomic import WriteError, atomic_write_bytes, read_jsonl
 from engine.config import ConfigError
 from engine.metrics import calibration_bins
 
@@ -119,16 +119,20 @@ def build(run_dir: str | Path) -> list[Path]:
                                        [classes[pred[r]] for r in rows], probs[rows].max(1) if len(rows) else [],
                                        out / "misclassified.png"))
     readme = out / "README.md"
-    readme.write_text(markdown(metrics, classes, history, [p.name for p in written]))
+    text = markdown(metrics, classes, history, [p.name for p in written]).encode()
+    atomic_write_bytes(readme, lambda fh: fh.write(text))
     return written + [readme]
 
 
 def build_or_warn(run_dir: str | Path) -> bool:
-    """For the end of a run: a plotting failure is logged, never allowed to fail the finished run."""
+    """For the end of a run: a plotting failure is logged, never allowed to fail the finished run;
+    a failed write (full disk) is raised: the outputs would be incomplete without a word."""
     import logging
     try:
         build(run_dir)
         return True
+    except WriteError:  # a full disk or read-only folder is the machine's fault: said as one error line
+        raise
     except Exception as exc:  # matplotlib and numpy raise many kinds; the metrics are already saved
         logging.getLogger("medtrain.report").warning(
             "report not written (%s: %s); retry with python -m engine.report %s", type(exc).__name__, exc, run_dir)

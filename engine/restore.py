@@ -11,7 +11,7 @@ import dataclasses
 import torch
 from torch import nn
 
-from engine import checkpoint, distributed
+from engine import checkpoint, data_scope, distributed
 from engine.build import Run, build_model_for
 from engine.config import Config, ConfigError
 from engine.env import pick_device
@@ -31,6 +31,7 @@ class Restored:
     model_name: str
     device: torch.device
     decision: dict | None = None  # prior correction / threshold chosen on validation (engine/decisions.py)
+    data_source: str = ""  # the absolute data path recorded at training time ("" in older checkpoints)
 
 
 def restore(checkpoint_dir: str, device: str = "auto") -> Restored:
@@ -50,13 +51,17 @@ def restore(checkpoint_dir: str, device: str = "auto") -> Restored:
                             len(classes), saved["image_size"], meta)
     model.load_state_dict(saved["model"])
     return Restored(model.to(dev).eval(), classes, cfg, saved["image_size"], saved["model_name"], dev,
-                    saved.get("decision"))
+                    saved.get("decision"), (saved.get("data_identity") or {}).get("source", ""))
 
 
-def load_checked(restored: Restored, data_path: str, split: str) -> tuple[Dataset, list[str]]:
-    """(dataset whose `test` is the requested rows, split name of each row); refuses other classes."""
-    cfg = dataclasses.replace(restored.cfg, data=dataclasses.replace(restored.cfg.data, path=data_path))
-    ds = load_dataset(data_spec(cfg), seed=restored.cfg.train.seed)
+def load_checked(restored: Restored, data_path: str, split: str, prog: str = "engine.predict"
+                 ) -> tuple[Dataset, list[str]]:
+    """(dataset whose `test` is the requested rows, split name of each row); refuses other classes.
+    Which rows and under which data settings: engine/data_scope.py."""
+    ds = data_scope.read_unlabelled(restored, data_path, prog)
+    if ds is not None:  # new patients: every readable image, no label
+        return ds, [data_scope.UNLABELLED] * len(ds.test)
+    ds = load_dataset(data_spec(data_scope.labelled_config(restored, data_path, split)), seed=restored.cfg.train.seed)
     if restored.cfg.model.metadata:  # same columns, encoded as in training (fit on the train split)
         from loaders.tabular import attach_metadata
         ds, _ = attach_metadata(ds, restored.cfg.model.metadata)
@@ -65,7 +70,10 @@ def load_checked(restored: Restored, data_path: str, split: str) -> tuple[Datase
                           f"{restored.classes}; evaluate only on data with the same classes in the same order")
     names = ("train", "val", "test") if split == "all" else (split,)
     rows = concat_splits([ds.split(n) for n in names])
-    row_split = [n for n in names for _ in range(len(ds.split(n)))]
+    # Other data read whole has no split of its own unless it defines one (an npz's val/test)
+    undivided = split == "all" and not len(ds.val) and not len(ds.test)
+    row_split = ["all" if undivided else n for n in names for _ in range(len(ds.split(n)))]
+    row_split = data_scope.run_split_names(restored, data_path, rows.files, row_split)
     return with_splits(ds, ds.train, ds.val, rows), row_split
 
 

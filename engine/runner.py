@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from common.constants import BOOTSTRAP_RESAMPLES
-from engine import checkpoint, decisions, distributed, report
+from engine import checkpoint, data_identity, decisions, distributed, report, resume_options, run_lock
 from engine.atomic import read_jsonl
 from engine.build import Run, build
 from engine.config import Config, ConfigError
@@ -58,6 +58,8 @@ class Progress:
     best_weights: dict | None = None
     train_seconds: float = 0.0
     images_seen: int = 0
+    data_identity: dict = field(default_factory=dict)  # what the run trains on; a resume on other data is refused
+    schedule: dict = field(default_factory=dict)       # the learning-rate plan, re-planned by --resume --epochs
 
 
 def _out_dir(cfg: Config) -> Path:
@@ -79,7 +81,7 @@ def _class_histogram(loader, num_classes: int) -> list[int]:
 def train(cfg: Config, dataset=None) -> dict | None:
     """One run; under torchrun one rank of it (a failed peer becomes `distributed.PeerLost`)."""
     run = None
-    with distributed.guard():
+    with distributed.guard(), run_lock.scope():  # the --out lock (engine/build.py) is released when the run ends
         try:
             setup_logging()
             cfg, saved = _resume_config(cfg)
@@ -94,9 +96,7 @@ def _resume_config(cfg: Config) -> tuple[Config, dict | None]:
     if not cfg.run.resume:
         return cfg, None
     saved = checkpoint.load(cfg.run.resume)
-    resumed = Config.from_dict(saved["config"])
-    resumed.run.resume = cfg.run.resume  # ...even if the folder was moved since
-    return resumed, saved
+    return resume_options.continued(saved, cfg), saved  # plus the safe options given (engine.train resolves them)
 
 
 def _out_of_memory_advice(cfg: Config, exc: BaseException) -> str:
@@ -116,6 +116,9 @@ def _out_of_memory_advice(cfg: Config, exc: BaseException) -> str:
 def fit(run: Run, saved: dict | None = None) -> dict | None:
     """Train a built run (from `saved`'s position on --resume); None when stopped by a signal."""
     cfg, ds, writer = run.cfg, run.dataset, run.writer
+    identity = data_identity.of(ds)
+    if saved is not None:  # a resume on other images would re-draw the split: refused before anything is written
+        data_identity.check_same(saved.get("data_identity"), identity, f"--resume {run.out}")
     resolved = cfg.to_dict() | {"resolved": {"loader": run.loader_name, "loader_reason": run.loader_reason,
                                              "device": str(run.device), "classes": ds.classes,
                                              "native_size": ds.native_size}}
@@ -124,6 +127,9 @@ def fit(run: Run, saved: dict | None = None) -> dict | None:
     if ds.skipped:
         writer.skipped(ds.skipped)
     state = _start(run, saved)
+    state.data_identity, state.schedule = identity, resume_options.schedule_plan(saved, cfg)
+    if saved is not None:
+        resume_options.apply_plan(run.trainer, state.schedule, cfg, run.loaders["train"].steps)  # a changed --epochs
     distributed.seed_rank_rng(cfg.train.seed, state.epoch, state.step)
     stop = StopFlag()
     stop.install()
@@ -161,7 +167,7 @@ def _save(run: Run, state: Progress, epoch: int, step: int) -> None:
               "step": step, "best": state.best, "bad_epochs": state.bad_epochs}
     checkpoint.save(run.out, {"model": state.best_weights, "classes": run.dataset.classes, "config": run.cfg.to_dict(),
                               "image_size": run.cfg.data.image_size, "model_name": run.cfg.model.name,
-                              "state": resume})
+                              "state": resume, "data_identity": state.data_identity, "schedule": state.schedule})
 
 
 def _train_epoch(run: Run, state: Progress, epoch: int, stop: StopFlag) -> bool:

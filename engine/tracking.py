@@ -4,14 +4,19 @@ Offline by default (files under `RUN_DIR/wandb`, `wandb sync` uploads them later
 network is ever needed. The `WANDB_MODE` environment variable can only make tracking
 stricter (online -> offline -> disabled), never looser, so CI and tests set it to
 `disabled` once. Without wandb installed, or if it fails to start, the run goes on
-untracked with one warning: tracking must never cost a training run.
+untracked with one warning: tracking must never cost a training run. A full disk or a
+read-only run folder is different: the run could not finish either, so it ends at once
+with one error line (engine/tracking_guard.py).
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
 from pathlib import Path
+
+from engine import tracking_guard
 
 log = logging.getLogger("medtrain.tracking")
 
@@ -29,8 +34,9 @@ def effective_mode(configured: str) -> str:
 class Tracker:
     """No-op unless wandb is installed and the mode allows it; every call is safe either way."""
 
-    def __init__(self, run=None):
+    def __init__(self, run=None, where: str | Path = "."):
         self.run = run
+        self.where = Path(where)  # the wandb folder, named when a write there fails
 
     @property
     def active(self) -> bool:
@@ -39,21 +45,37 @@ class Tracker:
     def log_epoch(self, row: dict) -> None:
         if self.run is not None:
             numbers = {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-            self.run.log(numbers, step=int(row.get("epoch", 0)))
+            with self._abandon_on_failure():
+                self.run.log(numbers, step=int(row.get("epoch", 0)))
 
     def finish(self, metrics: dict, report_dir: Path | None = None) -> None:
         if self.run is None:
             return
         import wandb
-        for key, value in metrics.items():
-            if isinstance(value, (int, float, str)) and not isinstance(value, bool):
-                self.run.summary[key] = value
-        if report_dir is not None and Path(report_dir).is_dir():
-            images = {f"report/{p.stem}": wandb.Image(str(p)) for p in sorted(Path(report_dir).glob("*.png"))}
-            if images:
-                self.run.log(images)
-        self.run.finish()
+        with self._abandon_on_failure():
+            for key, value in metrics.items():
+                if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+                    self.run.summary[key] = value
+            if report_dir is not None and Path(report_dir).is_dir():
+                images = {f"report/{p.stem}": wandb.Image(str(p)) for p in sorted(Path(report_dir).glob("*.png"))}
+                if images:
+                    self.run.log(images)
+            self.run.finish()
         self.run = None
+
+    @contextlib.contextmanager
+    def _abandon_on_failure(self):
+        """A failed write ends tracking (quietly) and is raised as one WriteError line."""
+        try:
+            with tracking_guard.quiet_failures(self.where):
+                yield
+        except OSError:
+            run, self.run = self.run, None
+            try:
+                run.finish(exit_code=1)
+            except Exception:  # already failing for a reason the error line gives
+                pass
+            raise
 
 
 def start(config: dict, run_dir: str | Path, mode: str, project: str = "medtrain") -> Tracker:
@@ -63,12 +85,14 @@ def start(config: dict, run_dir: str | Path, mode: str, project: str = "medtrain
     if importlib.util.find_spec("wandb") is None:
         log.warning("wandb is not installed: tracking off (pip install wandb, or --wandb disabled to silence this)")
         return Tracker()
+    folder = tracking_guard.preflight(run_dir)  # full disk or read-only: WriteError, one line
     try:
         import wandb
-        run = wandb.init(project=project, dir=str(run_dir), name=Path(run_dir).name, config=config,
-                         mode=mode, reinit="finish_previous")
+        with tracking_guard.quiet_failures(folder):
+            run = wandb.init(project=project, dir=str(run_dir), name=Path(run_dir).name, config=config,
+                             mode=mode, reinit="finish_previous")
     except Exception as exc:  # wandb raises many kinds (network, auth, service); all mean "untracked"
         log.warning("wandb did not start (%s: %s): tracking off for this run", type(exc).__name__, str(exc)[:200])
         return Tracker()
-    log.info("wandb %s run in %s", mode, Path(run_dir) / "wandb")
-    return Tracker(run)
+    log.info("wandb %s run in %s", mode, folder)
+    return Tracker(run, folder)

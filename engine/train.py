@@ -11,6 +11,9 @@ from engine.config import parse_args, usage
 
 def _train(argv: list[str]) -> int:
     cfg = parse_args(argv)
+    if cfg.run.resume:  # a new config: the run's own settings plus the options given that are safe to change
+        from engine.resume_options import resolve
+        cfg = resolve(argv, cfg.run.resume)
     from engine.runner import train  # heavy imports only after the arguments are valid
     return EXIT_OK if train(cfg) is not None else EXIT_FAULT  # None: stopped by a signal, state saved
 

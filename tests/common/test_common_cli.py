@@ -24,7 +24,10 @@ def _raise(exc):
 
 @pytest.mark.parametrize("exc, status, line", [
     (ConfigError("--x must be >= 1; got 0"), 2, "error: --x must be >= 1; got 0"),
-    (OSError(errno.ENOSPC, "No space left on device"), 1, "error: [Errno 28] No space left on device"),
+    (OSError(errno.ENOSPC, "No space left on device", "/x/preds.csv"), 1,
+     "error: could not write /x/preds.csv (No space left on device); free some space or choose another --out"),
+    (OSError(errno.EROFS, "Read-only file system"), 1, "error: could not write (Read-only file system); "
+     "choose a writable --out"),
     (Lost("rank 1/2: another process failed"), 3, "error: rank 1/2: another process failed"),
 ])
 def test_expected_failures_are_one_line_and_a_status(capsys, exc, status, line):

@@ -68,4 +68,4 @@ def test_out_path_that_is_a_file(tmp_path):
     (tmp_path / "taken").write_text("not a folder")
     data = broken.good_folder(tmp_path / "data", n=12, classes=("a", "b"))
     line = broken.error_line(broken.run_cli(broken.fast_run_args(data, tmp_path / "taken")), status=1)
-    assert line == f"error: [Errno 17] File exists: '{tmp_path / 'taken'}'"
+    assert line == f"error: could not write {tmp_path / 'taken'} (a file is there, not a folder); choose another --out"
