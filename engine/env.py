@@ -56,7 +56,8 @@ def layout_cpu_threads() -> int:
                f"OMP_WAIT_POLICY is set); {busy} of {len(cores)} cores busy now")
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
-    logging.getLogger("medtrain.env").info("CPU: %d torch threads on %d available cores (%s)", threads, len(cores), why)
+    # debug, not info: an option error must stay the one line on stderr (tests/engine/test_engine_config.py)
+    logging.getLogger("medtrain.env").debug("CPU: %d torch threads on %d available cores (%s)", threads, len(cores), why)
     return threads
 
 
