@@ -132,10 +132,11 @@ def error_line(result: subprocess.CompletedProcess, status: int = 2) -> str:
 
 
 def fast_run_args(data, out) -> list[str]:
-    """A seconds-long CPU run: tiny pixel MLP, one worker, no tracking, no progress bar."""
+    """A seconds-long CPU run: tiny pixel MLP, one worker, no tracking, no progress bar, and no
+    plan (these tests pin a recipe; the plan would calibrate and choose its own, engine/plan.py)."""
     return ["--data", str(data), "--out", str(out), "--model", "mlp", "--image-size", "16", "--batch-size", "8",
             "--epochs", "1", "--device", "cpu", "--wandb", "disabled", "--train.progress", "off",
-            "--data.workers", "1", "--train.log_interval", "2"]
+            "--data.workers", "1", "--train.log_interval", "2", "--run.plan", "off"]
 
 
 # ----------------------------------------------------------------------------- pixels as a viewer shows them
