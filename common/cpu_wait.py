@@ -8,7 +8,7 @@ CPU augmentation costs a scheduler slice instead of microseconds: measured on th
 machine with one busy process, the tensor loader fell from ~700-1,000 to 22-97 img/s, and
 OMP_WAIT_POLICY=PASSIVE brought it back to 570-890 (bench/results/cpu-contention.md).
 
-libgomp reads the policy once, when torch loads it, so this must run before the first
+A short spin (SPIN_COUNT) before sleeping is the compromise chosen; libgomp reads the policy once, when torch loads it, so this must run before the first
 `import torch`: every package of the project calls `sleep_while_waiting()` from its
 `__init__.py`, which runs before any of its modules import torch. A policy the user set
 (OMP_WAIT_POLICY or GOMP_SPINCOUNT) is kept. Imports nothing heavy.
@@ -18,7 +18,15 @@ from __future__ import annotations
 import os
 import sys
 
-# Whether the passive policy is in force for this process's OpenMP pool: None until decided.
+# libgomp's busy-wait before a waiting thread sleeps. Measured on the 2-core Intel machine
+# (idle but for the benchmark; single runs, noisy +-20%): e2e CI pair, engine/baseline ratio
+# 8.6-10.2x at libgomp's default 300,000, 9.3x at 30,000, 7.2-8.5x at 3,000, 6.4-6.7x fully
+# passive (0); tensor loader on HAM-224 with one busy core: 464 img/s at 30,000, 1,021 at
+# 3,000, 1,664 passive, 22-97 at the default (cpu-contention.md); the CI contended guard fails
+# at 30,000 (2.9x vs 29.5x) and the idle e2e ratio at 0 (5.9-6.7x). 3,000 keeps most of both.
+SPIN_COUNT = 3000
+
+# Whether the short-spin policy is in force for this process's OpenMP pool: None until decided.
 _state: dict[str, bool | None] = {"passive": None}
 
 
@@ -32,7 +40,9 @@ def sleep_while_waiting() -> bool:
         elif "torch" in sys.modules:  # too late: libgomp has read its environment already
             _state["passive"] = False
         else:
-            os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+            # A short spin, then sleep: a peer that is running arrives within the spin (idle speed
+            # kept), a descheduled one costs SPIN_COUNT iterations instead of a time slice.
+            os.environ["GOMP_SPINCOUNT"] = str(SPIN_COUNT)
             _state["passive"] = True
     return bool(_state["passive"])
 
