@@ -8,8 +8,9 @@ CPU augmentation costs a scheduler slice instead of microseconds: measured on th
 machine with one busy process, the tensor loader fell from ~700-1,000 to 22-97 img/s, and
 OMP_WAIT_POLICY=PASSIVE brought it back to 570-890 (bench/results/cpu-contention.md).
 
-A short spin (SPIN_COUNT) before sleeping is the compromise chosen; libgomp reads the policy once, when torch loads it, so this must run before the first
-`import torch`: every package of the project calls `sleep_while_waiting()` from its
+Fully passive cost the idle engine ~25%, so a short spin (SPIN_COUNT) before sleeping is the
+compromise chosen. libgomp reads the policy once, when torch loads it, so this must run
+before the first `import torch`: every package of the project calls `sleep_while_waiting()` from its
 `__init__.py`, which runs before any of its modules import torch. A policy the user set
 (OMP_WAIT_POLICY or GOMP_SPINCOUNT) is kept. Imports nothing heavy.
 """
