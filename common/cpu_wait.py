@@ -1,4 +1,4 @@
-"""OpenMP threads that sleep, not spin, while they wait: the CPU path's defence against shared cores.
+"""OpenMP threads that spin briefly, then sleep, while they wait: the CPU path's defence against shared cores.
 
 PyTorch's CPU kernels run in GNU OpenMP parallel regions. By default libgomp makes a thread
 that reaches the end of its share of a region spin (busy-wait, ~300,000 iterations) for its
@@ -27,25 +27,25 @@ import sys
 # at 30,000 (2.9x vs 29.5x) and the idle e2e ratio at 0 (5.9-6.7x). 3,000 keeps most of both.
 SPIN_COUNT = 3000
 
-# Whether the short-spin policy is in force for this process's OpenMP pool: None until decided.
-_state: dict[str, bool | None] = {"passive": None}
+# Whether waits in this process's OpenMP pool are short (a bounded spin, then sleep): None until decided.
+_state: dict[str, bool | None] = {"short_waits": None}
 
 
 def sleep_while_waiting() -> bool:
     """Ask libgomp for sleeping waits unless torch is already loaded or the user chose a policy.
     Returns whether waiting threads will sleep (what engine/env.py sizes the thread pool by)."""
-    if _state["passive"] is None:
+    if _state["short_waits"] is None:
         user_policy = os.environ.get("OMP_WAIT_POLICY", "").strip().lower()
         if user_policy or "GOMP_SPINCOUNT" in os.environ:
-            _state["passive"] = user_policy == "passive" or os.environ.get("GOMP_SPINCOUNT", "").strip() == "0"
+            _state["short_waits"] = user_policy == "passive" or os.environ.get("GOMP_SPINCOUNT", "").strip() == "0"
         elif "torch" in sys.modules:  # too late: libgomp has read its environment already
-            _state["passive"] = False
+            _state["short_waits"] = False
         else:
             # A short spin, then sleep: a peer that is running arrives within the spin (idle speed
             # kept), a descheduled one costs SPIN_COUNT iterations instead of a time slice.
             os.environ["GOMP_SPINCOUNT"] = str(SPIN_COUNT)
-            _state["passive"] = True
-    return bool(_state["passive"])
+            _state["short_waits"] = True
+    return bool(_state["short_waits"])
 
 
 def waits_sleep() -> bool:

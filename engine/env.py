@@ -35,9 +35,9 @@ def busy_cores(cores: set[int], seconds: float = 0.2) -> int:
 def layout_cpu_threads() -> int:
     """Size torch's intra-op pool from the cores this process may use and sets it; returns it.
 
-    With sleeping OpenMP waits (common/cpu_wait.py; the normal case) a region whose peer thread
-    is descheduled costs the waiting thread nothing, and every available core still helps when
-    it is free: one thread per core (measured under one busy process: 2 threads 570-890 img/s,
+    With short OpenMP waits (common/cpu_wait.py: a brief spin, then sleep; the normal case) a
+    region whose peer thread is descheduled costs the waiting thread little, and every
+    available core still helps when it is free: one thread per core (measured under one busy process: 2 threads 570-890 img/s,
     1 thread 290-420). When torch was loaded before the engine and its threads spin while they
     wait, a thread on a core another process holds stalls every region (22-97 img/s), so the
     pool takes only the cores that are not busy now.
@@ -48,7 +48,7 @@ def layout_cpu_threads() -> int:
     if os.environ.get("OMP_NUM_THREADS"):
         threads, why = torch.get_num_threads(), "OMP_NUM_THREADS set by the user"
     elif waits_sleep():
-        threads, why = share, "OpenMP waits sleep"
+        threads, why = share, "OpenMP waits spin briefly, then sleep"
     else:
         busy = busy_cores(cores)
         threads = max(1, min(share, len(cores) - busy))

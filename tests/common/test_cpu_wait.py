@@ -1,4 +1,4 @@
-"""OpenMP waits sleep in every process that imports the project before torch (issue 19)."""
+"""OpenMP waits are short (a brief spin, then sleep) in every process that imports the project before torch (issue 19)."""
 from __future__ import annotations
 
 import os
@@ -51,10 +51,10 @@ def test_thread_layout_uses_the_available_cores(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     try:
-        monkeypatch.setitem(cpu_wait._state, "passive", True)
+        monkeypatch.setitem(cpu_wait._state, "short_waits", True)
         assert env.layout_cpu_threads() == len(os.sched_getaffinity(0))
         # Spinning waits: the cores other work holds are left out, never fewer than one thread.
-        monkeypatch.setitem(cpu_wait._state, "passive", False)
+        monkeypatch.setitem(cpu_wait._state, "short_waits", False)
         cores = len(os.sched_getaffinity(0))
         monkeypatch.setattr(env, "busy_cores", lambda cores_, seconds=0.2: cores)
         assert env.layout_cpu_threads() == 1
