@@ -9,6 +9,8 @@ double it. A 28 px image costs 69 M multiply-adds at width 32 (8x the seed CNN's
 """
 from torch import nn
 
+from models.lean_pool import LeanMaxPool2d
+
 
 def conv_bn(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
@@ -28,9 +30,9 @@ def build(num_classes: int, image_size: int, in_channels: int = 3, dropout: floa
     w = width
     return nn.Sequential(
         conv_bn(in_channels, w),
-        conv_bn(w, 2 * w), nn.MaxPool2d(2), Residual(2 * w),
-        conv_bn(2 * w, 4 * w), nn.MaxPool2d(2),
-        conv_bn(4 * w, 8 * w), nn.MaxPool2d(2), Residual(8 * w),
+        conv_bn(w, 2 * w), LeanMaxPool2d(2), Residual(2 * w),
+        conv_bn(2 * w, 4 * w), LeanMaxPool2d(2),
+        conv_bn(4 * w, 8 * w), LeanMaxPool2d(2), Residual(8 * w),
         nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(8 * w, num_classes))
 
 
