@@ -100,13 +100,15 @@ def affine_from_params(p: torch.Tensor) -> torch.Tensor:
 
 
 def jitter_colors(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    """x: float in [0, 1], NCHW. Brightness, contrast (around the image mean), saturation."""
-    x = x * p[:, 7].view(-1, 1, 1, 1)
+    """x: float in [0, 1], NCHW, overwritten and returned. Brightness, contrast (around the
+    image mean), saturation. In place: out-of-place it held five batch-sized temporaries, at
+    224 px a quarter of a GB of host peak memory on the CPU."""
+    x.mul_(p[:, 7].view(-1, 1, 1, 1))
     gray = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
     mean = gray.mean(dim=(2, 3), keepdim=True)
-    x = (x - mean) * p[:, 8].view(-1, 1, 1, 1) + mean
+    x.sub_(mean).mul_(p[:, 8].view(-1, 1, 1, 1)).add_(mean)
     gray = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
-    return (gray + (x - gray) * p[:, 9].view(-1, 1, 1, 1)).clamp(0, 1)
+    return x.sub_(gray).mul_(p[:, 9].view(-1, 1, 1, 1)).add_(gray).clamp_(0, 1)
 
 
 def sampling_grid(theta: torch.Tensor, size: int) -> torch.Tensor:

@@ -156,3 +156,23 @@ def test_planned_writes_plan_json_respects_explicit_options_and_leaves_the_parse
     assert "train.epochs" not in saved["applied"] and saved["fingerprint"]["imbalance_ratio"] == 15.0
     assert saved["candidates"][0]["seconds_per_image"] > 0 and saved["budget_seconds"] == 3.0
     assert capsys.readouterr().out.count("plan:") == 3
+
+
+def test_calibration_gives_up_a_hopeless_candidate_before_allocating_its_probe_batch(monkeypatch):
+    import torch
+    from engine import calibrate
+    from models.registry import build_model
+    batches = []
+
+    def recording_model(*args, **kwargs):
+        model = build_model("mlp", 3, 8)
+        model.register_forward_pre_hook(lambda module, inputs: batches.append(inputs[0].shape[0]))
+        return model
+
+    monkeypatch.setattr(calibrate, "build_model", recording_model)
+    cpu = torch.device("cpu")
+    assert calibrate.seconds_per_image("mlp", 8, 3, cpu, batch=32, seconds=0.01, give_up_after=1e-12) > 0
+    assert batches and set(batches) == {calibrate.SCOUT_IMAGES}  # scouted, then given up: no 32-image step
+    batches.clear()
+    assert calibrate.seconds_per_image("mlp", 8, 3, cpu, batch=32, seconds=0.01, give_up_after=10.0) > 0
+    assert 32 in batches  # affordable: timed on the full probe batch
