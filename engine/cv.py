@@ -77,9 +77,26 @@ def summarize_folds(per_fold: list[dict]) -> dict:
     return summary
 
 
-def _markdown(summary: dict, k: int, cfg: Config, group_note: str) -> str:
-    lines = [f"# {k}-fold cross-validation", "", f"data `{cfg.data.path}`, model `{cfg.model.name}`, "
-             f"{str(cfg.data.image_size) + ' px' if cfg.data.image_size else 'native size'}, seed {cfg.train.seed}; folds {group_note}.", "",
+def _fold_setups(root: Path, k: int) -> str:
+    """What the folds trained, from their own config.json: each fold is planned from its own
+    data, so the command line's model and size are not necessarily what ran."""
+    seen = []
+    for i in range(k):
+        try:
+            c = json.loads((root / f"fold{i}" / "config.json").read_text())
+            size = c["data"]["image_size"]
+            epochs = c["train"]["epochs"]
+            setup = (f"`{c['model']['name']}` at {str(size) + ' px' if size else 'native size'}, "
+                     f"{epochs} epoch{'' if epochs == 1 else 's'}")
+        except (OSError, ValueError, KeyError):
+            setup = "unknown (no config.json)"
+        seen.append(setup)
+    distinct = sorted(set(seen))
+    return distinct[0] if len(distinct) == 1 else "; ".join(f"fold{i}: {s}" for i, s in enumerate(seen))
+
+
+def _markdown(summary: dict, k: int, cfg: Config, group_note: str, setups: str) -> str:
+    lines = [f"# {k}-fold cross-validation", "", f"data `{cfg.data.path}`, {setups}, seed {cfg.train.seed}; folds {group_note}.", "",
              "| metric | mean | std | per fold |", "|---|---|---|---|"]
     for key in [k for k in HEADLINE if k in summary] + [k for k in summary if k.startswith("test.") and k not in HEADLINE]:
         s = summary[key]
@@ -100,6 +117,12 @@ def _cross_validate(k: int, cfg: Config) -> dict:
     run_lock.acquire(root, "engine.cv")
     ds = load_dataset(data_spec(cfg), seed=cfg.train.seed)
     cv_record.check_or_write(root, k, cfg, ds)  # finished folds are reused only under the same options
+    if ds.official_split or ds.partition.startswith("predefined"):
+        # Said, not refused: pooling a benchmark's split for CV is a legitimate choice, but the
+        # folds' figures are then not comparable with ones on the data's own test split.
+        log.warning("%s comes with its own train/val/test partition; engine.cv pools all %d images and "
+                    "deals %d new folds (use engine.train to be judged on the data's own test split)",
+                    ds.source, len(ds.train) + len(ds.val) + len(ds.test), k)
     group_note = "grouped by " + ("the dataset's lesion/patient column" if ds.train.groups is not None else
                                   "image (no group column)") + ", stratified by class"
     per_fold = []
@@ -120,7 +143,7 @@ def _cross_validate(k: int, cfg: Config) -> dict:
     summary = {"folds": k, "grouping": group_note, "fold_sizes": [int(m.get("test.n", 0)) for m in per_fold],
                "metrics": summarize_folds(per_fold)}
     atomic_write_json(root / "cv_summary.json", summary)
-    (root / "cv_summary.md").write_text(_markdown(summary["metrics"], k, cfg, group_note))
+    (root / "cv_summary.md").write_text(_markdown(summary["metrics"], k, cfg, group_note, _fold_setups(root, k)))
     for key in ("test.balanced_accuracy", "test.auc_macro", "test.accuracy"):
         s = summary["metrics"].get(key)
         if s:

@@ -137,9 +137,23 @@ def test_cv_runs_each_fold_and_summarizes(tmp_path, capsys):
         assert (out / fold / "metrics.json").exists() and (out / fold / "report" / "README.md").exists()
     bal = summary["metrics"]["test.balanced_accuracy"]
     assert bal["mean"] == pytest.approx(np.mean(bal["values"])) and bal["std"] == pytest.approx(np.std(bal["values"], ddof=1))
-    assert "test.auc_macro" in summary["metrics"] and "| test.auc_macro |" in (out / "cv_summary.md").read_text()
+    md = (out / "cv_summary.md").read_text()
+    assert "test.auc_macro" in summary["metrics"] and "| test.auc_macro |" in md
+    assert "`mlp` at 24 px, 1 epoch" in md  # what the folds ran, from their config.json
     assert "cv test.balanced_accuracy" in capsys.readouterr().out
     assert cv.main(["--data", str(data)]) == 2
+
+
+def test_cv_says_when_it_pools_the_datas_own_partition(tmp_path, caplog):
+    rng = np.random.default_rng(0)
+    arrays = {f"{part}_{kind}": (rng.integers(0, 256, (n, 12, 12, 3), dtype=np.uint8) if kind == "images"
+                                 else np.arange(n) % 2)
+              for part, n in (("train", 16), ("val", 8), ("test", 8)) for kind in ("images", "labels")}
+    np.savez(tmp_path / "bench.npz", **arrays)
+    with caplog.at_level("WARNING", logger="medtrain.cv"):
+        assert cv.main(["--folds", "2", "--data", str(tmp_path / "bench.npz"), "--out", str(tmp_path / "cv")] + TINY) == 0
+    said = [r.getMessage() for r in caplog.records if r.name == "medtrain.cv"]
+    assert any("own train/val/test partition" in m and "pools all 32 images" in m for m in said), said
 
 
 def test_training_tta_and_metadata_models_are_reproduced_by_evaluate(tmp_path):
