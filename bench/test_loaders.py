@@ -61,9 +61,10 @@ def test_loaders_synthetic_cpu(benchmark):
 @pytest.mark.ci
 def test_loaders_synthetic_cpu_contended(benchmark):
     # Both cores kept busy by other processes through both sides. Two, not one: on an idle
-    # 2-core machine one busy process no longer separates the wait policies (measured 4.6-5.5x
-    # tensor either way), two do: short waits 6.6x / plain 3.9x, libgomp's spinning 1.4x / 1.5x
-    # (bench/results/cpu-issue19.md). Under heavier load one was enough (issue 19: 0.06x).
+    # 2-core machine one busy process no longer separates the wait policies (tensor 4.6-5.5x
+    # either way). With two, this test measured plain 3.4-3.8x with short waits and 1.6x with
+    # libgomp's spinning ones (tensor 3.9-6.3x vs 4.5x: too noisy in 2-second windows to tell).
+    # Under heavier load one was enough (issue 19: 0.06x). Reference: bench/results/reference-cpu.json.
     result = run_loaders(benchmark, "synthetic", ["tensor", "plain"], "cpu", 64, 64, seconds=2, rounds=2,
                          workers=2, contend=2)
     assert result["images_per_second"]["baseline"] > 0

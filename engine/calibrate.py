@@ -3,8 +3,9 @@
 `seconds_per_image` builds the model at a candidate size, runs one warm-up step (allocation,
 cuDNN autotuning) and then as many steps as fit in about `seconds` (keeping the fastest),
 forward + backward + AdamW update on random inputs, and returns wall seconds per image.
-Candidates far too slow for the budget are given up after two tiny scout steps. It is what the plan
-divides its time budget by; loader and evaluation costs are a margin added by engine/plan.py.
+Candidates far too slow for the budget are given up after two tiny scout steps. It is what
+the plan divides its time budget by; loader and evaluation costs are a margin added by
+engine/plan.py.
 """
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from engine import cv_record, run_lock
-from engine.atomic import atomic_write_json
+from engine.atomic import atomic_write_bytes, atomic_write_json
 from common.cli import exit_process, run_main
 from engine.config import Config, ConfigError, explicit_options, parse_args, usage
 from engine.env import setup_logging
@@ -143,7 +143,8 @@ def _cross_validate(k: int, cfg: Config) -> dict:
     summary = {"folds": k, "grouping": group_note, "fold_sizes": [int(m.get("test.n", 0)) for m in per_fold],
                "metrics": summarize_folds(per_fold)}
     atomic_write_json(root / "cv_summary.json", summary)
-    (root / "cv_summary.md").write_text(_markdown(summary["metrics"], k, cfg, group_note, _fold_setups(root, k)))
+    markdown = _markdown(summary["metrics"], k, cfg, group_note, _fold_setups(root, k)).encode()
+    atomic_write_bytes(root / "cv_summary.md", lambda fh: fh.write(markdown))
     for key in ("test.balanced_accuracy", "test.auc_macro", "test.accuracy"):
         s = summary["metrics"].get(key)
         if s:
