@@ -162,14 +162,21 @@ class Trainer:
         acc, streak = self.acc, self.nonfinite_streak
         if all_ranks and self.parallel is not None:
             acc, streak = self.parallel.sum(acc), self.parallel.max(streak)
-        # Sync point: called at the log interval and at epoch end only.
-        values = {k: v.item() if v.ndim == 0 else v.tolist() for k, v in acc.items()}
+        # Sync point: called at the log interval and at epoch end only; one transfer for all of it
+        # (float64 holds the int64 counts exactly up to 2^53).
+        tensors = list(acc.values()) + [streak]
+        flat = torch.cat([t.reshape(-1).to(torch.float64) for t in tensors]).tolist()
+        values, start = {}, 0
+        for key, t in zip(list(acc) + ["nonfinite_streak"], tensors):
+            part, start = flat[start:start + t.numel()], start + t.numel()
+            part = part if t.is_floating_point() else [int(x) for x in part]
+            values[key] = part[0] if t.ndim == 0 else part
         seen, correct = sum(values["class_seen"]), sum(values["class_correct"])
         recalls = [c / n for c, n in zip(values["class_correct"], values["class_seen"]) if n]
         return {"loss": values["loss_sum"] / max(values["loss_rows"], 1), "accuracy": correct / max(seen, 1),
                 "balanced_accuracy": sum(recalls) / max(len(recalls), 1),  # over the classes seen
                 "seen": seen, "nonfinite": values["nonfinite"],
-                "nonfinite_streak": int(streak.item())}
+                "nonfinite_streak": values["nonfinite_streak"]}
 
     # -- step -----------------------------------------------------------------------------------
     def _autocast(self):
