@@ -9,7 +9,8 @@ the same process, epochs alternating (engine, baseline, baseline, engine, ...):
   --cuda-graph ask for);
 - baseline: the `baseline` loader (PIL Dataset + torchvision transforms + DataLoader) and the
   loop users write today: contiguous model and NCHW-contiguous batches, Adam, fp32, eager,
-  `loss.item()` every step.
+  `loss.item()` every step; for the seed CNN, its layers as the notebooks write them
+  (conv-BN-ReLU-MaxPool2d, models/seedcnn.py: build_notebook), not the engine's fused blocks.
 
 Reported: images/s of each (median over rounds) and their ratio; one-off setup seconds
 (the engine's decode into memory, compile warm-up) with a ratio that charges setup to a
@@ -43,6 +44,7 @@ from engine.config import Config, ConfigError
 from engine.resolve import loader_spec, sampler_spec
 from loaders import base as loaders
 from loaders.datasets import Dataset
+from models import seedcnn
 
 log = logging.getLogger("medtrain.bench")
 CONTEND_LIMIT_SECONDS = 3 * 3600  # busy processes end by themselves after this, whatever happens here
@@ -87,7 +89,10 @@ class BaselinePipeline:
             raise ConfigError("the baseline loader (loaders/baseline.py) is not available in this checkout")
         self.loader = loaders.build("baseline", ds, "train", loader_spec(cfg, ds.native_size), device, train=True,
                                     sampler=loaders.make_sampler(ds, sampler_spec(cfg), device))
-        model = build_model_for(cfg, ds.num_classes, cfg.data.image_size)
+        if cfg.model.name == "seedcnn":  # the network as the notebooks write it: nn layers, no fused block
+            model = seedcnn.build_notebook(ds.num_classes, cfg.data.image_size, dropout=cfg.model.dropout)
+        else:
+            model = build_model_for(cfg, ds.num_classes, cfg.data.image_size)
         self.model = model.to(device, memory_format=torch.contiguous_format)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.optim.lr)
         self.criterion = nn.CrossEntropyLoss()
@@ -154,7 +159,8 @@ def summarize(cfg: Config, ds: Dataset, engine: EnginePipeline, baseline: Baseli
                    "engine_loader": engine.name, "engine_loader_reason": engine.why, "amp": cfg.train.amp,
                    "amp_dtype": cfg.train.amp_dtype, "compile": cfg.train.compile, "cuda_graph": cfg.train.cuda_graph,
                    "workers": cfg.data.workers, "augment": augment_name(cfg),
-                   "baseline": "baseline loader, contiguous model and batches, Adam, fp32 eager, loss.item() per step"},
+                   "baseline": "baseline loader, contiguous model and batches (seedcnn: the notebook's conv-BN-ReLU-MaxPool2d), "
+                                "Adam, fp32 eager, loss.item() per step"},
         "images_per_second": {"engine": e, "baseline": b},
         "images_per_cpu_second": {k: timed[k]["images_per_cpu_second"] for k in ("engine", "baseline")},
         "rounds_images_per_second": {k: v["rounds"] for k, v in timed.items()},

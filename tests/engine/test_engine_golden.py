@@ -1,7 +1,12 @@
 """Golden run: the dermamnist preset, deterministic, 3 epochs, pinned to the figures it gave
 before the spine renovation (commit 987f651). A change of seed, sampler order, augmentation,
 schedule, loss or metric moves these by far more than the tolerance; float summation order on
-another CPU does not."""
+another CPU does not.
+
+The figures are the eager layers' (MEDTRAIN_NATIVE_KERNELS=off). The fused CPU conv blocks
+(models/fused_block.py) sum in another order, which three epochs of training amplify to about
+one image in a thousand; that run is held to the same history at a tolerance of that size, and
+the blocks' own equality with PyTorch's layers is tested at 1e-5 (tests/models/test_seedcnn.py)."""
 from __future__ import annotations
 
 import json
@@ -30,8 +35,13 @@ TEST = {"test.accuracy": 0.7336658354114713, "test.balanced_accuracy": 0.3561832
 TOL = 2e-4  # absolute; one image of 1003 is 1e-3 of accuracy
 
 
-def test_dermamnist_preset_three_epochs_matches_the_golden_history(dermamnist_npz, tmp_path):
-    env = os.environ | {"WANDB_MODE": "disabled", "MEDTRAIN_CACHE": str(tmp_path / "cache")}
+FUSED_TOL = 5e-3  # float order amplified by training: measured up to 2e-3 (val balanced accuracy)
+
+
+@pytest.mark.parametrize("native, tol", [("off", TOL), ("on", FUSED_TOL)])
+def test_dermamnist_preset_three_epochs_matches_the_golden_history(dermamnist_npz, tmp_path, native, tol):
+    env = os.environ | {"WANDB_MODE": "disabled", "MEDTRAIN_CACHE": str(tmp_path / "cache"),
+                        "MEDTRAIN_NATIVE_KERNELS": native}
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "engine.train", "--preset", "dermamnist", "--data", str(dermamnist_npz),
            "--train.deterministic", "true", "--epochs", "3", "--out", str(out), "--train.progress", "off",
@@ -43,7 +53,7 @@ def test_dermamnist_preset_three_epochs_matches_the_golden_history(dermamnist_np
     for row, golden, histogram in zip(rows, GOLDEN, HISTOGRAMS):
         got = (row["lr"], row["train.loss"], row["train.accuracy"], row["val.accuracy"],
                row["val.balanced_accuracy"], row["val.auc_macro"], row["val.log_loss"])
-        assert got == pytest.approx(golden, abs=TOL, rel=0), (row["epoch"], got)
+        assert got == pytest.approx(golden, abs=tol, rel=0), (row["epoch"], got)
         assert row["train.class_histogram"] == histogram  # the sampler's draws, exactly
     metrics = json.loads((out / "metrics.json").read_text())
-    assert {k: metrics[k] for k in TEST} == pytest.approx(TEST, abs=TOL, rel=0)
+    assert {k: metrics[k] for k in TEST} == pytest.approx(TEST, abs=tol, rel=0)

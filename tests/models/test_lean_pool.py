@@ -5,7 +5,7 @@ from torch import nn
 
 from engine.memory import activation_mb
 from models.lean_pool import LeanMaxPool2d
-from models.seedcnn import _block
+from models.fused_block import ConvBNPoolReLU
 
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
@@ -37,9 +37,9 @@ def test_it_saves_its_input_but_no_int64_indices():
     assert lean_bytes == x.numel() * 4
 
 
-def test_the_seed_block_pools_before_its_relu_with_the_notebooks_values_and_gradients():
+def test_the_seed_blocks_eager_path_pools_before_its_relu_with_the_notebooks_values_and_gradients():
     torch.manual_seed(0)
-    block = _block(3, 4)
+    block = ConvBNPoolReLU(3, 4)  # NCHW input: the eager conv-BN-pool-ReLU, not the fused CPU kernel
     notebook = nn.Sequential(block[0], block[1], nn.ReLU(inplace=True), nn.MaxPool2d(2))  # same conv and BN
     x = torch.randn(2, 3, 10, 10)
     grads = []
