@@ -135,6 +135,35 @@ def bench_sampler(device, samples, rounds) -> list[dict]:
     return lines
 
 
+# ----------------------------------------------------------------------------- fused conv block
+
+def bench_conv_block(device, batch, size, rounds) -> dict | None:
+    """One training step (forward + backward) of a seed-CNN block, 32 -> 64 channels: the fused
+    CPU kernel against the same module's eager layers. None where the kernel cannot run."""
+    from torch import nn
+
+    from kernels import bn_pool_relu_cpu
+    from models.fused_block import ConvBNPoolReLU
+
+    if device.type != "cpu" or not bn_pool_relu_cpu.available():
+        return None
+    torch.manual_seed(0)
+    block = ConvBNPoolReLU(32, 64).to(memory_format=torch.channels_last)
+    x = torch.randn(batch, 32, size, size).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    assert block._fusable(x)
+
+    def step(forward):
+        out = forward(x)
+        out.backward(torch.ones_like(out))
+
+    ms = time_interleaved({"kernel": lambda: step(block), "reference": lambda: step(partial(nn.Sequential.forward, block))},
+                          rounds, device)
+    return {"kernel": "conv_block", "impl": "fused C (kernels/native/bn_pool_relu.c)",
+            "reference": "the same conv, BatchNorm2d, max_pool2d (lean) and relu, eager", "shape": [batch, 32, size, size],
+            "ms": round(ms["kernel"], 3), "reference_ms": round(ms["reference"], 3),
+            "speedup_vs_reference": ratio(ms["reference"], ms["kernel"])}
+
+
 # ----------------------------------------------------------------------------- confusion, CLAHE
 
 def bench_confusion(device, samples, rounds) -> dict:
@@ -185,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     samples = args.samples or (1_000_000 if gpu else 200_000)
     name = torch.cuda.get_device_name(device) if gpu else "cpu"
     lines = [bench_augment(device, batch, args.size, rounds), *bench_sampler(device, samples, rounds),
-             bench_confusion(device, samples, rounds), bench_clahe(device, batch, args.size, rounds)]
+             bench_confusion(device, samples, rounds), bench_clahe(device, batch, args.size, rounds),
+             bench_conv_block(device, 64, 128 if args.size >= 128 else args.size, max(rounds, 5))]
     lines = [dict(line, device=name) for line in lines if line]
     for line in lines:
         print_line(line)

@@ -39,9 +39,14 @@ def device_kind(device: torch.device | str | None = None) -> str:
 
 
 def git_commit() -> str:
+    """HEAD's short hash, with "+dirty" when tracked files differ from it: a figure taken on
+    uncommitted code must not be credited to the commit before it."""
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or "unknown"
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                                 capture_output=True, text=True, timeout=5)
+        commit = out.stdout.strip() or "unknown"
+        return commit + ("+dirty" if commit != "unknown" and changed.stdout.strip() else "")
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
 
