@@ -1,11 +1,16 @@
-"""Cost of one training image on this device: a short timed run of the real step.
+"""Cost of one training image on this device: short timed runs of the real step and input path.
 
 `seconds_per_image` builds the model at a candidate size, runs one warm-up step (allocation,
 cuDNN autotuning) and then as many steps as fit in about `seconds` (keeping the fastest),
 forward + backward + AdamW update on random inputs, and returns wall seconds per image.
-Candidates far too slow for the budget are given up after two tiny scout steps. It is what
-the plan divides its time budget by; loader and evaluation costs are a margin added by
-engine/plan.py.
+Candidates far too slow for the budget are given up after two tiny scout steps.
+`input_seconds_per_image` times the loaders' shared device-side half, the training
+augmentation (crop and resize from the native size, flips, jitter, colour constancy), on
+random native-size images. The plan divides its time budget by their sum; evaluation and the
+loop's bookkeeping are a margin added by engine/plan.py. The input path is measured, not
+assumed a fixed share of the step: with fused CPU conv blocks the seed CNN's step halved
+while the augmentation did not, and a fixed 1.5x margin overran a 5-minute budget by 2
+minutes on HAM10000.
 """
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import time
 
 import torch
 
+from kernels.augment import AugmentSpec, DeviceAugment
 from models.registry import build_model
 
 
@@ -66,5 +72,30 @@ def seconds_per_image(model_name: str, size: int, num_classes: int, device: torc
     for _ in range(200):
         best = min(best, timed_step(images, labels))
         if time.perf_counter() - start >= seconds:
+            break
+    return best
+
+
+def input_seconds_per_image(native_size: int, size: int, augment: dict, device: torch.device, batch: int,
+                            seconds: float = 0.5) -> float:
+    """Seconds per image of the training augmentation the plan's `augment` options (dotted keys)
+    ask for, on a batch of native-size uint8 images, fastest of a few warm calls. JPEG decoding
+    (each epoch for the JPEG-reading loaders, once for the tensor loader) is not included."""
+    ratio = augment["data.crop_ratio"]
+    spec = AugmentSpec(out_size=size, train=True, scale_min=augment["data.crop_scale_min"], ratio=(1 / ratio, ratio),
+                       hflip=augment["data.hflip"], vflip=augment["data.vflip"], rot90=augment["data.rot90"],
+                       jitter=augment["data.color_jitter"],
+                       color_constancy=augment["data.color_constancy"] == "shades_of_gray")
+    augmentation = DeviceAugment(spec, seed=0, device=device)
+    images = torch.randint(0, 256, (batch, native_size, native_size, 3), dtype=torch.uint8,
+                           device=device).permute(0, 3, 1, 2)  # channels_last uint8, as loaders hold them
+    best, start = float("inf"), time.perf_counter()
+    for key in range(50):
+        t0 = time.perf_counter()
+        augmentation(images, key)
+        _sync(device)  # sync point: calibration, before training
+        if key:  # the first call allocates and, on a GPU, compiles
+            best = min(best, (time.perf_counter() - t0) / batch)
+        if key >= 2 and time.perf_counter() - start >= seconds:
             break
     return best

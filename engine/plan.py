@@ -1,7 +1,8 @@
 """The plan: training settings derived from the dataset's fingerprint and this device's speed.
 
 `derive(fp, cost, budget_s, device_type)` is the rule book (pure: `cost(model, size)` gives
-seconds per training image, so tests pass a formula); `planned(cfg, ds, device, out)` is the
+seconds per training image, the calibrated step plus the calibrated augmentation, so tests
+pass a formula); `planned(cfg, ds, device, out)` is the
 hook engine/build.py calls before the config is resolved: it measures the fingerprint,
 calibrates, and returns a new Config with every option the user did not give on the command
 line filled in (the parsed one is left as it was), prints the plan in a few lines and writes
@@ -28,7 +29,10 @@ SMALL_NATIVE = 64            # at or below: no resampling crop (any crop is a bl
 MIN_EPOCHS = 24              # a candidate that cannot train this long in the budget is too slow
 MAX_EPOCHS = 60              # beyond this the one-cycle schedule's extra epochs bought nothing measurable
 MIN_STEPS_PER_EPOCH = 50     # batch size: the largest power of two leaving this many updates per epoch
-OVERHEAD = 1.5               # loader, augmentation and validation, over the calibrated model step
+# The loop's own cost over the calibrated step + augmentation (batch gather, sampler, EMA,
+# metrics, validation, per-epoch writes): measured 1.62x on HAM10000 at 64 px and 1.43x on
+# DermaMNIST at 28 px, 2-core CPU (bench/results/cpu-issue19.md).
+OVERHEAD = 1.6
 IMBALANCED = 3.0             # largest/smallest class count from which the selection metric is balanced
 SEVERE = 10.0                # ... and from which the sampler leans toward rare classes (alpha 0.5)
 SYMMETRY_TOLERANCE = 0.5     # a flip/rotation is used when the mean image changes less than this under it
@@ -140,17 +144,28 @@ def planned(cfg: Config, ds, device: torch.device, out: Path, loader: str = "pla
 
 def make_plan(cfg: Config, ds, device: torch.device, explicit: frozenset, loader: str) -> dict:
     """The fingerprint, the calibrated candidates and the options the rules derive from them."""
-    from engine.calibrate import seconds_per_image
+    from engine.calibrate import input_seconds_per_image, seconds_per_image
     from engine.fingerprint_data import fingerprint
     fp = fingerprint(ds)
     budget_s = 60 * (cfg.run.budget or DEFAULT_BUDGET_MIN)
     probe_batch = 32 if fp["native_size"] > SMALL_NATIVE else 128
     too_slow = budget_s / (MIN_EPOCHS * OVERHEAD * max(fp["n_train"], 1))  # per image: no need to measure on
     devices = [device] if device.type == "cuda" else []
+    input_costs: dict[int, float] = {}
+
+    def cost(model: str, size: int) -> float:
+        step = seconds_per_image(model, size, ds.num_classes, device, probe_batch, give_up_after=too_slow)
+        if step > too_slow:  # hopeless already: no need to time its input path
+            return step
+        if size not in input_costs:
+            input_costs[size] = input_seconds_per_image(fp["native_size"], size, augmentation(fp, size), device,
+                                                        probe_batch)
+        return step + input_costs[size]
+
     with torch.random.fork_rng(devices=devices):  # calibration draws random inputs: the run's RNG is untouched
-        cost = lambda m, s: seconds_per_image(m, s, ds.num_classes, device, probe_batch, give_up_after=too_slow)
         plan = derive(fp, cost, budget_s, device.type, model=cfg.model.name if "model.name" in explicit else "",
                       size=cfg.data.image_size if "data.image_size" in explicit else 0)
+    plan["input_seconds_per_image"] = {str(size): value for size, value in input_costs.items()}
     from loaders.base import CLAHE_LOADERS
     if loader not in CLAHE_LOADERS:  # colour constancy runs in the device augmentation this loader skips
         plan["options"]["data.color_constancy"] = "none"

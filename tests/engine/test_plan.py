@@ -155,6 +155,7 @@ def test_planned_writes_plan_json_respects_explicit_options_and_leaves_the_parse
     saved = json.loads((tmp_path / "plan.json").read_text())
     assert "train.epochs" not in saved["applied"] and saved["fingerprint"]["imbalance_ratio"] == 15.0
     assert saved["candidates"][0]["seconds_per_image"] > 0 and saved["budget_seconds"] == 3.0
+    assert "input_seconds_per_image" in saved
     assert capsys.readouterr().out.count("plan:") == 3
 
 
@@ -176,3 +177,14 @@ def test_calibration_gives_up_a_hopeless_candidate_before_allocating_its_probe_b
     batches.clear()
     assert calibrate.seconds_per_image("mlp", 8, 3, cpu, batch=32, seconds=0.01, give_up_after=10.0) > 0
     assert 32 in batches  # affordable: timed on the full probe batch
+
+
+def test_augmentation_is_timed_and_costs_more_from_larger_native_images():
+    import torch
+
+    from engine.calibrate import input_seconds_per_image
+    fp = _fp(native_size=224, illuminant_spread=0.03)
+    cpu = torch.device("cpu")
+    small = input_seconds_per_image(96, 64, plan.augmentation(fp, 64), cpu, batch=16, seconds=0.2)
+    large = input_seconds_per_image(448, 64, plan.augmentation(fp, 64), cpu, batch=16, seconds=0.2)
+    assert 0 < small < large < 1.0
