@@ -117,6 +117,32 @@ def test_off_the_kernel_it_is_the_plain_sequential_exactly():
     assert not block._fusable(x.double().contiguous(memory_format=torch.channels_last))
 
 
+def test_sync_batchnorm_or_another_pool_takes_the_eager_layers():
+    x = torch.randn(2, 5, 8, 8).contiguous(memory_format=torch.channels_last)
+    block = _block(2)
+    assert block._fusable(x)
+    block[1] = nn.SyncBatchNorm(16)  # what --dist.sync_bn makes of it: statistics must cross ranks
+    assert not block._fusable(x)
+    block = _block(2)
+    block[2] = nn.MaxPool2d(3, 2, 1)
+    assert not block._fusable(x)
+
+
+def test_under_torch_compile_cpu_training_still_runs_the_kernel(monkeypatch):
+    calls = []
+    forward = bn_pool_relu_cpu.BNPoolReLU.forward
+    monkeypatch.setattr(bn_pool_relu_cpu.BNPoolReLU, "forward",
+                        staticmethod(lambda *args: calls.append(1) or forward(*args)))
+    block = _block(4)
+    model = nn.Sequential(block, nn.Flatten(), nn.Linear(16 * 4 * 4, 3))
+    x = torch.randn(4, 5, 8, 8).contiguous(memory_format=torch.channels_last)
+    eager = torch.autograd.grad(model(x).square().sum(), block[0].weight)[0]
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend="aot_eager")  # no C++ compiler needed for the head
+    assert torch.allclose(torch.autograd.grad(compiled(x).square().sum(), block[0].weight)[0], eager, atol=1e-6)
+    assert len(calls) == 2  # the eager call and the compiled one
+
+
 def test_a_second_backward_through_a_retained_graph_is_refused_not_wrong():
     # the backward writes the gradient over the conv output it saved
     block = _block(9)
