@@ -1,10 +1,10 @@
 """conv -> BatchNorm -> 2x2 max pool -> ReLU: one module, fused on the CPU in training.
 
 The children (and so the state dict) are the plain nn.Sequential's; eval, autograd-free
-calls, GPUs and anything the CPU kernel does not take run that Sequential as written. Under
-torch.compile a CPU training call stays outside the graph (a graph break per block): inductor
-gave no gain over the eager layers on the CPU (95 vs 93 img/s, seed CNN 128 px), the kernel
-1.9x. In CPU training the block folds the sign of BN's gamma
+calls, GPUs, torch.compile and anything the CPU kernel does not take run that Sequential as
+written. Under torch.compile the layers are traced into the one graph the engine expects (no
+graph break; tests/engine/test_engine_runs.py), though on the CPU inductor's own fusion was
+no faster than the eager layers (95 vs 93 img/s, seed CNN 128 px) where the kernel is 1.9x. In CPU training the block folds the sign of BN's gamma
 into the conv weights (a per-channel affine with a negative scale would turn max pooling
 into min pooling), so BN's affine is monotonic and commutes with the pool, and hands
 BN + pool + ReLU to kernels/bn_pool_relu_cpu.py. Values and gradients are the Sequential's
@@ -42,8 +42,8 @@ class ConvBNPoolReLU(nn.Sequential):
 
     def _fusable(self, x: torch.Tensor) -> bool:
         if not (self.training and torch.is_grad_enabled() and x.device.type == "cpu" and x.dim() == 4
-                and x.is_contiguous(memory_format=torch.channels_last) and len(self) == 4
-                and self._layers_as_built()):
+                and x.is_contiguous(memory_format=torch.channels_last) and not torch.compiler.is_compiling()
+                and len(self) == 4 and self._layers_as_built()):
             return False
         conv = self[0]
         dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
@@ -51,12 +51,6 @@ class ConvBNPoolReLU(nn.Sequential):
         return x.shape[0] * h * w > 1 and bn_pool_relu_cpu.supports(dtype, h, w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and x.device.type == "cpu":
-            return self._cpu_training_forward(x)
-        return super().forward(x)
-
-    @torch.compiler.disable
-    def _cpu_training_forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self._fusable(x):
             return super().forward(x)
         conv, bn = self[0], self[1]
