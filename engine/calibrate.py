@@ -76,16 +76,11 @@ def seconds_per_image(model_name: str, size: int, num_classes: int, device: torc
     return best
 
 
-def input_seconds_per_image(native_size: int, size: int, augment: dict, device: torch.device, batch: int,
+def input_seconds_per_image(native_size: int, spec: AugmentSpec, device: torch.device, batch: int,
                             seconds: float = 0.5) -> float:
-    """Seconds per image of the training augmentation the plan's `augment` options (dotted keys)
-    ask for, on a batch of native-size uint8 images, fastest of a few warm calls. JPEG decoding
-    (each epoch for the JPEG-reading loaders, once for the tensor loader) is not included."""
-    ratio = augment["data.crop_ratio"]
-    spec = AugmentSpec(out_size=size, train=True, scale_min=augment["data.crop_scale_min"], ratio=(1 / ratio, ratio),
-                       hflip=augment["data.hflip"], vflip=augment["data.vflip"], rot90=augment["data.rot90"],
-                       jitter=augment["data.color_jitter"],
-                       color_constancy=augment["data.color_constancy"] == "shades_of_gray")
+    """Seconds per image of the training augmentation `spec` (loaders.base.augment_spec) on a
+    batch of native-size uint8 images, fastest of a few warm calls. JPEG decoding (each epoch
+    for the JPEG-reading loaders, once for the tensor loader) is not included."""
     augmentation = DeviceAugment(spec, seed=0, device=device)
     images = torch.randint(0, 256, (batch, native_size, native_size, 3), dtype=torch.uint8,
                            device=device).permute(0, 3, 1, 2)  # channels_last uint8, as loaders hold them

@@ -142,6 +142,17 @@ def planned(cfg: Config, ds, device: torch.device, out: Path, loader: str = "pla
     return new
 
 
+def _augment_spec(cfg: Config, fp: dict, size: int):
+    """The training augmentation a loader would run with this size's planned options, built
+    the way the loaders build it (config -> LoaderSpec -> AugmentSpec)."""
+    from engine.resolve import loader_spec
+    from loaders.base import augment_spec
+    trial = copy.deepcopy(cfg)
+    for key, value in augmentation(fp, size).items():
+        set_option(trial, key, value)
+    return augment_spec(loader_spec(trial), size, train=True)
+
+
 def make_plan(cfg: Config, ds, device: torch.device, explicit: frozenset, loader: str) -> dict:
     """The fingerprint, the calibrated candidates and the options the rules derive from them."""
     from engine.calibrate import input_seconds_per_image, seconds_per_image
@@ -158,7 +169,7 @@ def make_plan(cfg: Config, ds, device: torch.device, explicit: frozenset, loader
         if step > too_slow:  # hopeless already: no need to time its input path
             return step
         if size not in input_costs:
-            input_costs[size] = input_seconds_per_image(fp["native_size"], size, augmentation(fp, size), device,
+            input_costs[size] = input_seconds_per_image(fp["native_size"], _augment_spec(cfg, fp, size), device,
                                                         probe_batch)
         return step + input_costs[size]
 

@@ -52,6 +52,18 @@ class BadFiles:
             log.warning("skipping %s: %s", path, reason)
 
 
+def augment_spec(opts: LoaderSpec, image_size: int, train: bool, out_dtype: torch.dtype = torch.float32) -> AugmentSpec:
+    """The device augmentation a loader with these options runs (the plan's calibration times
+    the same spec)."""
+    return AugmentSpec(
+        out_size=image_size, train=train, scale_min=opts.crop_scale_min,
+        ratio=(1 / opts.crop_ratio, opts.crop_ratio),
+        hflip=opts.hflip, vflip=opts.vflip, rot90=opts.rot90,
+        jitter=opts.color_jitter, eval_crop=opts.eval_crop, out_dtype=out_dtype,
+        clahe=opts.clahe,  # CLAHE runs in DeviceAugment, before the geometry
+        color_constancy=opts.color_constancy)
+
+
 class Loader:
     """Base for device loaders. Subclasses implement `_batch(indices_np_or_tensor, key)`."""
 
@@ -67,13 +79,7 @@ class Loader:
         self.workers = default_workers(opts.workers)
         self.image_size = opts.image_size or ds.native_size
         self.bad = BadFiles()
-        self.spec = AugmentSpec(
-            out_size=self.image_size, train=train, scale_min=opts.crop_scale_min,
-            ratio=(1 / opts.crop_ratio, opts.crop_ratio),
-            hflip=opts.hflip, vflip=opts.vflip, rot90=opts.rot90,
-            jitter=opts.color_jitter, eval_crop=opts.eval_crop, out_dtype=out_dtype,
-            clahe=opts.clahe,  # CLAHE runs in DeviceAugment, before the geometry
-            color_constancy=opts.color_constancy)
+        self.spec = augment_spec(opts, self.image_size, train, out_dtype)
         self.augment = DeviceAugment(self.spec, opts.seed + (0 if train else 1), device)
         self.labels = torch.as_tensor(split.labels, dtype=torch.int64, device=device)
         self.epoch, self.start_step = 0, 0

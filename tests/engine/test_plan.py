@@ -184,7 +184,9 @@ def test_augmentation_is_timed_and_costs_more_from_larger_native_images():
 
     from engine.calibrate import input_seconds_per_image
     fp = _fp(native_size=224, illuminant_spread=0.03)
+    spec = plan._augment_spec(parse_args(["--data", "x.npz"]), fp, 64)
+    assert spec.color_constancy and spec.jitter == 0.2 and spec.scale_min == 0.4  # the plan's options, as loaders read them
     cpu = torch.device("cpu")
-    small = input_seconds_per_image(96, 64, plan.augmentation(fp, 64), cpu, batch=16, seconds=0.2)
-    large = input_seconds_per_image(448, 64, plan.augmentation(fp, 64), cpu, batch=16, seconds=0.2)
+    small = input_seconds_per_image(96, spec, cpu, batch=16, seconds=0.2)
+    large = input_seconds_per_image(448, spec, cpu, batch=16, seconds=0.2)
     assert 0 < small < large < 1.0
