@@ -24,11 +24,12 @@ def build(num_classes: int, image_size: int, in_channels: int = 3, dropout: floa
                          *_head(num_classes, dropout))
 
 
-def _notebook_block(cin: int, cout: int) -> nn.Sequential:
+def notebook_block(cin: int, cout: int) -> nn.Sequential:
+    """conv-BN-ReLU-MaxPool2d, the order the notebooks write."""
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
                          nn.ReLU(inplace=True), nn.MaxPool2d(2))
 
 
 def build_notebook(num_classes: int, image_size: int, in_channels: int = 3, dropout: float = 0.25) -> nn.Module:
-    return nn.Sequential(_notebook_block(in_channels, 32), _notebook_block(32, 64), _notebook_block(64, 128),
+    return nn.Sequential(notebook_block(in_channels, 32), notebook_block(32, 64), notebook_block(64, 128),
                          *_head(num_classes, dropout))

@@ -7,6 +7,7 @@ from torch import nn
 
 from kernels import bn_pool_relu_cpu, native_build
 from models.fused_block import ConvBNPoolReLU
+from models.seedcnn import notebook_block
 
 pytestmark = pytest.mark.skipif(not bn_pool_relu_cpu.available(),
                                 reason="no C compiler here: the fused CPU kernel cannot be built (eager path runs)")
@@ -14,9 +15,7 @@ pytestmark = pytest.mark.skipif(not bn_pool_relu_cpu.available(),
 
 def _notebook(block: ConvBNPoolReLU, dtype=torch.float64) -> nn.Sequential:
     """The same conv and BN, as the notebooks order them, in float64: the reference."""
-    conv = block[0]
-    ref = nn.Sequential(nn.Conv2d(conv.in_channels, conv.out_channels, 3, padding=1, bias=False),
-                        nn.BatchNorm2d(conv.out_channels), nn.ReLU(), nn.MaxPool2d(2))
+    ref = notebook_block(block[0].in_channels, block[0].out_channels)
     ref.load_state_dict(block.state_dict())
     return ref.to(dtype)
 
