@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 CONSTRAINTS := constraints/ci.txt
 # dali (the 405 MiB nvidia-dali-cuda120 wheel; dali-cuda130 for CUDA 13 machines) and ffcv
 # (built from source against the system libraries `make sysdeps` installs) run CPU tests in CI.
-EXTRAS ?= dev,triton,dali,ffcv
+EXTRAS ?= dev,triton,dali,ffcv,dicom,hdf5,export,explain
 FFCV_SYSDEPS := libopencv-dev libturbojpeg0-dev pkg-config
 
 .PHONY: setup sysdeps run test gpu-check gpu-check-correctness gpu-check-speed gpu-pack clean

@@ -32,5 +32,13 @@ setup(
         "wandb": ["wandb>=0.16"],
         # `--model timm/<name>`; weights through timm's Hugging Face hub cache (models/timm_models.py)
         "timm": ["timm>=1.0"],
+        # DICOM (`.dcm`): pydicom reads, the pylibjpeg plug-ins decode JPEG / JPEG 2000 pixel data
+        "dicom": ["pydicom>=2.4", "pylibjpeg>=2.0", "pylibjpeg-libjpeg>=2.1", "pylibjpeg-openjpeg>=2.3"],
+        # HDF5 image stores (ISIC 2024's train-image.hdf5): one encoded image per key, read lazily
+        "hdf5": ["h5py>=3.8"],
+        # `engine.export`: ONNX via torch's exporter, checked with onnxruntime
+        "export": ["onnx>=1.15", "onnxruntime>=1.17", "onnxscript>=0.1"],
+        # Grad-CAM overlays in the report and `engine.predict --explain`
+        "explain": ["grad-cam>=1.5"],
     },
 )

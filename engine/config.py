@@ -22,10 +22,14 @@ from common.errors import ConfigError  # noqa: F401  (re-exported: the CLIs and 
 
 # ----------------------------------------------------------------------------- fields
 
-def opt(default, *, choices: tuple | None = None, ge=None, gt=None, le=None, lt=None, path: bool = False):
-    """A config field with its validation beside it: allowed values, bounds (ge/gt/le/lt, as
-    torch's own classes bound the same numbers), or `path` (`~` expanded, never empty)."""
+def opt(default, *, help: str = "", choices: tuple | None = None, ge=None, gt=None, le=None, lt=None,
+        path: bool = False):
+    """A config field with its validation beside it: a one-line `help` shown by `--help`, allowed
+    values, bounds (ge/gt/le/lt, as torch's own classes bound the same numbers), or `path` (`~`
+    expanded, never empty)."""
     meta = {k: v for k, v in (("choices", choices), ("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
+    if help:
+        meta["help"] = help
     if path:
         meta["path"] = True
     return field(default=default, metadata=meta)
