@@ -57,9 +57,22 @@ def make_optimizer(model: nn.Module, cfg: Config, device: torch.device) -> torch
     # Tensor lr on the device: the step writes it from the schedule table without a sync.
     lr = torch.tensor(cfg.optim.lr, device=device)
     if cfg.optim.name == "sgd":  # SGD keeps no step count: capture needs no flag; Nesterov needs momentum
-        return torch.optim.SGD(groups, lr=lr, momentum=cfg.optim.momentum, nesterov=cfg.optim.momentum > 0, fused=True)
+        sgd = torch.optim.SGD(groups, lr=lr, momentum=cfg.optim.momentum, nesterov=cfg.optim.momentum > 0, fused=True)
+        return zero_momentum(sgd)
     # capturable: the step count lives on the device, which CUDA-graph capture requires.
     return torch.optim.AdamW(groups, lr=lr, fused=True, capturable=cfg.train.cuda_graph)
+
+
+def zero_momentum(sgd: torch.optim.SGD) -> torch.optim.SGD:
+    """Momentum buffers made up front, as zeros. Fused SGD otherwise makes them on its first step
+    with `empty_like` and then returns early when `found_inf` is set (the skip a non-finite first
+    step relies on), so step 2 would read uninitialised memory. With dampening 0, a zero buffer's
+    first update (momentum * 0 + grad) equals the fused kernel's first-step copy of the gradient."""
+    for group in sgd.param_groups:
+        if group["momentum"] > 0:
+            for p in group["params"]:
+                sgd.state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    return sgd
 
 
 # ----------------------------------------------------------------------------- mixing
