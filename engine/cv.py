@@ -24,6 +24,7 @@ from common.cli import exit_process, run_main
 from engine.config import Config, ConfigError, explicit_options, parse_args, usage
 from engine.env import setup_logging
 from engine.resolve import data_spec
+from engine.startup import prepare as prepare_process
 from loaders import splits
 from loaders.concat import concat_splits
 from loaders.datasets import Dataset, load_dataset, with_splits
@@ -156,7 +157,9 @@ def _cross_validate(k: int, cfg: Config) -> dict:
 def _cv(argv: list[str]) -> None:
     setup_logging()
     k, rest = _take_folds(argv)
-    cross_validate(k, parse_args(rest))
+    cfg = parse_args(rest)
+    prepare_process(cfg)  # before the first fold touches cuBLAS
+    cross_validate(k, cfg)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,7 @@ import torch
 from common.cpu_wait import available_cores, waits_sleep
 from engine.config import Config, ConfigError
 from engine.memory import bound_host_allocator
+from engine.startup import CUBLAS_DETERMINISTIC_WORKSPACE
 
 
 def setup_logging() -> None:
@@ -91,7 +92,13 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        if "CUBLAS_WORKSPACE_CONFIG" not in os.environ:
+            # The entry points set it at start-up (engine/startup.py); here it may be too late.
+            if torch.cuda.is_available() and torch.cuda.is_initialized():
+                logging.getLogger("medtrain.env").warning(
+                    "--train.deterministic: CUBLAS_WORKSPACE_CONFIG set after CUDA started; cuBLAS may already "
+                    "have its workspace (set it before the process starts)")
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_DETERMINISTIC_WORKSPACE
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
     elif torch.cuda.is_available():
