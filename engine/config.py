@@ -143,6 +143,9 @@ class WandbConfig:
 class DistConfig:
     sync_bn: bool = False
     timeout_s: int = opt(120, ge=1, le=86400)
+    nccl_error_handling: int = opt(2, ge=0, le=3, help="TORCH_NCCL_ASYNC_ERROR_HANDLING under torchrun, whatever "
+                                   "the launcher set: 2 aborts the communicator and exits with PeerLost's one line; "
+                                   "1/3 kill the rank from NCCL's watchdog (SIGABRT); 0 waits forever")
 
 
 @dataclass

@@ -120,7 +120,7 @@ def setup(cfg: Config) -> tuple[Context, torch.device]:
     check_config(cfg, world, device)
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        prepare_backend(backend)
+        set_nccl_error_handling(cfg.dist.nccl_error_handling)
         timeout = datetime.timedelta(seconds=cfg.dist.timeout_s)
         try:
             dist.init_process_group(backend, timeout=timeout, rank=rank, world_size=world,
@@ -141,14 +141,19 @@ def setup(cfg: Config) -> tuple[Context, torch.device]:
 # the communicator and kill the process, 2 abort the communicator only, 3 (torch's default) kill
 # the process without aborting. 1 and 3 end the rank inside a C++ thread (SIGABRT, no message);
 # 2 unblocks the GPU and the next collective raises DistBackendError in Python, which `guard`
-# turns into PeerLost and the CLI into one line and exit 3. A value the user set is kept.
-NCCL_ERROR_HANDLING = "2"
+# turns into PeerLost and the CLI into one line and exit 3. torchrun's elastic agent gives every
+# worker 1 unless its own environment had a value, so a default that defers to the environment
+# never takes effect: the engine writes `--dist.nccl_error_handling` (default 2) over whatever is
+# there, on every backend (gloo ignores it; the same code runs under the CPU tests).
+NCCL_ERROR_HANDLING_VAR = "TORCH_NCCL_ASYNC_ERROR_HANDLING"
 
 
-def prepare_backend(backend: str) -> None:
-    """Environment the backend reads when the group is created: call before init_process_group."""
-    if backend == "nccl":
-        os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", NCCL_ERROR_HANDLING)
+def set_nccl_error_handling(value: int) -> None:
+    """The environment NCCL reads when the group is created: call before init_process_group."""
+    before = os.environ.get(NCCL_ERROR_HANDLING_VAR)
+    os.environ[NCCL_ERROR_HANDLING_VAR] = str(value)
+    was = "unset" if before is None else f"was {before}, from the launcher's environment"
+    log.info("distributed: %s=%d (--dist.nccl_error_handling; %s)", NCCL_ERROR_HANDLING_VAR, value, was)
 
 
 def shutdown() -> None:

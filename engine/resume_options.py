@@ -32,7 +32,8 @@ log = logging.getLogger("medtrain.train")
 
 SAFE = {"train.epochs", "train.patience", "train.log_interval", "train.progress", "train.max_nonfinite",
         "train.device", "data.workers", "data.loader", "data.eval_batch_size", "run.tta", "wandb.mode",
-        "wandb.project", "dist.timeout_s"}
+        "wandb.project", "dist.timeout_s",
+        "dist.nccl_error_handling"}
 ALWAYS_THE_RUNS = {"run.resume", "run.out"}  # the run continues in its own folder
 
 

@@ -70,7 +70,7 @@ def test_nccl_error_handling_is_set_before_the_group_is_created(monkeypatch):
         seen[backend] = os.environ.get("TORCH_NCCL_ASYNC_ERROR_HANDLING")
         raise RuntimeError("stop here: no peer in this test")
 
-    monkeypatch.delenv("TORCH_NCCL_ASYNC_ERROR_HANDLING", raising=False)
+    monkeypatch.setenv("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")  # what torchrun's elastic agent puts there
     for key, value in {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setattr(distributed, "pick_device", lambda cfg: torch.device("cuda"))
@@ -80,10 +80,7 @@ def test_nccl_error_handling_is_set_before_the_group_is_created(monkeypatch):
     with pytest.raises(distributed.PeerLost, match="could not join"):
         distributed.setup(parse_args(["--device", "cuda"]))
     assert seen == {"nccl": "2"}
-    # A value the user chose is kept; gloo leaves the variable alone.
-    monkeypatch.setenv("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
-    distributed.prepare_backend("nccl")
-    assert os.environ["TORCH_NCCL_ASYNC_ERROR_HANDLING"] == "1"
-    monkeypatch.delenv("TORCH_NCCL_ASYNC_ERROR_HANDLING")
-    distributed.prepare_backend("gloo")
-    assert "TORCH_NCCL_ASYNC_ERROR_HANDLING" not in os.environ
+    # Another value only through the engine's option.
+    with pytest.raises(distributed.PeerLost, match="could not join"):
+        distributed.setup(parse_args(["--device", "cuda", "--dist.nccl_error_handling", "3"]))
+    assert seen == {"nccl": "3"}
