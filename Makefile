@@ -43,12 +43,13 @@ test: setup
 	$(PY) -m bench.compare .benchmarks/ci.json --reference bench/results/reference-cpu.json
 
 # The lent GPU machine: its own python3 (torch 2.11, no venv, no internet), data from .gpu/.
-# Two calls of under 5 minutes each (docs/gpu.md): CALL=1 correctness first, CALL=2 speed.
-# STEPS=a,b runs named steps instead (bench/gpu_check.py lists them).
+# Two calls of under 5 minutes each (docs/gpu.md): CALL=1 correctness first, CALL=2 speed; each
+# leaves call<N>.summary.json, .summary.md and .tar.gz in $OUT. STEPS=a,b runs named steps
+# instead (bench/gpu_plan.py lists them); REHEARSE=1 runs the same schedule on the CPU.
 GPU_PY ?= python3
 CALL ?= 1
 gpu-check:
-	PYTHONPATH=. $(GPU_PY) -m bench.gpu_check --call $(CALL) --out "$${OUT:-bench/results/gpu-latest}" $(if $(STEPS),--steps $(STEPS))
+	PYTHONPATH=. $(GPU_PY) -m bench.gpu_check --call $(CALL) --out "$${OUT:-bench/results/gpu-latest}" $(if $(STEPS),--steps $(STEPS)) $(if $(REHEARSE),--rehearse)
 
 gpu-check-correctness:
 	$(MAKE) gpu-check CALL=1

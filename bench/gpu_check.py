@@ -1,123 +1,64 @@
 """`make gpu-check CALL=1|2`: what a lent GPU machine proves, in two calls of under 5 minutes each.
 
-Runs with the machine's own python3 (no venv, no internet) from the repository root with
-PYTHONPATH=., reading data from `.gpu/` (`make gpu-pack`) and falling back to synthetic
-JPEGs where it is absent. Each step is a subprocess with its own log and an enforced time
-limit (its whole process group is killed at the limit), so a slow or failing step loses only
-its own figures. The first call proves correctness, so a lease that ends early still says
-whether the GPU paths are right; the second measures speed.
+Runs with the machine's own python3 (no venv, no internet) from the repository root, reading data
+from `.gpu/` (`make gpu-pack`) and falling back to synthetic JPEGs where it is absent. Each step
+is a subprocess with its own log and an enforced limit (bench/gpu_run.py: SIGTERM, then SIGKILL
+of its process group), so a slow or failing step loses only its own time and still writes what
+it measured. Call 1 proves correctness, so a lease that ends early still says whether the GPU
+paths are right; call 2 measures speed. bench/gpu_plan.py holds the steps, their limits and
+the reasons for them; docs/gpu.md says what each call proves and how to read what comes back.
 
-  call 1 (correctness)
-    tests    the gpu-marked tests: fused augmentation, sampler, confusion and CLAHE against their
-             CPU twins, captured vs eager steps under --train.deterministic, nvJPEG decode behind
-             a busy stream vs the CPU decode, DALI parity when installed, DDP on one GPU
-    train    a short real run from JPEG files: --loader nvjpeg --compile --cuda-graph --amp
-  call 2 (speed)
-    step     bench/test_step.py -m gpu (seed CNN and ResNet-50: eager / CUDA graph / compiled+graph)
-    loaders  bench/test_loaders.py -m gpu: nvjpeg and tensor loaders vs baseline
-    e2e      bench/test_e2e.py -m gpu: ResNet-50 AMP epoch, engine vs baseline
-    profile  bench.profile: ResNet-50 AMP channels-last from HAM JPEGs, nvjpeg loader
-    tta      bench/test_tta.py -m gpu: DermaMNIST-28 to 0.75 test accuracy
-    compare  bench.compare of the merged benchmark JSON with reference-<device kind>.json
-  (kernels: bench/test_kernels.py -m gpu, in no call; run it with --steps kernels)
+What comes back (bench/gpu_results.py): `$OUT/call<N>.summary.json`, `.summary.md` and
+`call<N>.tar.gz` (every step's log, JSON and XML, the run folder's small files), rewritten after
+every step; the full outputs (checkpoint included) stay in `--work`. stdout ends with the per-step
+summary: status, seconds against the limit, the last 20 log lines of each failed step.
 
-Everything lands in $OUT (default bench/results/gpu-latest): <step>.log, bench-<step>.json,
-bench-gpu.json, profile/, train/, figures.md/png and summary.json: per step its exit status,
-seconds, limit and whether it timed out, the steps that did not run and the command that runs
-them, the headline figures. summary.json is rewritten after every step and always at the end
-(a failing plot or headline is recorded, never fatal). `--steps a,b` runs a subset instead of a
-call; `--budget S` caps the whole run (default 280 s: the device tool's 300 s call plus start).
+`--rehearse` runs the same schedule, packaging and summary on the CPU: CUDA-only steps run their
+CPU twin (the gpu-marked tests skip: "needs CUDA"). `--scale F` multiplies every limit and the
+budget (the CI test's quick rehearsal). `--steps a,b` runs named steps instead of a call.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import signal
-import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+from bench import gpu_plan, gpu_results
+from bench.gpu_plan import CALL_BUDGET_S, CALLS, LEFT_OUT, REPO, STEPS
+from bench.gpu_run import junit_counts, run_step, status
 from common.cli import run_main
 from common.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
-BENCH_STEPS = ("e2e", "tta", "step", "loaders", "kernels")
-CALLS = {"1": ("tests", "train"), "2": ("step", "loaders", "e2e", "profile", "tta", "compare")}
-ALL_STEPS = ("tests", "train", "step", "loaders", "e2e", "profile", "tta", "kernels", "compare")
-# Seconds each step may take at most; a call's limits sum to under its 280 s budget. Planned
-# from the CPU-side set-up measured on the CI machine (docs/gpu.md) plus compile estimates.
-LIMITS = {"tests": 190, "train": 80, "step": 95, "loaders": 35, "e2e": 55, "profile": 45, "tta": 40,
-          "kernels": 45, "compare": 10}
-DEFAULT_BUDGET = 280.0
+MIN_STEP_S = 10.0  # below this a step cannot even import torch: listed as not run instead
 
 
-def train_command(out: Path) -> list[str]:
-    """A real run from JPEG files through the GPU decoder with compile and a captured step."""
-    data = REPO / ".gpu" / "ham_subset"
-    data_args = (["--data", str(data), "--data.max_samples", "1200"] if (data / "labels.csv").exists()
-                 else ["--data", "synthetic", "--data.synthetic_count", "1200"])
-    return [sys.executable, "-m", "engine.train", *data_args, "--loader", "nvjpeg", "--model", "seedcnn",
-            "--image-size", "64", "--batch-size", "128", "--epochs", "2", "--amp", "--compile", "--cuda-graph",
-            "--device", "cuda", "--train.progress", "off", "--wandb", "disabled", "--out", str(out / "train")]
-
-
-def profile_command(out: Path) -> list[str]:
-    data = REPO / ".gpu" / "ham_subset"
-    data_args = ["--data", str(data)] if (data / "labels.csv").exists() else ["--data", "synthetic"]
-    return [sys.executable, "-m", "bench.profile", *data_args, "--loader", "nvjpeg", "--model", "resnet50",
-            "--image-size", "224", "--amp", "--batch-size", "256", "--seconds", "30", "--warmup-steps", "15",
-            "--profile-steps", "5", "--out", str(out / "profile")]
-
-
-def command(step: str, out: Path) -> list[str]:
-    py = sys.executable
-    if step == "tests":
-        return [py, "-m", "pytest", "-m", "gpu", "tests", "-q", "-p", "no:cacheprovider", "--junitxml", str(out / "tests.xml")]
-    if step in BENCH_STEPS:
-        return [py, "-m", "pytest", f"bench/test_{step}.py", "-m", "gpu", "-q", "-p", "no:cacheprovider",
-                "--benchmark-json", str(out / f"bench-{step}.json")]
-    if step == "profile":
-        return profile_command(out)
-    if step == "train":
-        return train_command(out)
-    return [py, "-m", "bench.compare", str(out / "bench-gpu.json")]
-
-
-def run_step(cmd: list[str], env: dict, log, limit: float) -> tuple[int | None, bool]:
-    """(exit status or None, timed out); a step that overruns is killed with its whole process
-    group, DataLoader workers included, so nothing it started keeps the GPU busy for the next."""
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        return proc.wait(timeout=limit), False
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        return None, True
-
-
-def merge_benchmarks(out: Path) -> Path | None:
-    merged, found = None, False
-    for step in BENCH_STEPS:
-        path = out / f"bench-{step}.json"
+def merge_benchmarks(work: Path) -> Path | None:
+    merged = None
+    for step in gpu_plan.BENCH_STEPS:
+        path = work / f"bench-{step}.json"
         if path.exists():
-            doc = json.loads(path.read_text())
+            try:
+                doc = json.loads(path.read_text())
+            except ValueError:
+                continue  # a step killed while writing it
             merged = merged or {k: v for k, v in doc.items() if k != "benchmarks"} | {"benchmarks": []}
             merged["benchmarks"] += doc.get("benchmarks", [])
-            found = True
-    if not found:
+    if merged is None:
         return None
-    target = out / "bench-gpu.json"
+    target = work / "bench-gpu.json"
     target.write_text(json.dumps(merged, indent=2) + "\n")
     return target
 
 
-def compare_precondition(out: Path) -> str:
+def compare_precondition(work: Path) -> str:
     """Why the compare step cannot run ("" when it can)."""
     from bench import compare
 
-    merged = merge_benchmarks(out)
+    merged = merge_benchmarks(work)
     if merged is None:
         return "no benchmark JSON to compare"
     try:
@@ -127,14 +68,14 @@ def compare_precondition(out: Path) -> str:
     reference = compare.RESULTS / f"reference-{kind}.json"
     if not reference.exists():
         return (f"no {reference.relative_to(REPO)} committed yet; to make this run the reference: "
-                f"cp {merged} {reference.relative_to(REPO)}")
+                f"cp bench-gpu.json (from the archive) {reference.relative_to(REPO)}")
     return ""
 
 
-def headline(out: Path) -> dict:
+def headline(work: Path) -> dict:
     """The figures acceptance asks for, pulled from the step outputs (absent when a step failed)."""
     figures = {}
-    merged = out / "bench-gpu.json"
+    merged = work / "bench-gpu.json"
     if merged.exists():
         for bench in json.loads(merged.read_text())["benchmarks"]:
             info = bench.get("extra_info") or {}
@@ -146,77 +87,116 @@ def headline(out: Path) -> dict:
                 figures["dermamnist_best_test_accuracy"] = info["best_test_accuracy"]
             if "resnet50" in bench["name"] and "images_per_second" in info:
                 figures[f"{bench['name']}.images_per_second"] = info["images_per_second"]
-    prof = out / "profile" / "profile.json"
+    prof = work / "profile" / "profile.json"
     if prof.exists():
         p = json.loads(prof.read_text())
         figures["profile"] = {"images_per_second": p["images_per_second"], "utilisation": p["utilisation"],
                               "data_wait_share": p["data_wait_share"], "loader": p["config"]["loader"]}
-    figures["public_resnet50_reference_images_per_second_per_h100"] = {"pytorch": 2800, "mlperf_best": 7000}
+    train_metrics = work / "train" / "metrics.json"
+    if train_metrics.exists():
+        m = json.loads(train_metrics.read_text())
+        figures["train"] = {k: m.get(k) for k in ("test.accuracy", "test.balanced_accuracy", "train.images_per_second",
+                                                   "wall_seconds", "device")}
     return figures
 
 
-def pick_steps(call: str | None, steps: str | None) -> list[str]:
+def pick_steps(call: str, steps: str | None) -> tuple[str, list[str]]:
+    """(label for the result files, steps in order)."""
     if steps:
         chosen = [s.strip() for s in steps.split(",") if s.strip()]
-        unknown = [s for s in chosen if s not in ALL_STEPS]
+        unknown = [s for s in chosen if s not in STEPS]
         if unknown:
-            raise ConfigError(f"unknown step(s) {', '.join(unknown)}; choose from {', '.join(ALL_STEPS)}")
-        return chosen
-    if call not in CALLS:
-        raise ConfigError(f"--call must be one of {', '.join(CALLS)} (or give --steps)")
-    return list(CALLS[call])
+            raise ConfigError(f"unknown step(s) {', '.join(unknown)}; choose from {', '.join(STEPS)}")
+        return "steps", chosen
+    return f"call{call}", list(CALLS[call])
 
 
-def write_summary(out: Path, summary: dict) -> None:
-    tmp = out / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    os.replace(tmp, out / "summary.json")
+def run_one(name: str, work: Path, env: dict, limit: float, rehearse: bool, summary: dict) -> None:
+    if name == "compare":
+        why = compare_precondition(work)
+        if why:
+            summary["steps"][name] = {"skipped": why}
+            return
+    print(f"gpu-check: {name} (limit {limit:.0f} s)", flush=True)
+    result = run_step(gpu_plan.command(name, work, rehearse), REPO, env, work / f"{name}.log", limit)
+    result["limit"] = round(limit, 1)
+    tests = junit_counts(work / f"{name}.xml")
+    if tests is not None:
+        result["tests"] = tests
+    result["status"] = status(result)
+    summary["steps"][name] = result
+    print(f"gpu-check: {name} -> {result['status']} in {result['seconds']} s", flush=True)
 
 
-def run_steps(steps: list[str], out: Path, env: dict, budget: float, summary: dict) -> None:
+def run_steps(steps: list[str], work: Path, out: Path, env: dict, args, summary: dict) -> None:
     start = time.perf_counter()
-    for step in steps:
+    budget = args.budget * args.scale
+    for name in steps:
         left = budget - (time.perf_counter() - start)
-        if step == "compare":
-            why = compare_precondition(out)
-            if why:
-                summary["steps"][step] = {"skipped": why}
-                print(f"gpu-check: compare skipped: {why}", flush=True)
-                continue
-        if left < 10:
-            summary["not_run"][step] = f"time budget of {budget:.0f} s spent; run it with: make gpu-check STEPS={step}"
+        limit = min(STEPS[name].limit_s * args.scale, left)
+        if limit < min(MIN_STEP_S * args.scale, STEPS[name].limit_s * args.scale):
+            summary["not_run"][name] = (f"the call's budget of {budget:.0f} s was spent; run it with: "
+                                        f"make gpu-check STEPS={name}")
             continue
-        limit = min(LIMITS[step], left)
-        t0 = time.perf_counter()
-        print(f"gpu-check: {step} (limit {limit:.0f} s)", flush=True)
-        with open(out / f"{step}.log", "w") as log:
-            rc, timed_out = run_step(command(step, out), env, log, limit)
-        summary["steps"][step] = {"rc": rc, "seconds": round(time.perf_counter() - t0, 1), "limit": round(limit),
-                                  "timed_out": timed_out}
-        print(f"gpu-check: {step} -> {'timed out' if timed_out else f'exit {rc}'} in "
-              f"{summary['steps'][step]['seconds']} s", flush=True)
-        write_summary(out, summary)  # a lease that ends now still leaves what ran
+        run_one(name, work, env, limit, args.rehearse, summary)
+        deliver(work, out, summary, start)  # a lease that ends now still leaves what ran
 
 
-def figures(out: Path, env: dict, summary: dict) -> None:
-    """Plots and headline numbers: recorded when they fail, never fatal to summary.json."""
-    merged = merge_benchmarks(out)
-    inputs = [str(p) for p in (merged, out / "profile" / "profile.json") if p and Path(p).exists()]
-    if inputs:
-        try:
-            subprocess.run([sys.executable, "-m", "bench.plot", *inputs, "--md", str(out / "figures.md"),
-                            "--png", str(out / "figures.png")], cwd=REPO, env=env, timeout=30)
-        except subprocess.TimeoutExpired:
-            summary["problems"].append("bench.plot timed out after 30 s: no figures.md/png")
+def deliver(work: Path, out: Path, summary: dict, start: float) -> str:
+    """Archive, summary.json and summary.md into $OUT; returns the human summary."""
+    label = summary["label"]
+    summary["seconds"] = round(time.perf_counter() - start, 1)
+    failed = {n for n, r in summary["steps"].items() if r.get("status", "ok") != "ok"}
     try:
-        summary["figures"] = headline(out)
-    except (OSError, KeyError, ValueError, TypeError) as exc:
-        summary["problems"].append(f"headline figures unreadable: {type(exc).__name__}: {exc}")
-    train_metrics = out / "train" / "metrics.json"
-    if train_metrics.exists():
-        m = json.loads(train_metrics.read_text())
-        summary["train"] = {k: m.get(k) for k in ("test.accuracy", "test.balanced_accuracy", "train.images_per_second",
-                                                   "loader", "wall_seconds", "device")}
+        summary["archive"] = gpu_results.write_archive(work, out / f"{label}.tar.gz", failed)
+    except (OSError, RuntimeError) as exc:
+        summary["problems"].append(f"archive not written: {type(exc).__name__}: {exc}")
+    others = sorted(p.name for p in out.iterdir() if p.name not in summary["result_files"] and ".tmp" not in p.name)
+    if others and not any(p.startswith("$OUT also holds") for p in summary["problems"]):
+        summary["problems"].append(f"$OUT also holds {', '.join(others[:6])}: the machine returns 8 files, "
+                                   "any 8; give each call an empty $OUT (or at most the other call's 3 files)")
+    text = gpu_results.human_summary(summary, work)
+    gpu_results.write_summary(out, label, summary, text)
+    return text
+
+
+def new_summary(label: str, steps: list[str], args, out: Path, work: Path) -> dict:
+    limits = {n: STEPS[n].limit_s * args.scale for n in steps}
+    return {"label": label, "rehearse": args.rehearse, "scale": args.scale, "planned": steps, "steps": {},
+            "not_run": {}, "problems": [], "python": sys.executable, "out": str(out), "work": str(work),
+            "budget_s": args.budget * args.scale, "limits_sum_s": sum(limits.values()),
+            "plan": {n: {"limit_s": limits[n], "setup_s": STEPS[n].setup_s, "gpu_s": STEPS[n].gpu_s,
+                         "window_s": STEPS[n].window_s, "proves": STEPS[n].proves} for n in steps},
+            "left_out_for_time": {} if label == "steps" else LEFT_OUT[label[-1]],
+            "result_files": [f"{label}.summary.json", f"{label}.summary.md", f"{label}.tar.gz"],
+            "gpu_figures": "measured" if not args.rehearse else "unmeasured: CPU rehearsal",
+            "data": {"ham_subset": (gpu_plan.GPU_DATA / "ham_subset/labels.csv").exists(),
+                     "dermamnist": (gpu_plan.GPU_DATA / "dermamnist28.npz").exists()}}
+
+
+def child_env(work: Path) -> dict:
+    # The repository first, then what was there (the CI test's package blocker, a user's path);
+    # OUT: the bench fixtures' artifact folder goes to the work folder, never to $OUT itself.
+    path = os.pathsep.join([str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return dict(os.environ, PYTHONPATH=path, OUT=str(work / "artifacts"), WANDB_MODE="disabled",
+                MEDTRAIN_CACHE=os.environ.get("MEDTRAIN_CACHE") or str(work / "cache"))
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m bench.gpu_check", description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default=os.environ.get("OUT") or str(REPO / "bench" / "results" / "gpu-latest"))
+    ap.add_argument("--work", default="", help="where steps write everything (default: a new folder under /tmp)")
+    ap.add_argument("--call", choices=sorted(CALLS), default=os.environ.get("CALL") or "1",
+                    help="1: correctness (gpu tests, a real compiled + graphed run), 2: speed")
+    ap.add_argument("--steps", default=os.environ.get("GPU_STEPS") or None,
+                    help=f"comma-separated subset of {','.join(STEPS)} instead of a call")
+    ap.add_argument("--budget", type=float, default=CALL_BUDGET_S, help="seconds for all steps together")
+    ap.add_argument("--rehearse", action="store_true", help="on the CPU: CUDA-only steps run their CPU twin")
+    ap.add_argument("--scale", type=float, default=1.0, help="multiplies every limit and the budget")
+    args = ap.parse_args(argv)
+    if not 0 < args.scale <= 1 or args.budget <= 0:
+        raise ConfigError("--scale must be in (0, 1] and --budget > 0")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -224,34 +204,27 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.gpu_check", description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default=os.environ.get("OUT") or str(REPO / "bench" / "results" / "gpu-latest"))
-    ap.add_argument("--call", choices=sorted(CALLS), default=os.environ.get("CALL") or "1",
-                    help="1: correctness (tests, a real compiled + graphed run), 2: speed")
-    ap.add_argument("--steps", default=os.environ.get("GPU_STEPS") or None,
-                    help=f"comma-separated subset of {','.join(ALL_STEPS)} instead of a call")
-    ap.add_argument("--budget", type=float, default=DEFAULT_BUDGET, help="seconds for the whole run")
-    args = ap.parse_args(argv)
-    steps = pick_steps(args.call, args.steps)
+    args = parse(argv)
+    label, steps = pick_steps(args.call, args.steps)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, PYTHONPATH=str(REPO), OUT=str(out), WANDB_MODE="disabled")
+    work = Path(args.work).resolve() if args.work else Path(tempfile.mkdtemp(prefix=f"gpu-check-{label}-"))
+    work.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    summary = {"call": None if args.steps else args.call, "planned": steps, "steps": {}, "not_run": {},
-               "problems": [], "python": sys.executable, "out": str(out),
-               "data": {"ham_subset": (REPO / ".gpu/ham_subset/labels.csv").exists(),
-                        "dermamnist": (REPO / ".gpu/dermamnist28.npz").exists()}}
+    summary = new_summary(label, steps, args, out, work)
     try:
-        run_steps(steps, out, env, args.budget, summary)
-        figures(out, env, summary)
+        run_steps(steps, work, out, child_env(work), args, summary)
     finally:
-        for step in steps:  # interrupted (Ctrl-C, a kill): say what never ran
-            if step not in summary["steps"] and step not in summary["not_run"]:
-                summary["not_run"][step] = "the check stopped before it"
-        summary["seconds"] = round(time.perf_counter() - start, 1)
-        write_summary(out, summary)
-    print(json.dumps({"steps": summary["steps"], "not_run": summary["not_run"]}), flush=True)
-    failed = [s for s, r in summary["steps"].items() if r.get("rc") not in (0, None) or r.get("timed_out")]
+        for name in steps:  # interrupted (Ctrl-C, a kill): say what never ran
+            if name not in summary["steps"] and name not in summary["not_run"]:
+                summary["not_run"][name] = "the check stopped before it"
+        try:
+            summary["figures"] = headline(work)
+        except (OSError, KeyError, ValueError, TypeError) as exc:
+            summary["problems"].append(f"headline figures unreadable: {type(exc).__name__}: {exc}")
+        text = deliver(work, out, summary, start)
+        print(text, flush=True)
+    failed = [n for n, r in summary["steps"].items() if r.get("rc") not in (0, None) or r.get("timed_out")]
     return 1 if failed or summary["not_run"] else 0
 
 

@@ -85,5 +85,6 @@ def test_loaders_ham224_cpu(benchmark, ham_dir):
 @pytest.mark.gpu
 def test_loaders_ham224_gpu(benchmark, jpeg_data):
     names = ["nvjpeg", "tensor"] + (["dali"] if base.available("dali") else [])
-    result = run_loaders(benchmark, jpeg_data, names, "cuda", 224, 256, seconds=5, rounds=2)
+    # 2 s x 2 rounds per loader: the GPU check's loaders step has 45 s (bench/gpu_plan.py)
+    result = run_loaders(benchmark, jpeg_data, names, "cuda", 224, 256, seconds=2, rounds=2)
     assert result["ratios"]["nvjpeg_vs_baseline"] > 1

@@ -56,7 +56,15 @@ def test_step_seedcnn28_gpu(benchmark):
 def test_step_resnet50_224_amp_gpu(benchmark):
     """ResNet-50 AMP channels-last: compare with ~2,800 img/s (PyTorch) and ~7,000 (MLPerf best) per H100."""
     result = run_step(benchmark, ["--model", "resnet50", "--batch-size", "256", "--image-size", "224", "--device", "cuda",
-                                  "--precisions", "amp", "--variants", "eager,cuda_graph,compiled_cuda_graph",
-                                  "--steps", "30"])
+                                  "--precisions", "amp", "--variants", "eager,cuda_graph", "--steps", "30"])
     benchmark.extra_info["public_reference_images_per_second"] = {"pytorch_h100": 2800, "mlperf_best_h100": 7000}
     assert result["images_per_second"]["amp_bf16"]["eager"]["images_per_second"] > 0
+
+
+@pytest.mark.gpu
+def test_step_resnet50_224_amp_compiled_gpu(benchmark):
+    """ResNet-50's cold inductor compile alone is estimated at 60-90 s: its own GPU-check step
+    (`--steps step_compiled`), outside the speed call's budget."""
+    result = run_step(benchmark, ["--model", "resnet50", "--batch-size", "256", "--image-size", "224", "--device", "cuda",
+                                  "--precisions", "amp", "--variants", "compiled_cuda_graph", "--steps", "30"])
+    assert result["images_per_second"]["amp_bf16"]["compiled_cuda_graph"]["captured"]

@@ -1,0 +1,35 @@
+"""SIGTERM ends a program the way Ctrl-C does, so what it measured so far is still written.
+
+The GPU check stops a step at its limit with SIGTERM (and SIGKILL a few seconds later). Python's
+default for SIGTERM ends the process at once; as a KeyboardInterrupt, pytest still runs its
+session finish (pytest-benchmark writes the JSON of the benchmarks already run, junitxml the
+tests already run) and a CLI's own handler writes what it has.
+
+- as a pytest plugin: `pytest -p bench.sigterm_interrupt ...`
+- around a module: `python -m bench.sigterm_interrupt bench.profile [its options]`
+"""
+from __future__ import annotations
+
+import runpy
+import signal
+import sys
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum} (the GPU check's time limit)")
+
+
+def install() -> None:
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def pytest_configure(config) -> None:
+    install()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        sys.exit("usage: python -m bench.sigterm_interrupt MODULE [ARGS...]")
+    install()
+    module, sys.argv = sys.argv[1], sys.argv[1:]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
