@@ -96,8 +96,10 @@ def profile_command(work: Path, rehearse: bool) -> list[str]:
               "--batch-size", "32"] if rehearse else
              ["--loader", "nvjpeg", "--device", "cuda", "--model", "resnet50", "--image-size", "224",
               "--batch-size", "256", "--amp"])
-    return [sys.executable, "-m", "bench.sigterm_interrupt", "bench.profile", *data, *shape,
-            "--seconds", "6", "--warmup-steps", "5", "--profile-steps", "3", "--out", str(work / "profile")]
+    phases = ["--seconds", "2", "--warmup-steps", "2", "--profile-steps", "2"] if rehearse else \
+        ["--seconds", "6", "--warmup-steps", "5", "--profile-steps", "3"]
+    return [sys.executable, "-m", "bench.sigterm_interrupt", "bench.profile", *data, *shape, *phases,
+            "--out", str(work / "profile")]
 
 
 def pytest_command(target: str, work: Path, step: str, *extra: str) -> list[str]:
