@@ -390,6 +390,6 @@ def usage() -> str:
         choice = f"  {{{'|'.join(CHOICES[key])}}}" if key in CHOICES else ""
         meta = FIELDS[key].metadata
         bound = f"  ({_bound_text(meta)})" if any(k in meta for k in ("ge", "gt", "le", "lt")) else ""
-        lines.append(f"  --{key} {json.dumps(default)}{choice}{bound}")
+        lines.append(f"  --{key} {json.dumps(default)}{choice}{bound}" + (f"  {meta['help']}" if meta.get("help") else ""))
     lines.append(f"presets: {', '.join(sorted(PRESETS))}")
     return "\n".join(lines)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from engine import distributed
-from engine.config import ConfigError, parse_args
+from engine.config import ConfigError, parse_args, usage
 
 
 def test_no_torchrun_environment_means_one_process(monkeypatch):
@@ -84,3 +84,5 @@ def test_nccl_error_handling_is_set_before_the_group_is_created(monkeypatch):
     with pytest.raises(distributed.PeerLost, match="could not join"):
         distributed.setup(parse_args(["--device", "cuda", "--dist.nccl_error_handling", "3"]))
     assert seen == {"nccl": "3"}
+    documented = next(line for line in usage().splitlines() if "--dist.nccl_error_handling" in line)
+    assert "--dist.nccl_error_handling 2" in documented and "launcher" in documented
