@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import sys
 import tarfile
+import time
 
 import pytest
 
@@ -61,14 +64,14 @@ def _fake_steps(monkeypatch, scripts: dict, limits: dict) -> None:
 
 
 def test_limits_are_enforced_a_stopped_step_keeps_what_it_wrote_and_results_stay_small(tmp_path, monkeypatch, capsys):
-    _fake_steps(monkeypatch, {"tests": TERM_WRITES, "train": TERM_IGNORED}, {"tests": 3, "train": 2})
+    _fake_steps(monkeypatch, {"tests": TERM_WRITES, "train": TERM_IGNORED}, {"tests": 6, "train": 5})
     out, work = tmp_path / "out", tmp_path / "work"
     code = gpu_check.main(["--out", str(out), "--work", str(work), "--call", "1", "--budget", "20"])
     summary = json.loads((out / "call1.summary.json").read_text())
     assert code == 1
     tests, train = summary["steps"]["tests"], summary["steps"]["train"]
-    assert tests["timed_out"] and not tests["killed"] and tests["seconds"] <= 3.5 and tests["rc"] == 1
-    assert train["timed_out"] and train["killed"] and train["rc"] is None and train["seconds"] <= 2.5
+    assert tests["timed_out"] and not tests["killed"] and tests["seconds"] <= 6.5 and tests["rc"] == 1
+    assert train["timed_out"] and train["killed"] and train["rc"] is None and train["seconds"] <= 5.5
     with tarfile.open(out / "call1.tar.gz") as tar:
         names = tar.getnames()
         assert json.load(tar.extractfile("call1/partial.json")) == {"measured": 1}
@@ -124,3 +127,32 @@ def test_children_keep_the_callers_python_path_and_never_write_into_out(tmp_path
 def test_unknown_steps_are_one_line(capsys, tmp_path):
     assert gpu_check.main(["--out", str(tmp_path), "--steps", "warp"]) == 2
     assert capsys.readouterr().err.startswith("error: unknown step(s) warp")
+
+
+INTERRUPTED_BENCHMARKS = '''
+import time
+def test_fast(benchmark):
+    benchmark.pedantic(lambda: time.sleep(0.01), rounds=2, iterations=1)
+def test_slow(benchmark):
+    print("slow started", flush=True)
+    benchmark.pedantic(lambda: time.sleep(120), rounds=1, iterations=1)
+'''
+
+
+def test_a_pytest_step_stopped_by_sigterm_still_writes_its_finished_benchmarks(tmp_path):
+    (tmp_path / "test_interrupted.py").write_text(INTERRUPTED_BENCHMARKS)
+    log = tmp_path / "log"
+    env = dict(os.environ, PYTHONPATH=str(gpu_plan.REPO))
+    cmd = [sys.executable, "-m", "pytest", str(tmp_path / "test_interrupted.py"), "-q", "-s", "-p", "no:cacheprovider",
+           "-p", "bench.sigterm_interrupt", "--rootdir", str(tmp_path), "--junitxml", str(tmp_path / "j.xml"),
+           "--benchmark-json", str(tmp_path / "b.json")]
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=fh, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while "slow started" not in log.read_text() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) != 0
+    names = [b["name"] for b in json.loads((tmp_path / "b.json").read_text())["benchmarks"]]
+    assert names == ["test_fast"], log.read_text()[-2000:]
+    assert junit_counts(tmp_path / "j.xml")["tests"] >= 1
