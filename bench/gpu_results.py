@@ -37,9 +37,13 @@ def _log_bytes(path: Path) -> bytes:
     return data[:64 * 2**10] + f"\n[... {cut - 64 * 2**10} bytes cut by the GPU check ...]\n".encode() + data[cut:]
 
 
+CACHE_DIR = "cache"                 # the steps' MEDTRAIN_CACHE (synthetic JPEGs): never results
+LEFT_OUT_LISTED = 40
+
+
 def _candidates(work: Path, failed: set[str]) -> list[Path]:
     """Files in the order they claim room: failed steps' logs, other logs, JSON/XML, the rest."""
-    files = sorted(p for p in work.rglob("*") if p.is_file())
+    files = sorted(p for p in work.rglob("*") if p.is_file() and p.relative_to(work).parts[0] != CACHE_DIR)
 
     def rank(p: Path) -> tuple:
         if p.suffix == ".log":
@@ -65,6 +69,10 @@ def _pick(work: Path, failed: set[str]) -> tuple[list[tuple[str, bytes]], dict]:
             continue
         chosen.append((name, data))
         used += len(data)
+    if len(left_out) > LEFT_OUT_LISTED:
+        rest = list(left_out)[LEFT_OUT_LISTED:]
+        left_out = {k: left_out[k] for k in list(left_out)[:LEFT_OUT_LISTED]}
+        left_out["..."] = f"{len(rest)} more files"
     return chosen, left_out
 
 

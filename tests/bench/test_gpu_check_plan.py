@@ -156,3 +156,15 @@ def test_a_pytest_step_stopped_by_sigterm_still_writes_its_finished_benchmarks(t
     names = [b["name"] for b in json.loads((tmp_path / "b.json").read_text())["benchmarks"]]
     assert names == ["test_fast"], log.read_text()[-2000:]
     assert junit_counts(tmp_path / "j.xml")["tests"] >= 1
+
+
+def test_the_steps_cache_is_not_a_result_and_long_left_out_lists_are_cut(tmp_path):
+    work = tmp_path / "work"
+    (work / "cache").mkdir(parents=True)
+    (work / "cache" / "a.json").write_text("{}")
+    (work / "many").mkdir()
+    for i in range(gpu_results.LEFT_OUT_LISTED + 5):
+        (work / "many" / f"{i}.jpg").write_bytes(b"j")
+    done = gpu_results.write_archive(work, tmp_path / "call2.tar.gz", failed=set())
+    assert not done["members"] and len(done["left_out"]) == gpu_results.LEFT_OUT_LISTED + 1
+    assert done["left_out"]["..."] == "5 more files" and not any(k.startswith("cache") for k in done["left_out"])
