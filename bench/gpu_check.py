@@ -151,10 +151,13 @@ def deliver(work: Path, out: Path, summary: dict, start: float) -> str:
         summary["archive"] = gpu_results.write_archive(work, out / f"{label}.tar.gz", failed)
     except (OSError, RuntimeError) as exc:
         summary["problems"].append(f"archive not written: {type(exc).__name__}: {exc}")
-    others = sorted(p.name for p in out.iterdir() if p.name not in summary["result_files"] and ".tmp" not in p.name)
-    if others and not any(p.startswith("$OUT also holds") for p in summary["problems"]):
-        summary["problems"].append(f"$OUT also holds {', '.join(others[:6])}: the machine returns 8 files, "
-                                   "any 8; give each call an empty $OUT (or at most the other call's 3 files)")
+    ours = {f"{name}.{kind}" for name in ("call1", "call2", "steps") for kind in ("summary.json", "summary.md", "tar.gz")}
+    entries = [p.name for p in out.iterdir() if ".tmp" not in p.name] + [n for n in summary["result_files"]]
+    others = sorted(set(entries) - ours)
+    if (others or len(set(entries)) > gpu_plan.RESULT_FILES_MAX) and \
+            not any(p.startswith("$OUT also holds") for p in summary["problems"]):
+        summary["problems"].append(f"$OUT also holds {', '.join(sorted(set(entries))[:8])}: the machine returns 8 "
+                                   "files, any 8; give each call an empty $OUT (or only the other call's 3 files)")
     text = gpu_results.human_summary(summary, work)
     gpu_results.write_summary(out, label, summary, text)
     return text

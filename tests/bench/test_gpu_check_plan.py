@@ -168,3 +168,16 @@ def test_the_steps_cache_is_not_a_result_and_long_left_out_lists_are_cut(tmp_pat
     done = gpu_results.write_archive(work, tmp_path / "call2.tar.gz", failed=set())
     assert not done["members"] and len(done["left_out"]) == gpu_results.LEFT_OUT_LISTED + 1
     assert done["left_out"]["..."] == "5 more files" and not any(k.startswith("cache") for k in done["left_out"])
+
+
+def test_the_other_calls_files_are_fine_anything_else_in_out_is_a_problem(tmp_path, monkeypatch):
+    _fake_steps(monkeypatch, {}, {})
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("call1.summary.json", "call1.summary.md", "call1.tar.gz"):
+        (out / name).write_text("x")
+    gpu_check.main(["--out", str(out), "--work", str(tmp_path / "w"), "--steps", "compare"])
+    assert json.loads((out / "steps.summary.json").read_text())["problems"] == []
+    (out / "stray.png").write_text("x")
+    gpu_check.main(["--out", str(out), "--work", str(tmp_path / "w2"), "--steps", "compare"])
+    assert any("stray.png" in p for p in json.loads((out / "steps.summary.json").read_text())["problems"])

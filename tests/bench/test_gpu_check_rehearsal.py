@@ -66,7 +66,7 @@ def test_the_summary_names_every_step_and_what_was_left_out(rehearsed, call):
     summary = json.loads((out / f"call{call}.summary.json").read_text())
     markdown = (out / f"call{call}.summary.md").read_text()
     tail = printed[call][-12000:]  # what the machine returns of stdout
-    assert summary["rehearse"] and summary["gpu_figures"].startswith("unmeasured")
+    assert summary["rehearse"] and summary["gpu_figures"].startswith("unmeasured") and summary["problems"] == []
     assert summary["limits_sum_s"] <= gpu_plan.CALL_BUDGET_S * SCALE + 1e-6
     for step in gpu_plan.CALLS[call]:
         assert step in summary["steps"] or step in summary["not_run"], step
