@@ -12,7 +12,8 @@ Two kinds of pin (issue 25):
   are pinned too).
 - TOLERANCE, for the trained figures, whose float order depends on the CPU's instruction set
   (PyTorch's and oneDNN's kernels, the native C kernel's -march) and on native kernels on/off.
-  Measured spread (bench/isa_spread.py; bench/results/cpu-isa-spread.json; max - min per figure over all epochs, 7 runs: the
+  Measured spread (bench/isa_spread.py, bench/results/cpu-isa-spread.json; max - min per
+  figure over all epochs, 7 runs: the
   Intel golden; on an AMD EPYC with AVX2 only, eager layers at ATen/oneDNN native (AVX2),
   at ATEN_CPU_CAPABILITY=avx2 + ONEDNN_MAX_CPU_ISA=AVX2 and at ATEN_CPU_CAPABILITY=default +
   ONEDNN_MAX_CPU_ISA=SSE41; native kernels on at -march=native, -march=x86-64 and the narrow
