@@ -6,7 +6,9 @@ runs on), and loaded with ctypes. It links the libgomp that torch already loaded
 soname), so kernels and torch share one OpenMP runtime and its sleeping-wait settings
 (common/cpu_wait.py). Without a compiler the caller gets None and its eager path, and one
 log line says so. MEDTRAIN_NATIVE_KERNELS=off takes the eager paths on purpose (A/B runs, the
-golden test that pins the eager layers' numbers).
+golden test that pins the eager layers' numbers). MEDTRAIN_NATIVE_MARCH=x86-64-v3 (or any -march
+value; default `native`) builds for a narrower CPU than this one: the suite uses it to emulate a
+CPU without AVX-512 (docs/cpu.md, "Figures that depend on the CPU"); the value is in the cache key.
 """
 from __future__ import annotations
 
@@ -15,15 +17,19 @@ import hashlib
 import logging
 import os
 import platform
+import re
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
+from common.errors import ConfigError
+
 log = logging.getLogger("medtrain.kernels")
 
 SOURCE_DIR = Path(__file__).with_name("native")
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-ffp-contract=off"]
+MARCH_ENV = "MEDTRAIN_NATIVE_MARCH"
 _loaded: dict[str, ctypes.CDLL | None] = {}
 
 
@@ -43,13 +49,24 @@ def _cpu_identity() -> str:
         return platform.processor() + platform.machine()
 
 
+def flags() -> list[str]:
+    """FLAGS with -march from MEDTRAIN_NATIVE_MARCH when set (a token such as x86-64-v3)."""
+    march = os.environ.get(MARCH_ENV, "").strip()
+    if not march:
+        return list(FLAGS)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", march):
+        raise ConfigError(f"{MARCH_ENV}={march!r} is not a -march value (for example native, x86-64-v3)")
+    return [f"-march={march}" if f.startswith("-march=") else f for f in FLAGS]
+
+
 def _compiler() -> str | None:
     return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
 
 
 def _build(source: Path, compiler: str) -> Path:
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
-    key = hashlib.sha256("\0".join([source.read_text(), compiler, version, _cpu_identity(), *FLAGS]).encode())
+    build_flags = flags()
+    key = hashlib.sha256("\0".join([source.read_text(), compiler, version, _cpu_identity(), *build_flags]).encode())
     target = cache_dir() / f"{source.stem}-{key.hexdigest()[:16]}.so"
     if target.exists():
         return target
@@ -58,7 +75,7 @@ def _build(source: Path, compiler: str) -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        done = subprocess.run([compiler, *FLAGS, str(source), "-o", tmp, "-lm"], capture_output=True, text=True,
+        done = subprocess.run([compiler, *build_flags, str(source), "-o", tmp, "-lm"], capture_output=True, text=True,
                               timeout=300)
         if done.returncode != 0:
             raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "no output")
