@@ -124,7 +124,8 @@ def _named(keys: list[str], names: tuple[str, ...]) -> list[int]:
 
 def _split_column(path: Path, header: list[str], body, candidates: list[int]) -> int | None:
     for col in candidates:
-        values = {label_rules.clean_text(r[col]).lower() for _, r in body if col < len(r) and r[col].strip()}
+        values = {label_rules.clean_text(r[col]).lower() for _, r in body
+                  if col < len(r) and not label_rules.is_missing(r[col])}
         known = {v for v in values if v in SPLIT_VALUES}
         if known and known != values:
             odd = sorted(values - known)[0]
@@ -254,7 +255,7 @@ def read_listing(root: Path, csv_path: Path, need_labels: bool = True) -> Listin
         label, why = _label_of(row, cols)
         part = SPLIT_VALUES.get(label_rules.clean_text(row[cols.split]).lower()) if cols.split is not None else None
         if not why and cols.split is not None and part is None:
-            why = "empty split value"
+            why = "empty split value" if not row[cols.split].strip() else f"missing split value ({row[cols.split].strip()!r})"
         if why:
             listing.skipped.append((where, why))
             continue
@@ -274,7 +275,7 @@ def read_listing(root: Path, csv_path: Path, need_labels: bool = True) -> Listin
         listing.files.append(str(path))
         listing.labels.append(label)
         if listing.groups is not None:
-            listing.groups.append(label_rules.clean_text(row[cols.group]) if cols.group < len(row) else "")
+            listing.groups.append(label_rules.group_id(row[cols.group]) if cols.group < len(row) else "")
         if listing.parts is not None:
             listing.parts.append(part)
     if cols.one_hot:
@@ -283,7 +284,20 @@ def read_listing(root: Path, csv_path: Path, need_labels: bool = True) -> Listin
             log.warning("%s: one-hot column(s) %s have no positive row: not classes", csv_path.name, ", ".join(empty))
     if listing.groups is not None and not any(listing.groups):
         listing.groups = None
+    if listing.groups is not None:
+        _own_groups(listing, csv_path.name, header[cols.group].strip())
     return listing
+
+
+def _own_groups(listing: Listing, csv_name: str, column: str) -> None:
+    """An image with no group id is its own group: pooling the empty cells would make one giant
+    'lesion' (ISIC metadata leaves most lesion_id cells empty) that the split then follows."""
+    empty = [i for i, g in enumerate(listing.groups) if not g]
+    for i in empty:
+        listing.groups[i] = f"\x00image {i}"  # cannot collide with a cell: CSV text holds no NUL
+    if empty:
+        log.warning("%s: %d of %d images (%.0f%%) have no %r: each is its own group", csv_name, len(empty),
+                    len(listing.groups), 100 * len(empty) / len(listing.groups), column)
 
 
 def label_csvs(root: Path) -> list[Path]:
