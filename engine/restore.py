@@ -32,6 +32,8 @@ class Restored:
     device: torch.device
     decision: dict | None = None  # prior correction / threshold chosen on validation (engine/decisions.py)
     data_source: str = ""  # the absolute data path recorded at training time ("" in older checkpoints)
+    data_contents: dict = dataclasses.field(default_factory=dict)  # content digest -> split ({} in older ones)
+    data_sha256: str = ""  # an array file's SHA-256 (npz runs)
 
 
 def restore(checkpoint_dir: str, device: str = "auto") -> Restored:
@@ -51,7 +53,8 @@ def restore(checkpoint_dir: str, device: str = "auto") -> Restored:
                             len(classes), saved["image_size"], meta)
     model.load_state_dict(saved["model"])
     return Restored(model.to(dev).eval(), classes, cfg, saved["image_size"], saved["model_name"], dev,
-                    saved.get("decision"), (saved.get("data_identity") or {}).get("source", ""))
+                    saved.get("decision"), (saved.get("data_identity") or {}).get("source", ""),
+                    saved.get("data_contents") or {}, (saved.get("data_identity") or {}).get("sha256", ""))
 
 
 def load_checked(restored: Restored, data_path: str, split: str, prog: str = "engine.predict"

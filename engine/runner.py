@@ -60,6 +60,7 @@ class Progress:
     train_seconds: float = 0.0
     images_seen: int = 0
     data_identity: dict = field(default_factory=dict)  # what the run trains on; a resume on other data is refused
+    data_contents: dict = field(default_factory=dict)  # content digest -> split: evaluate knows its own images
     schedule: dict = field(default_factory=dict)       # the learning-rate plan, re-planned by --resume --epochs
 
 
@@ -86,10 +87,23 @@ def train(cfg: Config, dataset=None) -> dict | None:
         try:
             setup_logging()
             cfg, saved = _resume_config(cfg)
+            if saved is None:
+                _refuse_used_out(_out_dir(cfg))
             run = build(cfg, dataset, out=str(_out_dir(cfg)), plan=True)
             return fit(run, saved)
         except torch.OutOfMemoryError as exc:  # advice in the resolved sizes when the run got built
             raise ConfigError(_out_of_memory_advice(run.cfg if run else cfg, exc)) from None
+
+
+def _refuse_used_out(out: Path) -> None:
+    """A new run into a folder holding another run's checkpoint or metrics would leave the two mixed
+    (its data_skipped.json, report, evaluations beside new metrics): continuing is --resume's job."""
+    held = [name for name in ("metrics.json", checkpoint.NAME) if (out / name).exists()]
+    if held:
+        more = "train it further with --resume {} --epochs N (more epochs than it has)" if "metrics.json" in held \
+            else "continue it with --resume {}"
+        raise ConfigError(f"--out {out} holds {'a finished' if 'metrics.json' in held else 'a stopped'} run "
+                          f"({', '.join(held)}); {more.format(out)}, or choose another --out for a new run")
 
 
 def _resume_config(cfg: Config) -> tuple[Config, dict | None]:
@@ -131,6 +145,7 @@ def fit(run: Run, saved: dict | None = None) -> dict | None:
         log.warning("%s", line)
     state = _start(run, saved)
     state.data_identity, state.schedule = identity, resume_options.schedule_plan(saved, cfg)
+    state.data_contents = data_identity.contents(ds) if writer.is_main else {}
     if saved is not None:
         resume_options.apply_plan(run.trainer, state.schedule, cfg, run.loaders["train"].steps)  # a changed --epochs
     distributed.seed_rank_rng(cfg.train.seed, state.epoch, state.step)
@@ -180,7 +195,8 @@ def _save(run: Run, state: Progress, epoch: int, step: int) -> None:
               "step": step, "best": state.best, "bad_epochs": state.bad_epochs}
     checkpoint.save(run.out, {"model": state.best_weights, "classes": run.dataset.classes, "config": run.cfg.to_dict(),
                               "image_size": run.cfg.data.image_size, "model_name": run.cfg.model.name,
-                              "state": resume, "data_identity": state.data_identity, "schedule": state.schedule})
+                              "state": resume, "data_identity": state.data_identity, "schedule": state.schedule,
+                              "data_contents": state.data_contents})
 
 
 def _train_epoch(run: Run, state: Progress, epoch: int, stop: StopFlag) -> bool:
