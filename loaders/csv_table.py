@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.errors import ConfigError
+from loaders import column_guess, filetypes
 from loaders import labels as label_rules
 from loaders.file_finder import FileFinder
 
@@ -144,9 +145,14 @@ def _one_hot_columns(header: list[str], body, free: list[int]) -> dict[int, str]
     return {c: label_rules.normalize(header[c]) for c in cols} if len(cols) >= 2 else {}
 
 
-def detect_columns(path: Path, header: list[str], body, need_labels: bool = True) -> Columns:
+def detect_columns(path: Path, header: list[str], body, need_labels: bool = True, finder=None) -> Columns:
     keys = [header_key(h) for h in header]
     files = _named(keys, FILE_COLUMNS)
+    if not files and finder is not None:  # no header names it: the column whose cells name files here
+        files = [c for c in [column_guess.file_column(header, body, finder, path)] if c is not None]
+        if files:
+            log.warning("%s: file column %r chosen by content (its cells name files of the folder)", path.name,
+                        header[files[0]].strip())
     if not files:
         raise ConfigError(f"{path}: no file column; expected {HEADER_HINT} (found header "
                           f"{','.join(h.strip() for h in header)!r}; file columns: {', '.join(FILE_COLUMNS[:8])}, ...)")
@@ -162,9 +168,8 @@ def detect_columns(path: Path, header: list[str], body, need_labels: bool = True
     if cols.label is None:
         cols.one_hot = _one_hot_columns(header, body, free)
     if cols.label is None and not cols.one_hot and need_labels:
-        raise ConfigError(f"{path}: no label column; expected {HEADER_HINT} (found header "
-                          f"{','.join(h.strip() for h in header)!r}; label columns: {', '.join(LABEL_COLUMNS[:8])}, ...)")
-    used |= set(cols.one_hot)
+        cols.label = _label_by_content(path, header, body, [c for c in free if c != cols.file])
+    used |= set(cols.one_hot) | ({cols.label} - {None})
     cols.ignored = [header[i].strip() for i in range(len(header)) if i not in used and not _is_index_column(header[i])]
     extra_labels = [header[c].strip() for c in label_cols[1:]]
     if extra_labels:
@@ -174,6 +179,23 @@ def detect_columns(path: Path, header: list[str], body, need_labels: bool = True
         log.warning("%s: images grouped by %r; %s ignored", path.name, header[cols.group].strip(),
                     ", ".join(repr(header[c].strip()) for c in group_cols[1:]))
     return cols
+
+
+def _label_by_content(path: Path, header: list[str], body, free: list[int]) -> int:
+    """The label column no header names, by what it holds (loaders/column_guess.py), or one line
+    naming the CSV, its header and the columns that could be the label."""
+    col, candidates = column_guess.label_column(header, body, free)
+    shown = ",".join(h.strip() for h in header)
+    if col is not None:
+        log.warning("%s: label column %r chosen by content (%d distinct values)", path.name, header[col].strip(),
+                    len(column_guess.distinct_values(column_guess.sample(body), col)))
+        return col
+    if candidates:
+        names = ", ".join(repr(header[c].strip()) for c in candidates[:8])
+        raise ConfigError(f"{path}: no column is named as the label, and several could be ({names}); rename the one "
+                          f"holding the diagnosis to 'label' (found header {shown!r})")
+    raise ConfigError(f"{path}: no label column; expected {HEADER_HINT} (found header "
+                      f"{shown!r}; label columns: {', '.join(LABEL_COLUMNS[:8])}, ...)")
 
 
 def describe(header: list[str], cols: Columns) -> str:
@@ -240,7 +262,7 @@ def read_listing(root: Path, csv_path: Path, need_labels: bool = True) -> Listin
         if len(header) < 2 and need_labels:
             raise ConfigError(f"{csv_path}: no header row and one column; expected file,label")
         header, body = ["file", "label"][:len(header)] + [""] * (len(header) - 2), rows
-    cols = detect_columns(csv_path, header, body, need_labels)
+    cols = detect_columns(csv_path, header, body, need_labels, finder)
     listing = Listing([], [], [] if cols.group is not None else None, [] if cols.split is not None else None,
                       source=f"{csv_path.name}: {describe(header, cols)}")
     width = max(c for c in (cols.file, cols.label, cols.split) if c is not None) + 1
@@ -272,6 +294,10 @@ def read_listing(root: Path, csv_path: Path, need_labels: bool = True) -> Listin
         if path is None:
             listing.skipped.append((str(root / row[cols.file].strip()) if why.startswith("listed") else where, why))
             continue
+        convert = filetypes.needs_conversion(path.name)
+        if convert:  # a DICOM listed in a CSV gets the words a DICOM in a class folder gets
+            listing.skipped.append((str(path), convert))
+            continue
         listing.files.append(str(path))
         listing.labels.append(label)
         if listing.groups is not None:
@@ -300,21 +326,56 @@ def _own_groups(listing: Listing, csv_name: str, column: str) -> None:
                     len(listing.groups), 100 * len(empty) / len(listing.groups), column)
 
 
-def label_csvs(root: Path) -> list[Path]:
-    """CSVs in `root` whose header names a file column and labels (a label or one-hot columns)."""
+TABLE_SUFFIXES = (".csv", ".tsv")
+
+
+def tables(root: Path) -> list[Path]:
+    """The visible CSV and TSV files directly in `root` (the delimiter is detected either way)."""
+    return sorted(p for p in root.iterdir() if p.suffix.lower() in TABLE_SUFFIXES and p.is_file()
+                  and not p.name.startswith((".", "@")))
+
+
+def label_csvs(root: Path, finder: FileFinder | None = None) -> list[Path]:
+    """CSVs in `root` with a file column (by name, or by cells naming files here) and labels: a named
+    label column holding at least two values (a submission template's constant column is not one),
+    one-hot columns, or a label column chosen by content."""
     found = []
-    for candidate in sorted(root.glob("*.csv")):
-        if candidate.name.startswith((".", "@")):
-            continue
+    finder = finder or FileFinder(root)
+    for candidate in tables(root):
         rows = read_rows(candidate)
         if not rows:
             continue
-        header, body = rows[0][1], rows[1:50]
+        header, body = rows[0][1], rows[1:column_guess.SAMPLE + 1]
         keys = [header_key(h) for h in header]
-        if not _named(keys, FILE_COLUMNS):
+        files = _named(keys, FILE_COLUMNS) or [c for c in [column_guess.file_column(header, body, finder, candidate)]
+                                               if c is not None]
+        if not files:
             continue
-        free = [i for i, k in enumerate(keys) if k not in FILE_COLUMNS + GROUP_COLUMNS + SPLIT_COLUMNS
-                and not _is_index_column(header[i])]
-        if _named(keys, LABEL_COLUMNS) or _one_hot_columns(header, body, free):
+        named = [c for c in _named(keys, LABEL_COLUMNS) if c != files[0]]
+        free = [i for i, k in enumerate(keys) if k not in FILE_COLUMNS + GROUP_COLUMNS + SPLIT_COLUMNS + LABEL_COLUMNS
+                and i != files[0] and not _is_index_column(header[i])]
+        if named:
+            if len(column_guess.distinct_values(column_guess.sample(body), named[0])) >= 2:
+                found.append(candidate)
+        elif _one_hot_columns(header, body, free) or column_guess.label_column(header, body, free)[0] is not None:
             found.append(candidate)
     return found
+
+
+def file_match_share(root: Path, csv_path: Path, finder: FileFinder) -> float:
+    """The share of a CSV's first rows whose file cell names a file here: which listing goes with the images."""
+    rows = read_rows(csv_path)
+    if len(rows) < 2:
+        return 0.0
+    header, body = rows[0][1], rows[1:51]
+    keys = [header_key(h) for h in header]
+    files = _named(keys, FILE_COLUMNS) or [column_guess.file_column(header, body, finder, csv_path)]
+    if files[0] is None:
+        return 0.0
+    hits = 0
+    for line, row in body:
+        try:
+            hits += files[0] < len(row) and finder.find(row[files[0]], csv_path, line)[0] is not None
+        except ConfigError:
+            continue
+    return hits / len(body)
