@@ -99,6 +99,20 @@ def read_unlabelled(restored, data_path: str, prog: str):
     return ds
 
 
+def labels_ignored(restored, data_path: str, prog: str, why: str = ""):
+    """For engine.predict: the input as a plain list of images when its labels cannot be used (other
+    classes, a nested folder that is no class tree, a CSV with another clinic's label columns);
+    None for evaluate (figures need our labels) or when no image is found that way."""
+    if prog != "engine.predict" or restored.cfg.model.metadata:
+        return None
+    ds = unlabelled.read(data_path, restored.classes, workers=max(2, restored.cfg.data.workers), ignore_labels=True)
+    if ds is None or not len(ds.test):
+        return None
+    log.warning("--data %s: %slabels not used; predicting every one of its %d readable images", data_path,
+                f"{why}: " if why else "", len(ds.test))
+    return ds
+
+
 def labelled_config(restored, data_path: str, split: str):
     """A new config (the run's, frozen, is not changed): the data settings a labelled input is
     read with (see the module docstring)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import signal
 import time
 import traceback
@@ -87,8 +88,8 @@ def train(cfg: Config, dataset=None) -> dict | None:
         try:
             setup_logging()
             cfg, saved = _resume_config(cfg)
-            if saved is None:
-                _refuse_used_out(_out_dir(cfg))
+            if saved is None and cfg.run.out and os.environ.get("RANK", "0") == "0":
+                _refuse_used_out(Path(cfg.run.out))
             run = build(cfg, dataset, out=str(_out_dir(cfg)), plan=True)
             return fit(run, saved)
         except torch.OutOfMemoryError as exc:  # advice in the resolved sizes when the run got built
@@ -98,6 +99,8 @@ def train(cfg: Config, dataset=None) -> dict | None:
 def _refuse_used_out(out: Path) -> None:
     """A new run into a folder holding another run's checkpoint or metrics would leave the two mixed
     (its data_skipped.json, report, evaluations beside new metrics): continuing is --resume's job."""
+    if not run_lock.try_acquire(out):
+        return  # a run is writing there now: build() refuses with the holder's name
     held = [name for name in ("metrics.json", checkpoint.NAME) if (out / name).exists()]
     if held:
         more = "train it further with --resume {} --epochs N (more epochs than it has)" if "metrics.json" in held \

@@ -82,7 +82,10 @@ def _classes(root: Path, labels: list[str], listing: Listing) -> list[str]:
     if len(classes) < 2:
         hint = ""
         only = root / classes[0]
-        if listing.parts is None and only.is_dir() and any(p.is_dir() for p in tree.visible_children(only)):
+        tables = csv_table.tables(root)
+        if tables:  # labels are likelier in a table here than in the folders one level down
+            hint = f" ({tables[0].name} is here but was not read as labels; --data {tables[0]} says why)"
+        elif listing.parts is None and only.is_dir() and any(p.is_dir() for p in tree.visible_children(only)):
             hint = f" (is the dataset one level down? --data {only})"
         raise ConfigError(f"{root}: only one class ({classes[0]!r}) found; classification needs at least 2{hint}")
     return classes
