@@ -97,16 +97,14 @@ def train(cfg: Config, dataset=None) -> dict | None:
 
 
 def _refuse_used_out(out: Path) -> None:
-    """A new run into a folder holding another run's checkpoint or metrics would leave the two mixed
-    (its data_skipped.json, report, evaluations beside new metrics): continuing is --resume's job."""
+    """A new run into a finished run's folder would leave the two mixed (its data_skipped.json, report
+    and evaluations beside new metrics): training further is --resume's job. A stopped or killed run's
+    folder (a checkpoint, no metrics) stays free for a new start."""
     if not run_lock.try_acquire(out):
         return  # a run is writing there now: build() refuses with the holder's name
-    held = [name for name in ("metrics.json", checkpoint.NAME) if (out / name).exists()]
-    if held:
-        more = "train it further with --resume {} --epochs N (more epochs than it has)" if "metrics.json" in held \
-            else "continue it with --resume {}"
-        raise ConfigError(f"--out {out} holds {'a finished' if 'metrics.json' in held else 'a stopped'} run "
-                          f"({', '.join(held)}); {more.format(out)}, or choose another --out for a new run")
+    if (out / "metrics.json").exists():
+        raise ConfigError(f"--out {out} holds a finished run (metrics.json); train it further with --resume {out} "
+                          "--epochs N (more epochs than it has), or choose another --out for a new run")
 
 
 def _resume_config(cfg: Config) -> tuple[Config, dict | None]:

@@ -66,7 +66,7 @@ def test_a_finished_run_folder_is_refused_for_a_new_run_and_the_hint_works(tmp_p
     out = tmp_path / "run"
     assert broken.run_cli(broken.fast_run_args(data, out)).returncode == 0
     line = broken.error_line(broken.run_cli(broken.fast_run_args(other, out)))
-    assert line == (f"error: --out {out} holds a finished run (metrics.json, checkpoint.pt); train it further with "
+    assert line == (f"error: --out {out} holds a finished run (metrics.json); train it further with "
                     f"--resume {out} --epochs N (more epochs than it has), or choose another --out for a new run")
     assert not (out / "data_skipped.json").exists()
     followed = broken.run_cli(["--resume", out, "--epochs", "2", "--device", "cpu", "--wandb", "disabled",
