@@ -210,4 +210,5 @@ def skip_summary(skipped: list[tuple[str, str]], kinds: int = 5) -> str:
 
 
 def with_splits(ds: Dataset, train: Split, val: Split, test: Split) -> Dataset:
-    return replace(ds, train=train, val=val, test=test, official_split=False)  # new splits: not the file's own
+    # new splits: not the file's own, nor drawn by the fractions asked for (cv folds, a scored subset)
+    return replace(ds, train=train, val=val, test=test, official_split=False, partition=f"given splits ({ds.partition})")

@@ -96,3 +96,15 @@ def test_present_class_figure_kept_under_its_own_name():
     complete = {"test.balanced_accuracy": 0.7}
     metric_validity.mark(complete, "test", np.array([0, 1, 2]), classes)
     assert complete == {"test.balanced_accuracy": 0.7}
+
+
+def test_given_splits_are_not_judged_by_the_fractions(tmp_path):
+    # cv folds hand the run splits of their own sizes: the fraction check is for drawn splits only
+    from loaders.datasets import with_splits
+    ds = load_dataset(broken.data_cfg(_folder(tmp_path / "data", ["a", "b"] * 40)))
+    pool = np.arange(len(ds.train))
+    folded = with_splits(ds, ds.train.subset(pool[:20]), ds.train.subset(pool[20:30]), ds.train.subset(pool[30:]))
+    assert not any("against a requested" in w for w in split_audit.audit(folded, 0.15, 0.15))
+    drawn = load_dataset(broken.data_cfg(tmp_path / "data", val_fraction=0.3, test_fraction=0.3))
+    assert not any("against a requested" in w for w in split_audit.audit(drawn, 0.3, 0.3))
+    assert any("val split holds" in w for w in split_audit.audit(drawn, 0.05, 0.3))
