@@ -73,3 +73,20 @@ def test_a_finished_run_folder_is_refused_for_a_new_run_and_the_hint_works(tmp_p
                                "--train.progress", "off"])
     assert followed.returncode == 0, followed.stderr[-3000:]
     assert json.loads((out / "metrics.json").read_text())["epochs"] == 2
+
+
+def test_an_npz_byte_copy_is_the_runs_own_data(tmp_path):
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from engine import data_identity, data_scope
+    original, copy, other = tmp_path / "a.npz", tmp_path / "copy" / "b.npz", tmp_path / "c.npz"
+    np.savez(original, train_images=np.zeros((4, 8, 8), np.uint8), train_labels=np.arange(4) % 2)
+    copy.parent.mkdir()
+    shutil.copy(original, copy)
+    np.savez(other, train_images=np.ones((4, 8, 8), np.uint8), train_labels=np.arange(4) % 2)
+    restored = SimpleNamespace(cfg=SimpleNamespace(data=SimpleNamespace(path=str(original))), data_source=str(original),
+                               data_sha256=data_identity.sha256(original))
+    assert data_scope.is_own_data(restored, str(copy)) and data_scope.default_split(restored, str(copy)) == "test"
+    assert not data_scope.is_own_data(restored, str(other))
