@@ -90,3 +90,23 @@ def test_an_npz_byte_copy_is_the_runs_own_data(tmp_path):
                                data_sha256=data_identity.sha256(original))
     assert data_scope.is_own_data(restored, str(copy)) and data_scope.default_split(restored, str(copy)) == "test"
     assert not data_scope.is_own_data(restored, str(other))
+
+
+def test_only_training_images_under_another_path_are_refused_and_the_hint_works(trained, tmp_path):
+    from pathlib import Path
+
+    from loaders.datasets import load_dataset
+    data, run, train_metrics = trained
+    test_names = {Path(f).name for f in load_dataset(broken.data_cfg(data)).test.files}
+    copy = tmp_path / "copy"
+    shutil.copytree(data, copy, copy_function=shutil.copy)
+    rows = [line for line in (copy / "labels.csv").read_text().splitlines()[1:] if Path(line.split(",")[0]).name
+            not in test_names]
+    (copy / "labels.csv").write_text("file,label\n" + "\n".join(rows) + "\n")
+    line = broken.error_line(_evaluate(run, copy, tmp_path / "eval"))
+    assert f"{len(rows)} of {len(rows)} images have the content of images that trained or selected" in line
+    assert "nothing is left to score" in line
+    hinted = line.rsplit("--data ", 1)[1]
+    followed = _evaluate(run, hinted, tmp_path / "eval2")
+    assert followed.returncode == 0, followed.stderr[-2000:]
+    assert json.loads((tmp_path / "eval2" / "metrics.json").read_text())["test.n"] == train_metrics["test.n"]
