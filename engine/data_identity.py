@@ -5,7 +5,10 @@ label, its size and its modification time, plus the inputs that were skipped; of
 dataset (npz), the SHA-256 of the file. Sizes and mtimes, not content hashes: stat-ing
 10,000 files takes milliseconds, hashing them minutes. A copy that does not keep mtimes
 (`cp -r` without `-p`) therefore reads as changed files: the refusal says so, and a new run
-is the safe answer. (engine/fingerprint_data.py, where present, measures image statistics
+is the safe answer. Separately, `contents(ds)` records each image's content digest with its split,
+so engine.evaluate recognises the run's own images under any path (a byte copy, the folder given
+through its CSV) and never scores an image that trained or selected the model as if it were new:
+hashing is paid once per run, not on every resume check. (engine/fingerprint_data.py, where present, measures image statistics
 for choosing options; this module only answers "is it the same data?".)
 """
 from __future__ import annotations
@@ -32,6 +35,29 @@ def sha256(path: str | Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def digest(path: str | Path) -> str:
+    """A content digest of one file (BLAKE2b, 128 bits): equal bytes, equal digest, whatever the path."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def contents(ds) -> dict[str, str]:
+    """{content digest: split} of every image of a file dataset ({} for arrays: `of` has their SHA-256)."""
+    if ds.train.files is None:
+        return {}
+    found = {}
+    for split in SPLITS:
+        for path in ds.split(split).files:
+            try:
+                found.setdefault(digest(path), split)
+            except OSError:
+                continue  # unreadable now: the loaders report it
+    return found
 
 
 def of(ds) -> dict:

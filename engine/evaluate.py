@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from common.constants import BOOTSTRAP_RESAMPLES
-from engine import data_scope, eval_folder, report
+from engine import data_scope, eval_folder, metric_validity, report
 from engine.atomic import atomic_write_json
 from engine.env import device_name, versions
 from engine.evaluation import summarized
@@ -37,6 +37,7 @@ def evaluate(options: dict) -> dict:
         "classes": run.dataset.classes, "device": device_name(run.device), "versions": versions(),
         "wall_seconds": seconds, "test.images_per_second": test["n"] / max(seconds, 1e-9),
     }
+    metric_validity.mark(metrics, "test", result.labels.cpu().numpy(), run.dataset.classes)  # sync point: once
     usual = data_scope.default_split(scored.restored, options["data"])
     suffix = ("-" + options["split"] if options["split"] != usual else "") + ("-tta" if options["tta"] else "")
     out = eval_folder.claim(options["checkpoint"], options["data"], suffix, options["out"])
@@ -45,8 +46,9 @@ def evaluate(options: dict) -> dict:
     counts = {"evaluated": [int(v) for v in cm.sum(1).tolist()]}
     report.save_test_outputs(out, result.probs, result.labels, result.loader.split, counts)
     report.build_or_warn(out)
-    print(f"test: accuracy {test['accuracy']:.4f}  balanced_accuracy {test['balanced_accuracy']:.4f}  "
-          f"f1_macro {test['f1_macro']:.4f}  auc_macro {test['auc_macro']:.4f}  "
+    shown = metric_validity.shown
+    print(f"test: accuracy {shown(metrics['test.accuracy'])}  balanced_accuracy {shown(metrics['test.balanced_accuracy'])}  "
+          f"f1_macro {shown(metrics['test.f1_macro'])}  auc_macro {shown(metrics['test.auc_macro'])}  "
           f"(n={test['n']}, split {options['split']}, tta {'on' if options['tta'] else 'off'}, {seconds:.1f}s) -> {out}")
     return metrics
 

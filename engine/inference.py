@@ -51,9 +51,12 @@ class Scored:
 def score_checkpoint(options: dict, prog: str = "engine.predict") -> Scored:
     """Everything both CLIs do: restore, load, check, score (with TTA when asked)."""
     restored = restore(options["checkpoint"], options["device"])
+    asked = options["split"]
     if options["split"] == "auto":
         options["split"] = data_scope.default_split(restored, options["data"])
     ds, row_split = load_checked(restored, options["data"], options["split"], prog)
+    if prog == "engine.evaluate":  # figures: never on images the model trained or was selected on
+        ds, row_split = data_scope.without_seen(restored, ds, row_split, asked, options["data"])
     run = checkpoint_run(restored, ds, options["batch_size"], options["loader"], options["amp"])
     t0 = time.perf_counter()
     raw = scores(run, "test", options["tta"])

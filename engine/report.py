@@ -76,8 +76,12 @@ def save_test_outputs(run_dir: str | Path, probs: torch.Tensor, labels: torch.Te
 
 # ----------------------------------------------------------------------------- building
 
+def _number(value) -> float:
+    return float("nan") if value is None else value  # null: not computable (engine/metric_validity.py)
+
+
 def _per_class(metrics: dict, prefix: str, kind: str, classes: list[str]) -> list[float]:
-    return [metrics.get(f"{prefix}.{kind}.{c}", float("nan")) for c in classes]
+    return [_number(metrics.get(f"{prefix}.{kind}.{c}")) for c in classes]
 
 
 def build(run_dir: str | Path) -> list[Path]:
@@ -99,7 +103,7 @@ def build(run_dir: str | Path) -> list[Path]:
 
     written = [
         plots.confusion(cm, classes, out / "confusion_matrix.png"),
-        plots.roc_curves(probs, labels, classes, {c: metrics.get(f"test.auc.{c}", float("nan")) for c in classes},
+        plots.roc_curves(probs, labels, classes, dict(zip(classes, _per_class(metrics, "test", "auc", classes))),
                          out / "roc_curves.png"),
         plots.pr_curves(probs, labels, classes, out / "pr_curves.png"),
         plots.per_class_accuracy(classes, _per_class(metrics, "test", "sensitivity", classes),
@@ -112,7 +116,7 @@ def build(run_dir: str | Path) -> list[Path]:
     sampled = history[-1].get("train.class_histogram") if history else None
     written.append(plots.class_distribution(classes, counts, sampled, out / "class_distribution.png"))
     count, conf, acc = (t.numpy() for t in calibration_bins(torch.from_numpy(probs), torch.from_numpy(labels)))
-    written.append(plots.reliability(count, conf, acc, metrics.get("test.ece", float("nan")),
+    written.append(plots.reliability(count, conf, acc, _number(metrics.get("test.ece")),
                                      out / "reliability_diagram.png"))
     rows = saved["error_rows"]
     written.append(plots.misclassified(saved["error_images"], [classes[labels[r]] for r in rows],
@@ -170,6 +174,11 @@ def markdown(metrics: dict, classes: list[str], history: list[dict], figures: li
     facts = [(k, metrics.get(k)) for k in ("model", "image_size", "epochs", "best_epoch", "device",
                                             "wall_seconds", "train.images_per_second", "checkpoint", "data", "split", "tta")]
     lines += [" · ".join(f"**{k}** {v if isinstance(v, (str, bool)) else _fmt(v)}" for k, v in facts if v is not None), ""]
+    warnings = list(metrics.get("data.warnings") or []) + [metrics[k] for k in ("test.note", "val.note") if metrics.get(k)]
+    if warnings:  # what the split cannot support, above the figures it concerns ("–" below: not computable)
+        lines += ["## Warnings", ""] + [f"- {w}" for w in warnings] + [""]
+    if metrics.get("selection"):
+        lines += [f"**selection** {metrics['selection']}", ""]
     lines += ["## Metrics", "", "Test figures use the selected (best validation) weights; brackets are "
               "bootstrap 95% intervals (1,000 resamples of the test images).", ""]
     lines += ["| metric | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]

@@ -32,6 +32,8 @@ class Restored:
     device: torch.device
     decision: dict | None = None  # prior correction / threshold chosen on validation (engine/decisions.py)
     data_source: str = ""  # the absolute data path recorded at training time ("" in older checkpoints)
+    data_contents: dict = dataclasses.field(default_factory=dict)  # content digest -> split ({} in older ones)
+    data_sha256: str = ""  # an array file's SHA-256 (npz runs)
 
 
 def restore(checkpoint_dir: str, device: str = "auto") -> Restored:
@@ -51,7 +53,8 @@ def restore(checkpoint_dir: str, device: str = "auto") -> Restored:
                             len(classes), saved["image_size"], meta)
     model.load_state_dict(saved["model"])
     return Restored(model.to(dev).eval(), classes, cfg, saved["image_size"], saved["model_name"], dev,
-                    saved.get("decision"), (saved.get("data_identity") or {}).get("source", ""))
+                    saved.get("decision"), (saved.get("data_identity") or {}).get("source", ""),
+                    saved.get("data_contents") or {}, (saved.get("data_identity") or {}).get("sha256", ""))
 
 
 def load_checked(restored: Restored, data_path: str, split: str, prog: str = "engine.predict"
@@ -61,7 +64,16 @@ def load_checked(restored: Restored, data_path: str, split: str, prog: str = "en
     ds = data_scope.read_unlabelled(restored, data_path, prog)
     if ds is not None:  # new patients: every readable image, no label
         return ds, [data_scope.UNLABELLED] * len(ds.test)
-    ds = load_dataset(data_spec(data_scope.labelled_config(restored, data_path, split)), seed=restored.cfg.train.seed)
+    try:
+        ds = load_dataset(data_spec(data_scope.labelled_config(restored, data_path, split)), seed=restored.cfg.train.seed)
+    except ConfigError:
+        ds = data_scope.labels_ignored(restored, data_path, prog)  # predict: labels it cannot read are not needed
+        if ds is None:
+            raise
+        return ds, [data_scope.UNLABELLED] * len(ds.test)
+    if ds.classes != restored.classes and prog == "engine.predict" and not restored.cfg.model.metadata:
+        ds = data_scope.labels_ignored(restored, data_path, prog, f"its labels {ds.classes} are not the checkpoint's")
+        return ds, [data_scope.UNLABELLED] * len(ds.test)
     if restored.cfg.model.metadata:  # same columns, encoded as in training (fit on the train split)
         from loaders.tabular import attach_metadata
         ds, _ = attach_metadata(ds, restored.cfg.model.metadata)

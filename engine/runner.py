@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import signal
 import time
 import traceback
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from common.constants import BOOTSTRAP_RESAMPLES
-from engine import checkpoint, data_identity, decisions, distributed, report, resume_options, run_lock
+from engine import checkpoint, data_identity, decisions, distributed, metric_validity, report, resume_options, run_lock
 from engine.atomic import read_jsonl
 from engine.build import Run, build
 from engine.config import Config, ConfigError
@@ -27,6 +28,7 @@ from engine.env import device_name, setup_logging, versions
 from engine.evaluation import evaluate, scores, summarized
 from engine.memory import peak_memory, release_freed_host_memory
 from engine.progress import progress
+from loaders import split_audit
 from loaders.datasets import skip_summary
 
 log = logging.getLogger("medtrain.train")
@@ -59,6 +61,7 @@ class Progress:
     train_seconds: float = 0.0
     images_seen: int = 0
     data_identity: dict = field(default_factory=dict)  # what the run trains on; a resume on other data is refused
+    data_contents: dict = field(default_factory=dict)  # content digest -> split: evaluate knows its own images
     schedule: dict = field(default_factory=dict)       # the learning-rate plan, re-planned by --resume --epochs
 
 
@@ -85,10 +88,23 @@ def train(cfg: Config, dataset=None) -> dict | None:
         try:
             setup_logging()
             cfg, saved = _resume_config(cfg)
+            if saved is None and cfg.run.out and os.environ.get("RANK", "0") == "0":
+                _refuse_used_out(Path(cfg.run.out))
             run = build(cfg, dataset, out=str(_out_dir(cfg)), plan=True)
             return fit(run, saved)
         except torch.OutOfMemoryError as exc:  # advice in the resolved sizes when the run got built
             raise ConfigError(_out_of_memory_advice(run.cfg if run else cfg, exc)) from None
+
+
+def _refuse_used_out(out: Path) -> None:
+    """A new run into a finished run's folder would leave the two mixed (its data_skipped.json, report
+    and evaluations beside new metrics): training further is --resume's job. A stopped or killed run's
+    folder (a checkpoint, no metrics) stays free for a new start."""
+    if not run_lock.try_acquire(out):
+        return  # a run is writing there now: build() refuses with the holder's name
+    if (out / "metrics.json").exists():
+        raise ConfigError(f"--out {out} holds a finished run (metrics.json); train it further with --resume {out} "
+                          "--epochs N (more epochs than it has), or choose another --out for a new run")
 
 
 def _resume_config(cfg: Config) -> tuple[Config, dict | None]:
@@ -126,8 +142,11 @@ def fit(run: Run, saved: dict | None = None) -> dict | None:
     writer.start_tracking(resolved, cfg.wandb.mode, cfg.wandb.project)
     if ds.skipped:
         writer.skipped(ds.skipped)
+    for line in _split_warnings(run):  # before training: what the split can and cannot mean
+        log.warning("%s", line)
     state = _start(run, saved)
     state.data_identity, state.schedule = identity, resume_options.schedule_plan(saved, cfg)
+    state.data_contents = data_identity.contents(ds) if writer.is_main else {}
     if saved is not None:
         resume_options.apply_plan(run.trainer, state.schedule, cfg, run.loaders["train"].steps)  # a changed --epochs
     distributed.seed_rank_rng(cfg.train.seed, state.epoch, state.step)
@@ -143,6 +162,16 @@ def fit(run: Run, saved: dict | None = None) -> dict | None:
             log.info("early stopping: no val %s gain for %d epochs", cfg.train.select, state.bad_epochs)
             break
     return _finish(run, state, epoch, wall0)
+
+
+def _split_warnings(run: Run) -> list[str]:
+    return split_audit.audit(run.dataset, run.cfg.data.val_fraction, run.cfg.data.test_fraction)
+
+
+def _selection(run: Run, state: Progress) -> str:
+    if not len(run.dataset.val):
+        return "last epoch: no validation images, so no epoch could be selected"
+    return f"best val {run.cfg.train.select} (epoch {state.best['epoch'] + 1})"
 
 
 def _start(run: Run, saved: dict | None) -> Progress:
@@ -167,7 +196,8 @@ def _save(run: Run, state: Progress, epoch: int, step: int) -> None:
               "step": step, "best": state.best, "bad_epochs": state.bad_epochs}
     checkpoint.save(run.out, {"model": state.best_weights, "classes": run.dataset.classes, "config": run.cfg.to_dict(),
                               "image_size": run.cfg.data.image_size, "model_name": run.cfg.model.name,
-                              "state": resume, "data_identity": state.data_identity, "schedule": state.schedule})
+                              "state": resume, "data_identity": state.data_identity, "schedule": state.schedule,
+                              "data_contents": state.data_contents})
 
 
 def _train_epoch(run: Run, state: Progress, epoch: int, stop: StopFlag) -> bool:
@@ -230,7 +260,8 @@ def _validate(run: Run, state: Progress, epoch: int, stats: dict, seconds: float
         ema_model.load_state_dict(trainer.ema_state_dict())
         distributed.average_buffers(ema_model)
     val = evaluate(run, "val", model=ema_model).metrics
-    if trainer.plateau:
+    no_val = not len(run.dataset.val)  # nothing to select on: the last epoch is kept, none counts as "worse"
+    if trainer.plateau and not no_val:
         trainer.plateau.update(val[cfg.train.select])
     row = {"epoch": epoch, "train.loss": stats["loss"], "train.accuracy": stats["accuracy"],
            "train.balanced_accuracy": stats["balanced_accuracy"],
@@ -242,8 +273,8 @@ def _validate(run: Run, state: Progress, epoch: int, stats: dict, seconds: float
     log.info("epoch %d: loss %.4f acc %.4f | val acc %.4f bal-acc %.4f auc %.4f | %.0f img/s",
              epoch + 1, stats["loss"], stats["accuracy"], val["accuracy"], val["balanced_accuracy"],
              val["auc_macro"], row["train.images_per_second"])
-    if val[cfg.train.select] > state.best["score"]:
-        state.best = {"score": val[cfg.train.select], "epoch": epoch}
+    if no_val or val[cfg.train.select] > state.best["score"]:
+        state.best = {"score": -1.0 if no_val else val[cfg.train.select], "epoch": epoch}
         state.best_weights = copy.deepcopy((ema_model or trainer.model).state_dict())
         state.bad_epochs = 0
     else:
@@ -266,7 +297,10 @@ def _finish(run: Run, state: Progress, epoch: int, wall0: float) -> dict:
         "device": device_name(run.device), "versions": versions(), "loader": run.loader_name, "model": cfg.model.name,
         "image_size": cfg.data.image_size, "classes": ds.classes, "world_size": run.context.world_size,
         "data.skipped": len(ds.skipped) + len(bad_runtime), **peak_memory(run.device),
+        "selection": _selection(run, state), "data.warnings": _split_warnings(run),
     }
+    metric_validity.mark(metrics, "test", ds.test.labels, ds.classes)
+    metric_validity.mark(metrics, "val", ds.val.labels, ds.classes)
     if not writer.is_main:
         return metrics
     skipped = ds.skipped + sorted(bad_runtime.items())  # refused up front, then failed at decode
@@ -277,13 +311,17 @@ def _finish(run: Run, state: Progress, epoch: int, wall0: float) -> dict:
     report.save_test_outputs(run.out, scored.probs, scored.labels, scored.loader.split, _split_counts(ds))
     report.build_or_warn(run.out)
     writer.tracker.finish(metrics, run.out / "report")
-    writer.say(f"test: accuracy {test['accuracy']:.4f}  balanced_accuracy {test['balanced_accuracy']:.4f}  "
-               f"f1_macro {test['f1_macro']:.4f}  auc_macro {test['auc_macro']:.4f}  "
+    shown = metric_validity.shown
+    writer.say(f"test: accuracy {shown(metrics['test.accuracy'])}  balanced_accuracy {shown(metrics['test.balanced_accuracy'])}  "
+               f"f1_macro {shown(metrics['test.f1_macro'])}  auc_macro {shown(metrics['test.auc_macro'])}  "
                f"(n={test['n']}, best epoch {state.best['epoch'] + 1}, {metrics['train.images_per_second']:.0f} img/s, "
                f"{metrics['wall_seconds']:.0f}s) -> {run.out}")
     if run.decision["tau"]:
         writer.say(f"prior correction tau {run.decision['tau']:g} (chosen on val for {cfg.train.select}); uncorrected: "
-                   f"accuracy {test['uncorrected.accuracy']:.4f}  balanced_accuracy {test['uncorrected.balanced_accuracy']:.4f}")
+                   f"accuracy {test['uncorrected.accuracy']:.4f}  "
+                   f"balanced_accuracy {shown(metrics.get('test.uncorrected.balanced_accuracy'))}")
+    for line in metrics["data.warnings"] + [metrics[k] for k in ("test.note", "val.note") if k in metrics]:
+        writer.say(f"warning: {line}")
     if skipped:
         writer.say(f"skipped {len(skipped)} input(s): {skip_summary(skipped)} (each listed in {run.out}/data_skipped.json)")
     return metrics

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.errors import ConfigError
+from loaders import column_guess, filetypes
 from loaders import labels as label_rules
 from loaders.file_finder import FileFinder
 
@@ -124,7 +125,8 @@ def _named(keys: list[str], names: tuple[str, ...]) -> list[int]:
 
 def _split_column(path: Path, header: list[str], body, candidates: list[int]) -> int | None:
     for col in candidates:
-        values = {label_rules.clean_text(r[col]).lower() for _, r in body if col < len(r) and r[col].strip()}
+        values = {label_rules.clean_text(r[col]).lower() for _, r in body
+                  if col < len(r) and not label_rules.is_missing(r[col])}
         known = {v for v in values if v in SPLIT_VALUES}
         if known and known != values:
             odd = sorted(values - known)[0]
@@ -143,9 +145,14 @@ def _one_hot_columns(header: list[str], body, free: list[int]) -> dict[int, str]
     return {c: label_rules.normalize(header[c]) for c in cols} if len(cols) >= 2 else {}
 
 
-def detect_columns(path: Path, header: list[str], body, need_labels: bool = True) -> Columns:
+def detect_columns(path: Path, header: list[str], body, need_labels: bool = True, finder=None) -> Columns:
     keys = [header_key(h) for h in header]
     files = _named(keys, FILE_COLUMNS)
+    if not files and finder is not None:  # no header names it: the column whose cells name files here
+        files = [c for c in [column_guess.file_column(header, body, finder, path)] if c is not None]
+        if files:
+            log.warning("%s: file column %r chosen by content (its cells name files of the folder)", path.name,
+                        header[files[0]].strip())
     if not files:
         raise ConfigError(f"{path}: no file column; expected {HEADER_HINT} (found header "
                           f"{','.join(h.strip() for h in header)!r}; file columns: {', '.join(FILE_COLUMNS[:8])}, ...)")
@@ -161,9 +168,8 @@ def detect_columns(path: Path, header: list[str], body, need_labels: bool = True
     if cols.label is None:
         cols.one_hot = _one_hot_columns(header, body, free)
     if cols.label is None and not cols.one_hot and need_labels:
-        raise ConfigError(f"{path}: no label column; expected {HEADER_HINT} (found header "
-                          f"{','.join(h.strip() for h in header)!r}; label columns: {', '.join(LABEL_COLUMNS[:8])}, ...)")
-    used |= set(cols.one_hot)
+        cols.label = _label_by_content(path, header, body, [c for c in free if c != cols.file])
+    used |= set(cols.one_hot) | ({cols.label} - {None})
     cols.ignored = [header[i].strip() for i in range(len(header)) if i not in used and not _is_index_column(header[i])]
     extra_labels = [header[c].strip() for c in label_cols[1:]]
     if extra_labels:
@@ -173,6 +179,23 @@ def detect_columns(path: Path, header: list[str], body, need_labels: bool = True
         log.warning("%s: images grouped by %r; %s ignored", path.name, header[cols.group].strip(),
                     ", ".join(repr(header[c].strip()) for c in group_cols[1:]))
     return cols
+
+
+def _label_by_content(path: Path, header: list[str], body, free: list[int]) -> int:
+    """The label column no header names, by what it holds (loaders/column_guess.py), or one line
+    naming the CSV, its header and the columns that could be the label."""
+    col, candidates = column_guess.label_column(header, body, free)
+    shown = ",".join(h.strip() for h in header)
+    if col is not None:
+        log.warning("%s: label column %r chosen by content (%d distinct values)", path.name, header[col].strip(),
+                    len(column_guess.distinct_values(column_guess.sample(body), col)))
+        return col
+    if candidates:
+        names = ", ".join(repr(header[c].strip()) for c in candidates[:8])
+        raise ConfigError(f"{path}: no column is named as the label, and several could be ({names}); rename the one "
+                          f"holding the diagnosis to 'label' (found header {shown!r})")
+    raise ConfigError(f"{path}: no label column; expected {HEADER_HINT} (found header "
+                      f"{shown!r}; label columns: {', '.join(LABEL_COLUMNS[:8])}, ...)")
 
 
 def describe(header: list[str], cols: Columns) -> str:
@@ -239,7 +262,7 @@ def read_listing(root: Path, csv_path: Path, need_labels: bool = True) -> Listin
         if len(header) < 2 and need_labels:
             raise ConfigError(f"{csv_path}: no header row and one column; expected file,label")
         header, body = ["file", "label"][:len(header)] + [""] * (len(header) - 2), rows
-    cols = detect_columns(csv_path, header, body, need_labels)
+    cols = detect_columns(csv_path, header, body, need_labels, finder)
     listing = Listing([], [], [] if cols.group is not None else None, [] if cols.split is not None else None,
                       source=f"{csv_path.name}: {describe(header, cols)}")
     width = max(c for c in (cols.file, cols.label, cols.split) if c is not None) + 1
@@ -254,7 +277,7 @@ def read_listing(root: Path, csv_path: Path, need_labels: bool = True) -> Listin
         label, why = _label_of(row, cols)
         part = SPLIT_VALUES.get(label_rules.clean_text(row[cols.split]).lower()) if cols.split is not None else None
         if not why and cols.split is not None and part is None:
-            why = "empty split value"
+            why = "empty split value" if not row[cols.split].strip() else f"missing split value ({row[cols.split].strip()!r})"
         if why:
             listing.skipped.append((where, why))
             continue
@@ -271,10 +294,14 @@ def read_listing(root: Path, csv_path: Path, need_labels: bool = True) -> Listin
         if path is None:
             listing.skipped.append((str(root / row[cols.file].strip()) if why.startswith("listed") else where, why))
             continue
+        convert = filetypes.needs_conversion(path.name)
+        if convert:  # a DICOM listed in a CSV gets the words a DICOM in a class folder gets
+            listing.skipped.append((str(path), convert))
+            continue
         listing.files.append(str(path))
         listing.labels.append(label)
         if listing.groups is not None:
-            listing.groups.append(label_rules.clean_text(row[cols.group]) if cols.group < len(row) else "")
+            listing.groups.append(label_rules.group_id(row[cols.group]) if cols.group < len(row) else "")
         if listing.parts is not None:
             listing.parts.append(part)
     if cols.one_hot:
@@ -283,24 +310,72 @@ def read_listing(root: Path, csv_path: Path, need_labels: bool = True) -> Listin
             log.warning("%s: one-hot column(s) %s have no positive row: not classes", csv_path.name, ", ".join(empty))
     if listing.groups is not None and not any(listing.groups):
         listing.groups = None
+    if listing.groups is not None:
+        _own_groups(listing, csv_path.name, header[cols.group].strip())
     return listing
 
 
-def label_csvs(root: Path) -> list[Path]:
-    """CSVs in `root` whose header names a file column and labels (a label or one-hot columns)."""
+def _own_groups(listing: Listing, csv_name: str, column: str) -> None:
+    """An image with no group id is its own group: pooling the empty cells would make one giant
+    'lesion' (ISIC metadata leaves most lesion_id cells empty) that the split then follows."""
+    empty = [i for i, g in enumerate(listing.groups) if not g]
+    for i in empty:
+        listing.groups[i] = f"\x00image {i}"  # cannot collide with a cell: CSV text holds no NUL
+    if empty:
+        log.warning("%s: %d of %d images (%.0f%%) have no %r: each is its own group", csv_name, len(empty),
+                    len(listing.groups), 100 * len(empty) / len(listing.groups), column)
+
+
+TABLE_SUFFIXES = (".csv", ".tsv")
+
+
+def tables(root: Path) -> list[Path]:
+    """The visible CSV and TSV files directly in `root` (the delimiter is detected either way)."""
+    return sorted(p for p in root.iterdir() if p.suffix.lower() in TABLE_SUFFIXES and p.is_file()
+                  and not p.name.startswith((".", "@")))
+
+
+def label_csvs(root: Path, finder: FileFinder | None = None) -> list[Path]:
+    """CSVs in `root` with a file column (by name, or by cells naming files here) and labels: a named
+    label column holding at least two values (a submission template's constant column is not one),
+    one-hot columns, or a label column chosen by content."""
     found = []
-    for candidate in sorted(root.glob("*.csv")):
-        if candidate.name.startswith((".", "@")):
-            continue
+    finder = finder or FileFinder(root)
+    for candidate in tables(root):
         rows = read_rows(candidate)
         if not rows:
             continue
-        header, body = rows[0][1], rows[1:50]
+        header, body = rows[0][1], rows[1:column_guess.SAMPLE + 1]
         keys = [header_key(h) for h in header]
-        if not _named(keys, FILE_COLUMNS):
+        files = _named(keys, FILE_COLUMNS) or [c for c in [column_guess.file_column(header, body, finder, candidate)]
+                                               if c is not None]
+        if not files:
             continue
-        free = [i for i, k in enumerate(keys) if k not in FILE_COLUMNS + GROUP_COLUMNS + SPLIT_COLUMNS
-                and not _is_index_column(header[i])]
-        if _named(keys, LABEL_COLUMNS) or _one_hot_columns(header, body, free):
+        named = [c for c in _named(keys, LABEL_COLUMNS) if c != files[0]]
+        free = [i for i, k in enumerate(keys) if k not in FILE_COLUMNS + GROUP_COLUMNS + SPLIT_COLUMNS + LABEL_COLUMNS
+                and i != files[0] and not _is_index_column(header[i])]
+        if named:
+            if len(column_guess.distinct_values(column_guess.sample(body), named[0])) >= 2:
+                found.append(candidate)
+        elif _one_hot_columns(header, body, free) or column_guess.label_column(header, body, free)[0] is not None:
             found.append(candidate)
     return found
+
+
+def file_match_share(root: Path, csv_path: Path, finder: FileFinder) -> float:
+    """The share of a CSV's first rows whose file cell names a file here: which listing goes with the images."""
+    rows = read_rows(csv_path)
+    if len(rows) < 2:
+        return 0.0
+    header, body = rows[0][1], rows[1:51]
+    keys = [header_key(h) for h in header]
+    files = _named(keys, FILE_COLUMNS) or [column_guess.file_column(header, body, finder, csv_path)]
+    if files[0] is None:
+        return 0.0
+    hits = 0
+    for line, row in body:
+        try:
+            hits += files[0] < len(row) and finder.find(row[files[0]], csv_path, line)[0] is not None
+        except ConfigError:
+            continue
+    return hits / len(body)

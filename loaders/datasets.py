@@ -21,6 +21,7 @@ from common.errors import ConfigError
 from loaders import csv_table, images, splits, synthetic, tree
 from loaders import labels as label_rules
 from loaders.csv_table import FILE_COLUMNS, GROUP_COLUMNS, LABEL_COLUMNS, Listing  # noqa: F401 (re-exported)
+from loaders.file_finder import FileFinder
 from loaders.filetypes import IMAGE_EXTENSIONS  # noqa: F401 (re-exported)
 from loaders.labels import MISSING_LABELS  # noqa: F401 (re-exported)
 from loaders.npz import KNOWN_NPZ_CLASSES, load_npz  # noqa: F401 (re-exported)
@@ -36,23 +37,40 @@ FORMATS = ("a MedMNIST .npz, a class-per-folder tree, a folder with a CSV of fil
 # ----------------------------------------------------------------------------- where the labels are
 
 def read_listing(root: Path, csv_file: Path | None = None) -> Listing:
-    """The label source of a folder: the CSV given, labels.csv, the one label CSV, or the tree."""
+    """The label source of a folder: the CSV given, labels.csv|tsv, the label CSV that goes with the
+    images, or the tree."""
     if csv_file is not None:
         return csv_table.read_listing(root, csv_file)
-    if (root / "labels.csv").exists():
-        return csv_table.read_listing(root, root / "labels.csv")
-    candidates = csv_table.label_csvs(root)
-    if len(candidates) > 1:  # e.g. train.csv beside sample_submission.csv: which one is meant is the user's call
-        raise ConfigError(f"{root}: several CSVs with file and label columns ({', '.join(c.name for c in candidates)}); "
-                          f"pass the one to train on: --data {root / candidates[0].name}")
+    for name in ("labels.csv", "labels.tsv"):
+        if (root / name).exists():
+            return csv_table.read_listing(root, root / name)
+    finder = FileFinder(root)
+    candidates = csv_table.label_csvs(root, finder)
+    if len(candidates) > 1:  # e.g. train.csv beside a test listing: the one naming these images is meant
+        candidates = _matching_listing(root, candidates, finder)
     if candidates:
         return csv_table.read_listing(root, candidates[0])
     if any(p.is_dir() for p in tree.visible_children(root)):
         return tree.read_tree(root)
-    plain_csv = next((p for p in sorted(root.glob("*.csv")) if not p.name.startswith((".", "@"))), None)
+    plain_csv = next(iter(csv_table.tables(root)), None)
     if plain_csv is not None:  # a CSV without labels: its own reader says what is missing
         return csv_table.read_listing(root, plain_csv)
     raise ConfigError(f"{root}: no CSV and no class folders; expected {FORMATS}")
+
+
+def _matching_listing(root: Path, candidates: list[Path], finder: FileFinder) -> list[Path]:
+    """The one label CSV whose file cells name the images here (most of its rows), or one line naming
+    them all with the share each matches."""
+    shares = {c: csv_table.file_match_share(root, c, finder) for c in candidates}
+    best = max(candidates, key=lambda c: shares[c])
+    full = [c for c in candidates if shares[c] >= 0.9]
+    if len(full) == 1:
+        log.warning("%s: several label CSVs (%s); using %s, whose file column names the images here", root,
+                    ", ".join(c.name for c in candidates), full[0].name)
+        return full
+    listed = ", ".join(f"{c.name} ({shares[c]:.0%} of rows name a file here)" for c in candidates)
+    raise ConfigError(f"{root}: several CSVs with file and label columns ({listed}); pass the one to train on: "
+                      f"--data {best}")
 
 
 def _classes(root: Path, labels: list[str], listing: Listing) -> list[str]:
@@ -64,7 +82,10 @@ def _classes(root: Path, labels: list[str], listing: Listing) -> list[str]:
     if len(classes) < 2:
         hint = ""
         only = root / classes[0]
-        if listing.parts is None and only.is_dir() and any(p.is_dir() for p in tree.visible_children(only)):
+        tables = csv_table.tables(root)
+        if tables:  # labels are likelier in a table here than in the folders one level down
+            hint = f" ({tables[0].name} is here but was not read as labels; --data {tables[0]} says why)"
+        elif listing.parts is None and only.is_dir() and any(p.is_dir() for p in tree.visible_children(only)):
             hint = f" (is the dataset one level down? --data {only})"
         raise ConfigError(f"{root}: only one class ({classes[0]!r}) found; classification needs at least 2{hint}")
     return classes
@@ -189,4 +210,5 @@ def skip_summary(skipped: list[tuple[str, str]], kinds: int = 5) -> str:
 
 
 def with_splits(ds: Dataset, train: Split, val: Split, test: Split) -> Dataset:
-    return replace(ds, train=train, val=val, test=test, official_split=False)  # new splits: not the file's own
+    # new splits: not the file's own, nor drawn by the fractions asked for (cv folds, a scored subset)
+    return replace(ds, train=train, val=val, test=test, official_split=False, partition=f"given splits ({ds.partition})")

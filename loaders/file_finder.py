@@ -3,7 +3,8 @@
 In order: the path as written (relative to the data folder); the same with Windows `\\`
 separators and a leading `./` dropped; the path compared in Unicode NFC (a CSV typed on one
 system names `é` precomposed, the disk of another stores it decomposed, or the reverse);
-then, when the path is not there, the one file of that name anywhere in the data folder
+then, when the path is not there, the one file of that name anywhere in the data folder (in any
+case: `IMG_1.JPG` listed for `IMG_1.jpg`)
 (Kaggle layouts keep images in `train_images/` beside `train.csv`), and for a bare id
 without extension (`ISIC_0024306`, `image_id` columns) the one image with that stem. Two
 candidates are ambiguous and reported, never guessed. A path outside the data folder
@@ -28,7 +29,7 @@ class FileFinder:
     def __init__(self, root: Path):
         self.root = root
         self.real_root = root.resolve()
-        self._index: tuple[dict, dict, dict] | None = None
+        self._index: tuple[dict, dict, dict, dict] | None = None
 
     def find(self, cell: str, csv_path: Path, line: int) -> tuple[Path | None, str]:
         """(absolute path, "") or (None, reason it was not found)."""
@@ -43,11 +44,13 @@ class FileFinder:
             path = self.root / candidate
             if path.exists() or path.is_symlink():
                 return self._inside(path, cell, csv_path, line), ""
-        by_rel, by_name, by_stem = self._files()
+        by_rel, by_name, by_stem, by_lower = self._files()
         if _nfc(rel) in by_rel:
             return self._inside(by_rel[_nfc(rel)], cell, csv_path, line), ""
         base = rel.rsplit("/", 1)[-1]
         hits = by_name.get(base, [])
+        if not hits:  # `IMG_1.JPG` listed for `IMG_1.jpg`: cameras and Windows write the case either way
+            hits = by_lower.get(base.lower(), [])
         if not hits and not filetypes.is_image_name(base):
             hits = by_stem.get(base, [])
         if len(hits) == 1:
@@ -65,10 +68,10 @@ class FileFinder:
             raise ConfigError(f"{csv_path}:{line}: path {cell.strip()!r} escapes the data folder {self.root}")
         return full
 
-    def _files(self) -> tuple[dict, dict, dict]:
-        """Every non-hidden file under the root: by NFC relative path, by name, by image stem."""
+    def _files(self) -> tuple[dict, dict, dict, dict]:
+        """Every non-hidden file under the root: by NFC relative path, by name, by image stem, by lower-case name."""
         if self._index is None:
-            by_rel, by_name, by_stem = {}, {}, {}
+            by_rel, by_name, by_stem, by_lower = {}, {}, {}, {}
             for folder, dirs, files in os.walk(self.root):
                 dirs[:] = sorted(d for d in dirs if not filetypes.is_hidden(d))
                 for f in sorted(files):
@@ -78,7 +81,8 @@ class FileFinder:
                     key = _nfc(f)
                     by_rel[_nfc(str(path.relative_to(self.root)))] = path
                     by_name.setdefault(key, []).append(path)
+                    by_lower.setdefault(key.lower(), []).append(path)
                     if filetypes.is_image_name(key):
                         by_stem.setdefault(key.rsplit(".", 1)[0], []).append(path)
-            self._index = by_rel, by_name, by_stem
+            self._index = by_rel, by_name, by_stem, by_lower
         return self._index

@@ -35,6 +35,13 @@ def is_image_name(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
+def needs_conversion(name: str) -> str | None:
+    """The reason a file of a type that needs converting (DICOM, NIfTI, ...) is not used, else None:
+    the same words whether a tree holds it or a CSV lists it."""
+    dot = name.rfind(".")
+    return not_image_reason(name) if dot > 0 and name[dot:].lower() in _CONVERT_HINTS else None
+
+
 def not_image_reason(name: str) -> str:
     """Why a file in a class folder is not used, in words a user can act on."""
     dot = name.rfind(".")

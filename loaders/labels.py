@@ -2,22 +2,31 @@
 
 Two cells that a person reads as the same label are one class: Unicode NFC (macOS writes
 folder names decomposed, NFD), surrounding whitespace stripped, and numbers compared as
-numbers (`1`, `1.0` and ` 01` are class `1`; classes sort 2 before 10). Labels that still
+numbers (`1`, `1.0` and ` 01` are class `1`; classes sort 2 before 10), runs of inner
+whitespace read as one space (`seborrheic  keratosis` is `seborrheic keratosis`). Labels that still
 differ only by case are refused by the caller: `Mel` and `mel` may be a typo or two codes,
 and which one is meant is the user's call.
 """
 from __future__ import annotations
 
 import math
+import re
 import unicodedata
 
-# Spreadsheet and pandas spellings of "no value": a label, never a class of its own.
-MISSING_LABELS = ("nan", "na", "n/a", "none", "null", "?")
+# Spreadsheet, pandas and R spellings of "no value" (Excel's error values included): missing in
+# every label, group and split column, never a class, a group or a part of their own.
+MISSING_LABELS = ("nan", "na", "n/a", "n.a.", "<na>", "nat", "none", "null", "nil", "?", "-", "--", "#n/a",
+                  "#na", "#value!", "#ref!", "#div/0!", "#num!", "#name?", "#null!", "#n/a n/a")
 
 
 def clean_text(text: str) -> str:
     """NFC and stripped: the spelling every name is compared in."""
     return unicodedata.normalize("NFC", text).strip()
+
+
+def collapse_spaces(text: str) -> str:
+    """Inner runs of whitespace (a double space, a tab, a no-break space) as one space."""
+    return " ".join(text.split())
 
 
 def _number(text: str) -> float | None:
@@ -30,15 +39,24 @@ def _number(text: str) -> float | None:
 
 def normalize(label: str) -> str:
     """The canonical spelling of one label ('1.0' -> '1', ' nv ' -> 'nv')."""
-    text = clean_text(label)
+    text = collapse_spaces(clean_text(label))
+    if re.fullmatch(r"[+-]?\d+", text):  # exact: a long id must not round through a float
+        return str(int(text))
     value = _number(text)
     if value is None:
         return text
     return str(int(value)) if value.is_integer() else repr(value)
 
 
+def group_id(cell: str) -> str:
+    """The canonical spelling of a group (patient, lesion) id: as a label ('1017.0' -> '1017',
+    inner spaces collapsed) and case-folded ('P01' is 'p01': an id typed twice, not two patients);
+    '' when missing (spreadsheet no-values included)."""
+    return "" if is_missing(cell) else normalize(cell).casefold()
+
+
 def is_missing(label: str) -> bool:
-    text = clean_text(label)
+    text = collapse_spaces(clean_text(label))
     return not text or text.lower() in MISSING_LABELS
 
 

@@ -9,7 +9,8 @@ features fitted on the training split only, so nothing about val/test leaks in:
   a missing value is 0 (the training mean) with the flag set;
 - categorical: one-hot over the training vocabulary plus one "missing or unseen" slot.
 
-Missing means an empty cell, "unknown", "nan", "na", "none", "?" or no matching row.
+Missing means an empty cell, "unknown", any spreadsheet no-value (`nan`, `NA`, `#N/A`, `#VALUE!`,
+`null`, `-`, `?`, ...: loaders/labels.py) or no matching row.
 
 The batch contract stays `(images, labels)` for every backend; with metadata a loader is
 wrapped by `MetaLoader`, which yields `(images, labels, meta)`: meta rows are gathered on the
@@ -26,10 +27,11 @@ import numpy as np
 import torch
 
 from common.errors import ConfigError
+from loaders import labels as label_rules
 from loaders.csv_table import read_rows
 from loaders.datasets import FILE_COLUMNS, Dataset
 
-MISSING = {"", "unknown", "nan", "na", "n/a", "none", "?", "null"}
+MISSING = {"unknown"}  # besides every spelling loaders/labels.py reads as no value
 ID_COLUMNS = ("image_id",) + FILE_COLUMNS
 
 
@@ -88,7 +90,7 @@ class ColumnEncoding:
 
 
 def _is_missing(value: str) -> bool:
-    return value.strip().lower() in MISSING
+    return value.strip().lower() in MISSING or label_rules.is_missing(value)
 
 
 def _as_float(value: str) -> float | None:

@@ -9,6 +9,9 @@
 - Hidden and system entries are ignored at every depth (loaders/filetypes.py); files that
   are not an image type the decoder reads, and images outside any class folder, are listed
   as skipped with their reason; an empty class folder is a warning naming it.
+- Folders that are ids, not classes, are refused with one line naming what to give instead:
+  many "classes" of one to three images each (patients, lesions, studies), or nested
+  `patient/study/view.jpg` folders (CheXpert's layout), where the label lives in a CSV.
 - Symlinks are followed (a tree is built by its owner); one file reached twice (two links,
   or a link beside its target) is kept once, so it can never sit in train and test at once.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from pathlib import Path
 
 from common.errors import ConfigError
@@ -112,12 +116,41 @@ def split_folders(root: Path) -> dict[str, Path]:
     return result
 
 
+ID_CLASSES = 10          # at least this many "classes" of ...
+ID_MEDIAN_IMAGES = 3     # ... at most this many images each (median) are ids when named or nested like ids
+MANY_CLASSES = 50        # this many of that size are ids whatever their names
+
+
+def _id_like(name: str) -> bool:
+    """patient00001, ISIC_0012345, 2019-0042: three digits or more (class numbers 0..9 are not ids)."""
+    return sum(ch.isdigit() for ch in name) >= 3
+
+
+def _refuse_id_folders(root: Path, listing: Listing) -> None:
+    """Classes that are patients or studies would train a model to name patients: refused."""
+    counts = Counter(listing.labels)
+    if len(counts) < ID_CLASSES or sorted(counts.values())[len(counts) // 2] > ID_MEDIAN_IMAGES:
+        return
+    nested = sum(Path(f).parent.name != lab for f, lab in zip(listing.files, listing.labels)) > len(listing.files) / 2
+    id_named = sum(map(_id_like, counts)) > 0.9 * len(counts)
+    if len(counts) < MANY_CLASSES and not nested and not id_named:
+        return
+    median = sorted(counts.values())[len(counts) // 2]
+    example = os.path.relpath(listing.files[0], root)
+    tables = sorted(p.name for p in list(root.glob("*.csv")) + list(root.parent.glob("*.csv")))
+    hint = f"; a CSV nearby may hold them ({', '.join(tables[:3])})" if tables else ""
+    raise ConfigError(f"{root}: {len(counts)} folders with a median of {median} image(s) each (e.g. {example}) look "
+                      f"like patient/study ids, not classes; give the labels as a CSV of file,label beside the "
+                      f"images and --data that CSV{hint}")
+
+
 def read_tree(root: Path) -> Listing:
     splits = split_folders(root)
     seen: dict[str, str] = {}
     if not splits:
         listing = Listing([], [], source=f"class folders in {root.name}")
         _read_classes(root, listing, None, seen)
+        _refuse_id_folders(root, listing)
         return listing
     listing = Listing([], [], parts=[], source=f"split folders {', '.join(p.name for p in splits.values())} "
                                                "with class folders inside")
@@ -128,6 +161,7 @@ def read_tree(root: Path) -> Listing:
             del listing.skipped[before:]
             listing.skipped.append((str(folder), f"{part} folder has no class folders ({loose} unlabelled "
                                                  "file(s)): not used"))
+    _refuse_id_folders(root, listing)
     if "train" not in set(listing.parts):
         raise ConfigError(f"{root}: split folders found ({', '.join(p.name for p in splits.values())}) but no "
                           "labelled train folder; expected train/<class>/ images")

@@ -47,6 +47,28 @@ def _from_folder(root: Path) -> Listed | None:
     return (files, skipped) if files else None
 
 
+def _any_listing(path: Path) -> Listed | None:
+    """Every file the input lists or holds, its labels ignored: a CSV's file column (another clinic's
+    label columns beside it are not ours to read), else every image below a folder, nested or not."""
+    if path.is_file():
+        if filetypes.is_image_name(path.name):
+            return [str(path.resolve())], []
+        if path.suffix.lower() not in csv_table.TABLE_SUFFIXES:
+            return None
+        listing = csv_table.read_listing(path.parent, path, need_labels=False)
+        return listing.files, listing.skipped
+    for candidate in csv_table.tables(path):
+        try:
+            listing = csv_table.read_listing(path, candidate, need_labels=False)
+        except ConfigError:  # no file column: not a listing; the next table or the images
+            continue
+        if listing.files:
+            return listing.files, listing.skipped
+    files, skipped = tree.list_images(path)
+    skipped = [(p, why) for p, why in skipped if not p.lower().endswith(csv_table.TABLE_SUFFIXES)]
+    return (files, skipped) if files else None
+
+
 def _listed(path: Path) -> Listed | None:
     if path.is_file():
         if filetypes.is_image_name(path.name):
@@ -66,10 +88,11 @@ def _listed(path: Path) -> Listed | None:
     return _from_folder(path)
 
 
-def read(path: str, classes: list[str], workers: int = 2) -> Dataset | None:
-    """Every image of an unlabelled input as the test split, or None for a labelled input."""
+def read(path: str, classes: list[str], workers: int = 2, ignore_labels: bool = False) -> Dataset | None:
+    """Every image of an unlabelled input as the test split, or None for a labelled input;
+    `ignore_labels`: any input read as a list of images (prediction needs no labels)."""
     source = Path(path).expanduser()
-    listed = _listed(source)
+    listed = _any_listing(source) if ignore_labels else _listed(source)
     if listed is None:
         return None
     files, skipped = listed

@@ -150,15 +150,27 @@ def test_kaggle_style_csvs(tmp_path, header, folder, ext, fmt, strip_ext):
     assert _labels(ds)[f"im007{ext}"] == "1"
 
 
-def test_several_label_csvs_are_refused_and_one_can_be_named(tmp_path):
+def test_a_submission_template_beside_the_labels_is_not_a_label_csv(tmp_path):
+    # issue 27: its label column holds one value; the listing with labels is used, not refused
     names = _images(tmp_path)
     _write(tmp_path, ["image_id,label"] + [f"{n},{CLASSES[i % 3]}" for i, n in enumerate(names)], name="train.csv")
     _write(tmp_path, ["image_id,label"] + [f"{n},a" for n in names], name="sample_submission.csv")
-    with pytest.raises(ConfigError, match=r"several CSVs with file and label columns \(sample_submission\.csv, "
-                                          r"train\.csv\); pass the one to train on"):
-        _load(tmp_path)
+    ds = _load(tmp_path)
+    assert ds.classes == list(CLASSES) and len(_labels(ds)) == 30
     ds = _load(tmp_path / "train.csv")
     assert ds.classes == list(CLASSES) and len(_labels(ds)) == 30
+
+
+def test_several_label_csvs_naming_the_images_are_refused_and_the_hint_works(tmp_path):
+    names = _images(tmp_path)
+    _write(tmp_path, ["image_id,label"] + [f"{n},{CLASSES[i % 3]}" for i, n in enumerate(names)], name="a.csv")
+    _write(tmp_path, ["image_id,label"] + [f"{n},{CLASSES[(i + 1) % 3]}" for i, n in enumerate(names)], name="b.csv")
+    with pytest.raises(ConfigError, match=r"several CSVs with file and label columns \(a\.csv \(100% of rows name a "
+                                          r"file here\), b\.csv \(100% of rows name a file here\)\); pass the one to "
+                                          r"train on: --data \S+a\.csv") as err:
+        _load(tmp_path)
+    hinted = str(err.value).rsplit("--data ", 1)[1]
+    assert _load(hinted).classes == list(CLASSES)
 
 
 DIALECTS = {

@@ -169,7 +169,8 @@ def _splits_in_training(run: Path, data: Path) -> dict[str, str]:
 
 def test_evaluate_scores_all_of_other_data_and_the_test_split_of_its_own(runs, tmp_path):
     data, run, _ = runs
-    external = broken.good_folder(tmp_path / "site_b", n=60, classes=CLASSES)
+    # other bytes (size 40): images with the run's own content are recognised as its own (issue 27)
+    external = broken.good_folder(tmp_path / "site_b", n=60, classes=CLASSES, size=40)
     assert evaluate.main(["--checkpoint", str(run), "--data", str(external), "--out", str(tmp_path / "ext")]) == 0
     ext = json.loads((tmp_path / "ext" / "metrics.json").read_text())
     assert ext["test.n"] == 60 and ext["split"] == "all"

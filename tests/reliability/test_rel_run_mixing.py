@@ -241,8 +241,9 @@ def test_cv_folder_from_before_the_record_is_refused(tmp_path, capsys):
 
 def test_evaluations_of_two_folders_with_the_same_name_never_collide(tmp_path, no_report):
     data, run = _finished_run(tmp_path)
-    site_a = broken.good_folder(tmp_path / "siteA" / "test", n=12, classes=("a", "b", "c"))
-    site_b = broken.good_folder(tmp_path / "siteB" / "test", n=18, classes=("a", "b", "c"))
+    # other sites, other bytes (size 40): images with the run's own content would be recognised as its own
+    site_a = broken.good_folder(tmp_path / "siteA" / "test", n=12, classes=("a", "b", "c"), size=40)
+    site_b = broken.good_folder(tmp_path / "siteB" / "test", n=18, classes=("a", "b", "c"), size=40)
     for site in (site_a, site_b, site_a):  # the third evaluation redoes the first: its own folder again
         assert evaluate.main(["--checkpoint", str(run), "--data", str(site)]) == 0
     assert sorted(p.name for p in run.glob("eval-*")) == ["eval-test", "eval-test-2"]
