@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import ConfigError
-from loaders import csv_table, images, splits, synthetic, tree
+from loaders import csv_table, hdf5_store, images, splits, synthetic, tree
 from loaders import labels as label_rules
 from loaders.csv_table import FILE_COLUMNS, GROUP_COLUMNS, LABEL_COLUMNS, Listing  # noqa: F401 (re-exported)
 from loaders.filetypes import IMAGE_EXTENSIONS  # noqa: F401 (re-exported)
@@ -30,6 +30,7 @@ from loaders.spec import default_workers
 log = logging.getLogger("medtrain.data")
 
 FORMATS = ("a MedMNIST .npz, a class-per-folder tree, a folder with a CSV of file,label[,group][,split], "
+           "a folder with an HDF5 image store and its metadata CSV (ISIC 2024), "
            "train/val/test folders of class folders, a CSV file, or 'synthetic'")
 
 
@@ -38,9 +39,17 @@ FORMATS = ("a MedMNIST .npz, a class-per-folder tree, a folder with a CSV of fil
 def read_listing(root: Path, csv_file: Path | None = None) -> Listing:
     """The label source of a folder: the CSV given, labels.csv, the one label CSV, or the tree."""
     if csv_file is not None:
-        return csv_table.read_listing(root, csv_file)
+        store = hdf5_store.store_for_csv(csv_file)
+        return csv_table.read_listing(root, csv_file, finder=hdf5_store.KeyFinder(store) if store else None)
     if (root / "labels.csv").exists():
         return csv_table.read_listing(root, root / "labels.csv")
+    pair = hdf5_store.pick(root, "train")
+    if pair is not None:  # ISIC 2024: train-image.hdf5 + train-metadata.csv
+        store, table = pair
+        if table is None:
+            raise ConfigError(f"{root}: HDF5 store {store.name} has no CSV of its ids and labels beside it "
+                              f"(expected {hdf5_store.prefix(store)}-metadata.csv); pass one: --data <csv>")
+        return csv_table.read_listing(root, table, finder=hdf5_store.KeyFinder(store))
     candidates = csv_table.label_csvs(root)
     if len(candidates) > 1:  # e.g. train.csv beside sample_submission.csv: which one is meant is the user's call
         raise ConfigError(f"{root}: several CSVs with file and label columns ({', '.join(c.name for c in candidates)}); "
