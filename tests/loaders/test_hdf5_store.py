@@ -121,8 +121,9 @@ def isic_run(tmp_path_factory):
 def test_an_isic_folder_trains_a_binary_task_with_the_screening_figures(isic_run):
     _, run = isic_run
     metrics = json.loads((run / "metrics.json").read_text())
-    text = json.dumps(metrics)
-    assert '"pauc_tpr80"' in text and '"sensitivity_at_specificity90"' in text
+    assert metrics["classes"] == ["0", "1"]
+    for key in ("test.pauc_tpr80", "test.sensitivity_at_specificity90", "test.specificity_at_sensitivity90"):
+        assert 0.0 <= metrics[key] <= 1.0  # finite: the test split has both classes
 
 
 def test_predict_on_the_challenge_folder_scores_the_test_store_by_isic_id(isic_run, tmp_path):
