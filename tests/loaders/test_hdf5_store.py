@@ -159,3 +159,29 @@ def test_every_file_loader_reads_store_members(isic_run, backend, tmp_path, monk
     batches = list(loader)
     seen = sum(int((y >= 0).sum()) for _, y, *rest in batches)
     assert seen == len(ds.test) and all(torch.isfinite(x.float()).all() for x, *_ in batches)
+
+
+def test_a_large_store_checks_a_sample_first_and_the_rest_as_decoded(tmp_path, monkeypatch, caplog):
+    import torch
+
+    from engine.resolve import loader_spec
+    from loaders import base, datasets
+    root = isic_folder(tmp_path / "isic")
+    with h5py.File(root / "train-image.hdf5", "a") as fh:
+        del fh["ISIC_0000007"]
+        fh["ISIC_0000007"] = np.void(_jpeg(7, False)[:200])  # cut short: no end-of-image marker
+    monkeypatch.setattr(datasets, "STORE_SAMPLE", 10)
+    with caplog.at_level(logging.INFO, logger="medtrain.data"):
+        ds = load_dataset(parse_args(["--data", str(root), "--data.workers", "1", "--data.val_fraction", "0",
+                                      "--data.test_fraction", "0"]).data)
+    assert "headers of a 10-image sample checked" in caplog.text
+    cut = hdf5_store.member((root / "train-image.hdf5").resolve(), "ISIC_0000007")
+    if cut in ds.train.files:  # not in the sample: found when the loader decodes it, listed as skipped
+        cfg = parse_args(["--data", str(root), "--batch-size", "8", "--device", "cpu", "--data.workers", "1"])
+        loader = base.build("plain", ds, "train", loader_spec(cfg), torch.device("cpu"), train=False)
+        list(loader)
+        assert "truncated" in loader.bad.items[cut].lower()  # the decoder's own words
+    else:
+        assert dict(ds.skipped)[cut].startswith("truncated JPEG")
+    full = load_dataset(parse_args(["--data", str(root), "--data.verify", "full", "--data.workers", "1"]).data)
+    assert dict(full.skipped)[cut].startswith("truncated JPEG")
