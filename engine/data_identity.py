@@ -20,6 +20,10 @@ SPLITS = ("train", "val", "test")
 
 
 def _relative(path: str, root: Path) -> str:
+    # String prefix first: Path.relative_to costs ~20 us a call, 8 s over 400k images.
+    prefix = str(root).rstrip("/") + "/"
+    if path.startswith(prefix):
+        return path[len(prefix):]
     try:
         return str(Path(path).relative_to(root))
     except ValueError:

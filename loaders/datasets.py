@@ -113,7 +113,7 @@ def _partition(all_split: Split, parts: np.ndarray | None, cfg, seed: int) -> tu
 
 # ----------------------------------------------------------------------------- files
 
-STORE_SAMPLE = 4096  # members of a large HDF5 store header-checked before training (the rest as decoded)
+STORE_SAMPLE = 1024  # members of a large HDF5 store header-checked before training (the rest as decoded)
 
 
 def _verify(files: list[str], cfg) -> tuple[list[int], list[tuple[str, str]], tuple[int, int] | None]:

@@ -8,6 +8,7 @@ and which one is meant is the user's call.
 """
 from __future__ import annotations
 
+import functools
 import math
 import unicodedata
 
@@ -15,6 +16,7 @@ import unicodedata
 MISSING_LABELS = ("nan", "na", "n/a", "none", "null", "?")
 
 
+@functools.lru_cache(maxsize=65536)  # 400k-row CSVs repeat a few labels and group ids
 def clean_text(text: str) -> str:
     """NFC and stripped: the spelling every name is compared in."""
     return unicodedata.normalize("NFC", text).strip()
@@ -28,6 +30,7 @@ def _number(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+@functools.lru_cache(maxsize=65536)
 def normalize(label: str) -> str:
     """The canonical spelling of one label ('1.0' -> '1', ' nv ' -> 'nv')."""
     text = clean_text(label)
@@ -37,6 +40,7 @@ def normalize(label: str) -> str:
     return str(int(value)) if value.is_integer() else repr(value)
 
 
+@functools.lru_cache(maxsize=65536)
 def is_missing(label: str) -> bool:
     text = clean_text(label)
     return not text or text.lower() in MISSING_LABELS
