@@ -17,10 +17,13 @@ evaluation). It prints one JSON line, appended to --out when given:
 - the loader chosen and why, the sizes, and the machine's load average at the end (the
   2-core machine is shared: figures are "on a loaded machine").
 
-The dataset comes from bench/make_isic_scale.py (never committed). Documented run:
+The dataset comes from bench/make_isic_scale.py (never committed). Documented run
+(bench/results/cpu-scale-isic.md), the plan choosing model, size and batch as for a user:
 
-    python -m bench.scale --data /work/scale-data/isic40k --steps 20 --out bench/results/cpu-scale-isic.jsonl \\
-        --device cpu --model mlp --image-size 64 --batch-size 256
+    python bench/make_isic_scale.py --sizes 40000,100000,400000 --out /work/scale-data
+    for n in 40k 100k 400k; do
+        python -m bench.scale --data /work/scale-data/isic$n --steps 20 --out bench/results/cpu-scale-isic.jsonl --device cpu
+    done
 """
 from __future__ import annotations
 
