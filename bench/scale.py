@@ -127,6 +127,7 @@ def main(argv: list[str]) -> int:
                               "--train.progress", "off"])
     config = json.loads((Path(run_dir) / "config.json").read_text()) if (Path(run_dir) / "config.json").exists() else {}
     batch = config.get("data", {}).get("batch_size", 0)
+    stamps = stamps[:steps]  # the runner reads the flag once more while it stops (after saving): not a step
     rate = (len(stamps) - 1) * batch / (stamps[-1] - stamps[0]) if len(stamps) > 1 else float("nan")
     n_train = _train_size(run_dir)
     row = {"data": data, "exit": code, "steps": len(stamps), "batch_size": batch,
