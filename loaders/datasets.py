@@ -44,12 +44,8 @@ def read_listing(root: Path, csv_file: Path | None = None) -> Listing:
     if (root / "labels.csv").exists():
         return csv_table.read_listing(root, root / "labels.csv")
     pair = hdf5_store.pick(root, "train")
-    if pair is not None:  # ISIC 2024: train-image.hdf5 + train-metadata.csv
-        store, table = pair
-        if table is None:
-            raise ConfigError(f"{root}: HDF5 store {store.name} has no CSV of its ids and labels beside it "
-                              f"(expected {hdf5_store.prefix(store)}-metadata.csv); pass one: --data <csv>")
-        return csv_table.read_listing(root, table, finder=hdf5_store.KeyFinder(store))
+    if pair is not None and pair[1] is not None:  # ISIC 2024: train-image.hdf5 + train-metadata.csv
+        return csv_table.read_listing(root, pair[1], finder=hdf5_store.KeyFinder(pair[0]))
     candidates = csv_table.label_csvs(root)
     if len(candidates) > 1:  # e.g. train.csv beside sample_submission.csv: which one is meant is the user's call
         raise ConfigError(f"{root}: several CSVs with file and label columns ({', '.join(c.name for c in candidates)}); "
@@ -61,6 +57,9 @@ def read_listing(root: Path, csv_file: Path | None = None) -> Listing:
     plain_csv = next((p for p in sorted(root.glob("*.csv")) if not p.name.startswith((".", "@"))), None)
     if plain_csv is not None:  # a CSV without labels: its own reader says what is missing
         return csv_table.read_listing(root, plain_csv)
+    if pair is not None:  # a store alone (another .h5 beside labelled images is left alone above)
+        raise ConfigError(f"{root}: HDF5 store {pair[0].name} has no CSV of its ids and labels beside it "
+                          f"(expected {hdf5_store.prefix(pair[0])}-metadata.csv); pass one: --data <csv>")
     raise ConfigError(f"{root}: no CSV and no class folders; expected {FORMATS}")
 
 

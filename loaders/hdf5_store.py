@@ -129,6 +129,8 @@ def pick(root: Path, purpose: str) -> tuple[Path, Path | None] | None:
     holds no store. Several stores and none named for the purpose: ConfigError naming them."""
     from common.errors import ConfigError
     found = pairs(root)
+    if any(table for _, table in found.values()):  # a stray .h5 (model weights) beside a store's pair is not one
+        found = {k: v for k, v in found.items() if v[1] is not None}
     if not found:
         return None
     if len(found) == 1:

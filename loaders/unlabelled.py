@@ -46,6 +46,8 @@ def _from_store(root: Path) -> Listed | None:
     store, table = hdf5_store.pick(root, "test")
     if hdf5_store.prefix(store).lower() != "test" and table is not None and _is_labelled(table):
         return None
+    if table is None and tree.list_images(root)[0]:
+        return _from_folder(root)  # images beside a stray .h5 (model weights): the images are the input
     if table is None:
         listing = hdf5_store.listing_from_keys(store)
         return listing.files, listing.skipped

@@ -185,3 +185,15 @@ def test_a_large_store_checks_a_sample_first_and_the_rest_as_decoded(tmp_path, m
         assert dict(ds.skipped)[cut].startswith("truncated JPEG")
     full = load_dataset(parse_args(["--data", str(root), "--data.verify", "full", "--data.workers", "1"]).data)
     assert dict(full.skipped)[cut].startswith("truncated JPEG")
+
+
+def test_a_stray_h5_beside_a_labelled_folder_is_not_a_store(tmp_path):
+    root = tmp_path / "data"
+    for i in range(12):
+        label = "pos" if i % 2 else "neg"
+        (root / label).mkdir(parents=True, exist_ok=True)
+        (root / label / f"{i}.jpg").write_bytes(_jpeg(i, label == "pos"))
+    with h5py.File(root / "model_weights.h5", "w") as fh:  # Keras weights, say
+        fh["dense/kernel"] = np.zeros((4, 4), np.float32)
+    ds = load_dataset(parse_args(["--data", str(root), "--data.workers", "1"]).data)
+    assert ds.classes == ["neg", "pos"] and not any(hdf5_store.is_member(f) for f in ds.train.files)
