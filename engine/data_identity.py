@@ -23,6 +23,10 @@ SPLITS = ("train", "val", "test")
 
 
 def _relative(path: str, root: Path) -> str:
+    # String prefix first: Path.relative_to costs ~20 us a call, 8 s over 400k images.
+    prefix = str(root).rstrip("/") + "/"
+    if path.startswith(prefix):
+        return path[len(prefix):]
     try:
         return str(Path(path).relative_to(root))
     except ValueError:
@@ -69,15 +73,22 @@ def of(ds) -> dict:
         identity["sizes"] = [len(ds.split(s)) for s in SPLITS]
         return identity
     root = source.resolve() if source.is_dir() else source.parent.resolve()
-    rows = []
+    rows, store_stats = [], {}
     for split in SPLITS:
         part = ds.split(split)
         for path, label in zip(part.files, part.labels.tolist()):
-            try:
-                st = os.stat(path)
-                size, mtime = st.st_size, st.st_mtime_ns
-            except OSError:
-                size, mtime = -1, -1
+            # An HDF5 store member (`store.hdf5::key`) changes with its store: the store's stat.
+            store = path.split("::", 1)[0] if "::" in path else None
+            if store in store_stats:
+                size, mtime = store_stats[store]
+            else:
+                try:
+                    st = os.stat(store or path)
+                    size, mtime = st.st_size, st.st_mtime_ns
+                except OSError:
+                    size, mtime = -1, -1
+                if store:
+                    store_stats[store] = size, mtime
             rows.append([_relative(path, root), split, ds.classes[label], size, mtime])
     identity["files"] = rows
     identity["skipped"] = sorted(_relative(p, root) for p, _ in ds.skipped)

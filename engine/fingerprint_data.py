@@ -21,19 +21,36 @@ def _sample_rows(n: int, seed: int = 0) -> np.ndarray:
     return np.sort(rng.choice(n, size=min(n, SAMPLE), replace=False))
 
 
+def _sample_image(path: str) -> tuple[np.ndarray, int, str]:
+    """(STAT_SIZE x STAT_SIZE x 3 uint8, native side, mode) of one file or HDF5 store member."""
+    import io
+
+    from PIL import Image
+
+    from loaders import dicom, images
+    data = images.read_bytes(path)
+    if dicom.is_dicom(data):  # pydicom, not PIL: the loaders' own rule, then resized
+        full = images.decode(data, None)
+        small = np.asarray(Image.fromarray(full).resize((STAT_SIZE, STAT_SIZE), Image.BILINEAR))
+        grey = bool((full[..., 0] == full[..., 1]).all() and (full[..., 1] == full[..., 2]).all())
+        return small, max(full.shape[:2]), "L" if grey else "RGB"
+    with Image.open(io.BytesIO(data)) as im:
+        side, mode = max(im.size), im.mode
+        im.draft("RGB", (STAT_SIZE * 2, STAT_SIZE * 2))  # JPEG: decode at 1/2..1/8 scale
+        return np.asarray(im.convert("RGB").resize((STAT_SIZE, STAT_SIZE), Image.BILINEAR)), side, mode
+
+
 def _file_sample(files: list[str]) -> tuple[np.ndarray, list[int], list[str]]:
     """(N, STAT_SIZE, STAT_SIZE, 3) uint8, native sides (max of h, w), PIL modes of the sample."""
-    from PIL import Image
     arrays, sides, modes = [], [], []
     for i in _sample_rows(len(files)):
         try:
-            with Image.open(files[i]) as im:
-                sides.append(max(im.size))
-                modes.append(im.mode)
-                im.draft("RGB", (STAT_SIZE * 2, STAT_SIZE * 2))  # JPEG: decode at 1/2..1/8 scale
-                arrays.append(np.asarray(im.convert("RGB").resize((STAT_SIZE, STAT_SIZE), Image.BILINEAR)))
+            array, side, mode = _sample_image(files[i])
         except Exception:  # unreadable files are the loaders' business; the fingerprint skips them
             continue
+        arrays.append(array)
+        sides.append(side)
+        modes.append(mode)
     if not arrays:
         return np.zeros((0, STAT_SIZE, STAT_SIZE, 3), np.uint8), sides, modes
     return np.stack(arrays), sides, modes

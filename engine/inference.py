@@ -72,6 +72,9 @@ def _kept_rows(requested, kept) -> list[int]:
 
 
 def relative_name(path: str, root: str) -> str:
+    """A file's path relative to the data folder; an HDF5 store member's key (ISIC's isic_id)."""
+    if "::" in path and path.split("::", 1)[0].lower().endswith((".hdf5", ".h5", ".he5")):
+        return path.split("::", 1)[1]
     try:
         return str(Path(path).resolve().relative_to(Path(root).resolve()))
     except ValueError:

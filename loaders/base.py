@@ -166,6 +166,9 @@ def available(name: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+CPU_DECODE_ONCE_MAX = 20_000  # file images `auto` decodes up front on a CPU device (tensor); above: plain
+
+
 def resolve(name: str, ds: Dataset, device: torch.device) -> tuple[str, str]:
     """(backend, why) for `--loader NAME`, `auto` picking the fastest that can run here."""
     in_memory = ds.train.images is not None
@@ -183,6 +186,11 @@ def resolve(name: str, ds: Dataset, device: torch.device) -> tuple[str, str]:
         if available("nvjpeg"):
             return "nvjpeg", "GPU present, DALI not installed: torchvision nvJPEG decode on the GPU"
     n, s = len(ds.train) + len(ds.val) + len(ds.test), ds.native_size
+    if device.type != "cuda" and n > CPU_DECODE_ONCE_MAX:
+        # Measured (bench/results/cpu-scale-isic.md): 40k 128-px JPEGs took 76 s to decode before
+        # the first step on the loaded 2-core machine, while a CPU model step, not decoding, sets the rate.
+        return "plain", (f"{n} images: decoding them all before the first step would take minutes on this CPU; "
+                         "decoding per batch in threads")
     if n * s * s * 3 < 4 * 2**30:
         return "tensor", f"no GPU decoder here; {n} images x {s}px fit in memory, decoded once"
     return "plain", "dataset too large to hold decoded; decoding per batch in threads"

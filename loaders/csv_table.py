@@ -35,7 +35,7 @@ log = logging.getLogger("medtrain.data")
 
 FILE_COLUMNS = ("file", "filename", "file_name", "filepath", "file_path", "path", "image", "image_id",
                 "image_name", "image_path", "imagename", "image_file", "img", "img_id", "img_name", "img_path",
-                "image_index", "id_code", "fname", "name", "id")
+                "image_index", "id_code", "fname", "name", "id", "isic_id")
 LABEL_COLUMNS = ("label", "labels", "class", "class_name", "classname", "dx", "target", "diagnosis", "category",
                  "level", "finding", "finding_labels", "y")
 GROUP_COLUMNS = ("group", "group_id", "patient_id", "patientid", "patient", "patient_name", "subject",
@@ -249,11 +249,12 @@ def _label_of(row: list[str], cols: Columns) -> tuple[str, str]:
     return label_rules.normalize(raw), ""
 
 
-def read_listing(root: Path, csv_path: Path, need_labels: bool = True) -> Listing:
+def read_listing(root: Path, csv_path: Path, need_labels: bool = True, finder=None) -> Listing:
+    """`finder`: what a file cell names (default files under `root`; an HDF5 store's keys: loaders/hdf5_store.py)."""
     rows = read_rows(csv_path)
     if not rows:
         raise ConfigError(f"{csv_path}: empty CSV; expected a header file,label[,group]")
-    finder = FileFinder(root)
+    finder = finder or FileFinder(root)
     (_, header), body = rows[0], rows[1:]
     if not _known_header(header) and header and header[0].strip() and finder.find(header[0], csv_path, 1)[0]:
         # The first row is data: reading it as a header would silently drop one image.

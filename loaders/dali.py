@@ -22,6 +22,8 @@ not an image: the same checks as the dataset scan); a bad file is replaced by a 
 its row masked with label -1 and the file reported once. If DALI still fails on a batch, the
 batch's files are fully decoded on the host to find the culprit, which is then skipped the
 same way, and the pipeline is rebuilt at that step: never a crash mid-epoch, never a shift.
+DICOM files (which DALI does not read) are decoded on the host when read (loaders/dicom.py) and
+handed to DALI as PNG bytes.
 """
 from __future__ import annotations
 
@@ -34,10 +36,17 @@ import torch
 from PIL import Image
 
 from common.errors import ConfigError
-from loaders import images
+from loaders import dicom, images
 from loaders.base import Loader, host_indices
 
 log = logging.getLogger("medtrain.loaders")
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    """Lossless bytes DALI's decoder reads, for pixels decoded on the host (DICOM)."""
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
 
 
 def _placeholder_jpeg() -> np.ndarray:
@@ -125,6 +134,8 @@ class DaliLoader(Loader):
             try:
                 data = images.read_bytes(path)
                 images.check_bytes(data)
+                if dicom.is_dicom(data):  # DALI reads no DICOM: decoded here on the CPU, handed on as PNG
+                    data = _png(images.decode(data, None))
             except images.BadImage as exc:
                 self.bad.add(path, str(exc))
                 self.known_bad.add(i)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import ConfigError
-from loaders import csv_table, images, splits, synthetic, tree
+from loaders import csv_table, hdf5_store, images, splits, synthetic, tree
 from loaders import labels as label_rules
 from loaders.csv_table import FILE_COLUMNS, GROUP_COLUMNS, LABEL_COLUMNS, Listing  # noqa: F401 (re-exported)
 from loaders.file_finder import FileFinder
@@ -31,6 +31,7 @@ from loaders.spec import default_workers
 log = logging.getLogger("medtrain.data")
 
 FORMATS = ("a MedMNIST .npz, a class-per-folder tree, a folder with a CSV of file,label[,group][,split], "
+           "a folder with an HDF5 image store and its metadata CSV (ISIC 2024), "
            "train/val/test folders of class folders, a CSV file, or 'synthetic'")
 
 
@@ -40,10 +41,14 @@ def read_listing(root: Path, csv_file: Path | None = None) -> Listing:
     """The label source of a folder: the CSV given, labels.csv|tsv, the label CSV that goes with the
     images, or the tree."""
     if csv_file is not None:
-        return csv_table.read_listing(root, csv_file)
+        store = hdf5_store.store_for_csv(csv_file)
+        return csv_table.read_listing(root, csv_file, finder=hdf5_store.KeyFinder(store) if store else None)
     for name in ("labels.csv", "labels.tsv"):
         if (root / name).exists():
             return csv_table.read_listing(root, root / name)
+    pair = hdf5_store.pick(root, "train")
+    if pair is not None and pair[1] is not None:  # ISIC 2024: train-image.hdf5 + train-metadata.csv
+        return csv_table.read_listing(root, pair[1], finder=hdf5_store.KeyFinder(pair[0]))
     finder = FileFinder(root)
     candidates = csv_table.label_csvs(root, finder)
     if len(candidates) > 1:  # e.g. train.csv beside a test listing: the one naming these images is meant
@@ -55,6 +60,9 @@ def read_listing(root: Path, csv_file: Path | None = None) -> Listing:
     plain_csv = next(iter(csv_table.tables(root)), None)
     if plain_csv is not None:  # a CSV without labels: its own reader says what is missing
         return csv_table.read_listing(root, plain_csv)
+    if pair is not None:  # a store alone (another .h5 beside labelled images is left alone above)
+        raise ConfigError(f"{root}: HDF5 store {pair[0].name} has no CSV of its ids and labels beside it "
+                          f"(expected {hdf5_store.prefix(pair[0])}-metadata.csv); pass one: --data <csv>")
     raise ConfigError(f"{root}: no CSV and no class folders; expected {FORMATS}")
 
 
@@ -125,6 +133,25 @@ def _partition(all_split: Split, parts: np.ndarray | None, cfg, seed: int) -> tu
 
 # ----------------------------------------------------------------------------- files
 
+STORE_SAMPLE = 1024  # members of a large HDF5 store header-checked before training (the rest as decoded)
+
+
+def _verify(files: list[str], cfg) -> tuple[list[int], list[tuple[str, str]], tuple[int, int] | None]:
+    """images.scan of every file; for an HDF5 store larger than STORE_SAMPLE under --data.verify header,
+    of a fixed sample: one h5py read per key serializes on h5py's lock (~0.1-1 ms each on a loaded
+    machine: minutes at 400k keys), while the keys themselves are already known to exist and a
+    member that fails to decode later is skipped and listed like any bad file (loaders/base.py)."""
+    full, workers = cfg.verify == "full", max(2, default_workers(cfg.workers))
+    if full or len(files) <= STORE_SAMPLE or not hdf5_store.is_member(files[0]):
+        return images.scan(files, full=full, workers=workers)
+    rows = np.sort(np.random.default_rng(0).choice(len(files), STORE_SAMPLE, replace=False))
+    _, bad, common = images.scan([files[i] for i in rows], workers=workers)
+    log.info("HDF5 store of %d images: headers of a %d-image sample checked (%d bad); the rest are checked "
+             "as they are decoded (--data.verify full checks all first)", len(files), STORE_SAMPLE, len(bad))
+    dropped = {p for p, _ in bad}
+    return [i for i, f in enumerate(files) if f not in dropped], bad, common
+
+
 def _load_files(root: Path, cfg, seed: int, name: str, csv_file: Path | None = None) -> Dataset:
     listing = read_listing(root, csv_file)
     files, labels, skipped = listing.files, listing.labels, list(listing.skipped)
@@ -136,7 +163,7 @@ def _load_files(root: Path, cfg, seed: int, name: str, csv_file: Path | None = N
         raise ConfigError(f"{root}: no usable images found; expected {FORMATS}")
     log.info("labels from %s", listing.source)
 
-    good, bad, first = images.scan(files, full=cfg.verify == "full", workers=max(2, default_workers(cfg.workers)))
+    good, bad, first = _verify(files, cfg)
     skipped += bad
     if not good:
         reason = Counter(r for _, r in bad).most_common(1)[0][0]

@@ -37,7 +37,7 @@ import torch
 from common.cli import expand_path, run_main
 from common.errors import ConfigError
 from kernels.augment import DeviceAugment
-from loaders import images
+from loaders import hdf5_store, images
 from loaders.base import PAD_LABEL, Loader, host_indices
 from loaders.cache import cache_root
 from loaders.spec import DataSpec, LoaderSpec, default_workers
@@ -150,7 +150,7 @@ def cached_beton(ds, opts: LoaderSpec) -> tuple[Path, dict]:
     files, labels = [files[i] for i in order], np.asarray(labels)[order]
     digest = hashlib.sha256()
     for f, y in zip(files, labels):
-        st = os.stat(f)
+        st = os.stat(hdf5_store.stat_path(f))  # a store member changes with its store
         digest.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\0{y}\n".encode())
     digest.update(f"max_res={ds.native_size}".encode())
     out = cache_root(opts.cache_dir) / "ffcv" / f"{ds.name}-{digest.hexdigest()[:16]}.beton"

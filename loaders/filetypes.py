@@ -21,9 +21,15 @@ _NEEDS = {"WEBP": "webp", "JPEG2000": "jpg_2000"}
 Image.init()  # registers every plugin, so Image.OPEN lists what this PIL build reads
 IMAGE_EXTENSIONS = tuple(ext for ext, fmt in _CANDIDATES.items()
                          if fmt in Image.OPEN and (fmt not in _NEEDS or features.check(_NEEDS[fmt])))
+# DICOM is read by pydicom (loaders/dicom.py), not PIL: an image type whenever pydicom is installed.
+try:
+    import pydicom  # noqa: F401
+    IMAGE_EXTENSIONS += (".dcm", ".dicom")
+except ImportError:
+    pass
 SYSTEM_NAMES = {"__macosx", "thumbs.db", "desktop.ini", "$recycle.bin", "system volume information"}
 # Formats a medical user may drop in that need a conversion the engine does not do.
-_CONVERT_HINTS = {".dcm": "DICOM", ".dicom": "DICOM", ".nii": "NIfTI", ".gz": "compressed", ".heic": "HEIC",
+_CONVERT_HINTS = {".dcm": "DICOM: pip install -e .[dicom]", ".dicom": "DICOM: pip install -e .[dicom]", ".nii": "NIfTI", ".gz": "compressed", ".heic": "HEIC",
                   ".svs": "whole-slide", ".ndpi": "whole-slide", ".raw": "camera raw", ".dng": "camera raw"}
 
 

@@ -26,6 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
+from loaders import dicom, hdf5_store
+
 try:
     import simplejpeg
 except ImportError:  # PIL alone still works, only slower
@@ -114,6 +116,8 @@ def check_bytes(data: bytes, full: bool = False) -> tuple[int, int]:
     """(height, width) of a decodable image as shown (EXIF orientation applied), or BadImage."""
     if len(data) == 0:
         raise BadImage("empty file (0 bytes)")
+    if dicom.is_dicom(data):
+        return _check_dicom(data, full)
     is_jpeg = data[:3] == b"\xff\xd8\xff"
     if is_jpeg and not jpeg_complete(data):
         raise BadImage("truncated JPEG (no end-of-image marker)")
@@ -149,6 +153,18 @@ def check_bytes(data: bytes, full: bool = False) -> tuple[int, int]:
     return h, w
 
 
+def _check_dicom(data: bytes, full: bool) -> tuple[int, int]:
+    try:
+        h, w = dicom.size(data)
+        if full:
+            dicom.decode(data)
+    except dicom.DicomError as exc:
+        raise BadImage(str(exc)) from None
+    if h * w > MAX_PIXELS or min(h, w) < MIN_SIDE:
+        raise BadImage(f"DICOM image of {w}x{h} pixels (between {MIN_SIDE} per side and {MAX_PIXELS} in all)")
+    return h, w
+
+
 def to_8bit(im: Image.Image) -> Image.Image:
     """Deeper-than-8-bit and float images scaled to 0..255 by the rule in the module docstring."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
@@ -169,7 +185,12 @@ def to_8bit(im: Image.Image) -> Image.Image:
 def decode(data: bytes, size: int | None) -> np.ndarray:
     """HxWx3 uint8 RGB as shown; resized (squashed) to size x size when size is given and differs."""
     arr = None
-    if data[:3] == b"\xff\xd8\xff" and simplejpeg is not None:
+    if dicom.is_dicom(data):  # CPU decode in every loader (loaders/dicom.py has the rule)
+        try:
+            arr = dicom.decode(data)
+        except dicom.DicomError as exc:
+            raise BadImage(str(exc)) from None
+    elif data[:3] == b"\xff\xd8\xff" and simplejpeg is not None:
         try:
             arr = orient(simplejpeg.decode_jpeg(data, colorspace="RGB"), jpeg_orientation(data))
         except ValueError:
@@ -187,6 +208,12 @@ def decode(data: bytes, size: int | None) -> np.ndarray:
 
 
 def read_bytes(path: str) -> bytes:
+    """A file's bytes, or an HDF5 store member's (`store.hdf5::key`, loaders/hdf5_store.py)."""
+    if hdf5_store.is_member(path):
+        try:
+            return hdf5_store.read_member(path)
+        except hdf5_store.MemberError as exc:
+            raise BadImage(str(exc)) from None
     try:
         with open(path, "rb") as fh:
             return fh.read()

@@ -9,6 +9,7 @@ and which one is meant is the user's call.
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 import unicodedata
@@ -19,6 +20,7 @@ MISSING_LABELS = ("nan", "na", "n/a", "n.a.", "<na>", "nat", "none", "null", "ni
                   "#na", "#value!", "#ref!", "#div/0!", "#num!", "#name?", "#null!", "#n/a n/a")
 
 
+@functools.lru_cache(maxsize=65536)  # 400k-row CSVs repeat a few labels and group ids
 def clean_text(text: str) -> str:
     """NFC and stripped: the spelling every name is compared in."""
     return unicodedata.normalize("NFC", text).strip()
@@ -37,6 +39,7 @@ def _number(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+@functools.lru_cache(maxsize=65536)
 def normalize(label: str) -> str:
     """The canonical spelling of one label ('1.0' -> '1', ' nv ' -> 'nv')."""
     text = collapse_spaces(clean_text(label))
@@ -55,6 +58,7 @@ def group_id(cell: str) -> str:
     return "" if is_missing(cell) else normalize(cell).casefold()
 
 
+@functools.lru_cache(maxsize=65536)
 def is_missing(label: str) -> bool:
     text = collapse_spaces(clean_text(label))
     return not text or text.lower() in MISSING_LABELS

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import ConfigError
-from loaders import csv_table, filetypes, images, tree
+from loaders import csv_table, filetypes, hdf5_store, images, tree
 from loaders.records import Dataset, Split
 
 SPLIT = "unlabelled"  # the split name given to every row of an unlabelled input
@@ -31,12 +31,27 @@ def _is_labelled(csv_path: Path) -> bool:
     return csv_path in csv_table.label_csvs(csv_path.parent)
 
 
-def _from_csv(csv_path: Path) -> Listed | None:
-    """The files a CSV lists, None when it also holds labels (the labelled reader's)."""
-    if _is_labelled(csv_path):
+def _from_csv(csv_path: Path, store: Path | None = None, labelled_too: bool = False) -> Listed | None:
+    """The files (or `store` keys) a CSV lists, None when it also holds labels (the labelled reader's)."""
+    if not labelled_too and _is_labelled(csv_path):
         return None
-    listing = csv_table.read_listing(csv_path.parent, csv_path, need_labels=False)
+    finder = hdf5_store.KeyFinder(store) if store is not None else None
+    listing = csv_table.read_listing(csv_path.parent, csv_path, need_labels=False, finder=finder)
     return listing.files, listing.skipped
+
+
+def _from_store(root: Path) -> Listed | None:
+    """A folder as ISIC 2024 ships it: its test store (keys in its CSV's order) is what is scored;
+    a store whose CSV holds labels (the training pair alone) is the labelled reader's."""
+    store, table = hdf5_store.pick(root, "test")
+    if hdf5_store.prefix(store).lower() != "test" and table is not None and _is_labelled(table):
+        return None
+    if table is None and tree.list_images(root)[0]:
+        return _from_folder(root)  # images beside a stray .h5 (model weights): the images are the input
+    if table is None:
+        listing = hdf5_store.listing_from_keys(store)
+        return listing.files, listing.skipped
+    return _from_csv(table, store, labelled_too=True)
 
 
 def _from_folder(root: Path) -> Listed | None:
@@ -73,9 +88,14 @@ def _listed(path: Path) -> Listed | None:
     if path.is_file():
         if filetypes.is_image_name(path.name):
             return [str(path.resolve())], []
-        return _from_csv(path) if path.suffix.lower() == ".csv" else None
+        if path.suffix.lower() in hdf5_store.STORE_SUFFIXES:
+            listing = hdf5_store.listing_from_keys(path)
+            return listing.files, listing.skipped
+        return _from_csv(path, hdf5_store.store_for_csv(path)) if path.suffix.lower() == ".csv" else None
     if not path.is_dir():
         return None
+    if hdf5_store.stores(path):
+        return _from_store(path)
     if csv_table.label_csvs(path):
         return None  # a labelled CSV here: the labelled reader's, whatever else is beside it
     for candidate in sorted(path.glob("*.csv")):

@@ -70,3 +70,11 @@ def test_auto_picks_tensor_on_cpu_and_explains(setup):
     cfg, ds, device = setup
     name, why = base.resolve("auto", ds, device)
     assert name == "tensor" and "fit in memory" in why
+
+
+def test_auto_streams_many_files_on_cpu_and_says_why(setup, monkeypatch):
+    """Decoding every file before the first step is minutes at ISIC 2024's size on a CPU: plain."""
+    cfg, ds, device = setup
+    monkeypatch.setattr(base, "CPU_DECODE_ONCE_MAX", len(ds.train) + len(ds.val) + len(ds.test) - 1)
+    name, why = base.resolve("auto", ds, device)
+    assert name == "plain" and "before the first step" in why

@@ -1,0 +1,103 @@
+"""Build ISIC-2024-shaped HDF5 image stores from the shared HAM images, for the scale curve.
+
+Each size gets its own folder: train-image.hdf5 (one JPEG's bytes per isic_id key, stored as
+np.void the way the challenge ships them) and train-metadata.csv (isic_id, target, patient_id
+and a few metadata columns), with about one positive per thousand images. The images are random
+crops of HAM images re-encoded at --px; the first --unique keys hold distinct crops, later keys
+repeat one of them (same decode cost, a fraction of the generation time). Written outside the
+repo (default /work/scale-data); never commit the output.
+
+    python bench/make_isic_scale.py --sizes 40000,100000,400000 --out /work/scale-data
+"""
+import argparse
+import csv
+import io
+import os
+import random
+import time
+
+import h5py
+import numpy as np
+from PIL import Image
+
+SITES = ["torso", "lower extremity", "upper extremity", "head/neck", "posterior torso"]
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--source", default="/work/shared/data/ham10000_224/images")
+    p.add_argument("--out", default="/work/scale-data")
+    p.add_argument("--sizes", default="40000,100000,400000")
+    p.add_argument("--px", type=int, default=128)
+    p.add_argument("--positive-rate", type=float, default=0.001)
+    p.add_argument("--patients", type=int, default=1042, help="ISIC 2024 has ~1k patients")
+    p.add_argument("--unique", type=int, default=50000,
+                   help="distinct encoded crops; keys beyond reuse one at random (a loaded 2-core machine "
+                        "encodes ~125 crops/s, so 400k unique crops would take most of an hour)")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args()
+
+
+def load_sources(folder, limit=1500):
+    # A decoded pool keeps the generator CPU-bound on crop+encode, not on decoding 400k JPEGs.
+    names = sorted(n for n in os.listdir(folder) if n.lower().endswith(".jpg"))[:limit]
+    return [np.asarray(Image.open(os.path.join(folder, n)).convert("RGB")) for n in names]
+
+
+def crop_jpeg(rng, pool, px):
+    img = pool[rng.randrange(len(pool))]
+    h, w = img.shape[:2]
+    side = rng.randint(min(h, w) // 2, min(h, w))
+    y, x = rng.randint(0, h - side), rng.randint(0, w - side)
+    tile = Image.fromarray(img[y:y + side, x:x + side]).resize((px, px), Image.BILINEAR)
+    buf = io.BytesIO()
+    tile.save(buf, format="JPEG", quality=rng.randint(80, 92))
+    return buf.getvalue()
+
+
+def open_outputs(out, sizes):
+    outs = []
+    for n in sizes:
+        folder = os.path.join(out, f"isic{n // 1000}k" if n % 1000 == 0 else f"isic{n}")
+        os.makedirs(folder, exist_ok=True)
+        h5 = h5py.File(os.path.join(folder, "train-image.hdf5.part"), "w")
+        fh = open(os.path.join(folder, "train-metadata.csv.part"), "w", newline="")
+        w = csv.writer(fh)
+        w.writerow(["isic_id", "target", "patient_id", "age_approx", "sex",
+                    "anatom_site_general", "tbp_lv_areaMM2"])
+        outs.append((n, folder, h5, fh, w))
+    return outs
+
+
+def main():
+    a = parse_args()
+    sizes = sorted(int(s) for s in a.sizes.split(","))
+    rng = random.Random(a.seed)
+    pool = load_sources(a.source)
+    outs = open_outputs(a.out, sizes)
+    encoded = []
+    t0 = time.time()
+    for i in range(sizes[-1]):
+        key = f"ISIC_{i:07d}"
+        if i < a.unique:
+            encoded.append(np.void(crop_jpeg(rng, pool, a.px)))
+        data = encoded[i] if i < a.unique else encoded[rng.randrange(a.unique)]
+        row = [key, int(rng.random() < a.positive_rate), f"IP_{rng.randrange(a.patients):07d}",
+               rng.choice(range(20, 90, 5)), rng.choice(["male", "female"]),
+               rng.choice(SITES), round(rng.uniform(1, 40), 3)]
+        for n, _, h5, _, w in outs:
+            if i < n:
+                h5[key] = data
+                w.writerow(row)
+        if i % 20000 == 0:
+            print(f"{i} images {time.time() - t0:.0f}s", flush=True)
+    for n, folder, h5, fh, _ in outs:
+        h5.close()
+        fh.close()
+        for name in ("train-image.hdf5", "train-metadata.csv"):
+            os.replace(os.path.join(folder, name + ".part"), os.path.join(folder, name))
+    print(f"done {sizes} in {time.time() - t0:.0f}s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
