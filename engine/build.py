@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from engine import cuda_math, decisions, distributed, run_lock
-from engine.config import Config
+from engine import cuda_math, decisions, distributed, multilabel, run_lock
+from engine.config import Config, ConfigError
 from engine.env import seed_everything
 from engine.loop import Trainer, autocast_dtype
 from engine.memory import warn_if_batch_will_not_fit
@@ -108,9 +108,16 @@ def _model_and_trainer(res: Resolved, ds: Dataset, device: torch.device, built: 
         _warn_if_batch_will_not_fit(net, res, device, meta)
     net = distributed.convert_sync_bn(net, cfg.dist.sync_bn)
     steps = built["train"].steps if "train" in built else 1
-    offset = decisions.loss_offset(cfg, decisions.train_counts(ds), device)  # None unless --optim.logit_adjust
+    if ds.multilabel and (cfg.optim.logit_adjust > 0 or cfg.eval.target_sensitivity > 0):
+        given = "--optim.logit_adjust" if cfg.optim.logit_adjust > 0 else "--eval.target_sensitivity"
+        raise ConfigError(f"{given} is for single-label classes; {ds.source} holds multi-label findings (a sigmoid "
+                          "per finding: --optim.pos_weight, --eval.finding_threshold); drop it")
+    if ds.multilabel:  # findings: per-finding sigmoid BCE, positives weighted by the training prior
+        offset, weight = None, multilabel.pos_weight(cfg, ds.train.labels, device)
+    else:
+        offset, weight = decisions.loss_offset(cfg, decisions.train_counts(ds), device), None  # None unless --optim.logit_adjust
     trainer = Trainer(net, cfg, device, ds.num_classes, steps, parallel=distributed.replicas(device),
-                      logit_offset=offset)
+                      logit_offset=offset, pos_weight=weight, multilabel=ds.multilabel)
     if cfg.train.amp and trainer.amp_dtype is None:
         log.warning("--amp: bf16 is emulated on this CPU (no AVX512-BF16/AMX) and ~10x slower than fp32, "
                     "so this run trains in fp32; --train.amp_dtype bf16 forces it")

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from common.errors import ConfigError
 from loaders import labels as label_rules
+from loaders import multilabel
 from loaders.file_finder import FileFinder
 
 log = logging.getLogger("medtrain.data")
@@ -115,6 +116,7 @@ class Columns:
     group: int | None = None
     split: int | None = None
     one_hot: dict[int, str] = field(default_factory=dict)   # column -> class name
+    multilabel: bool = False                                 # findings (loaders/multilabel.py), not one class
     ignored: list[str] = field(default_factory=list)
 
 
@@ -163,6 +165,7 @@ def detect_columns(path: Path, header: list[str], body, need_labels: bool = True
     if cols.label is None and not cols.one_hot and need_labels:
         raise ConfigError(f"{path}: no label column; expected {HEADER_HINT} (found header "
                           f"{','.join(h.strip() for h in header)!r}; label columns: {', '.join(LABEL_COLUMNS[:8])}, ...)")
+    cols.multilabel = _multilabel(path, header, body, cols, free)
     used |= set(cols.one_hot)
     cols.ignored = [header[i].strip() for i in range(len(header)) if i not in used and not _is_index_column(header[i])]
     extra_labels = [header[c].strip() for c in label_cols[1:]]
@@ -175,12 +178,27 @@ def detect_columns(path: Path, header: list[str], body, need_labels: bool = True
     return cols
 
 
+def _multilabel(path: Path, header: list[str], body, cols: Columns, free: list[int]) -> bool:
+    """Several findings per image: multi-hot 0/1 columns or a `|`-separated label column."""
+    if cols.one_hot:
+        return multilabel.has_multi_hot_rows(body, list(cols.one_hot), _ONE_HOT)
+    if cols.label is None or not multilabel.has_separated_cells(body, cols.label):
+        return False
+    hot = list(_one_hot_columns(header, body, free))
+    if hot and multilabel.has_multi_hot_rows(body, hot, _ONE_HOT):
+        multilabel.refuse_ambiguous(path, header, cols.label, hot)
+    return True
+
+
 def describe(header: list[str], cols: Columns) -> str:
     parts = [f"file {header[cols.file].strip()!r}"]
     if cols.label is not None:
         parts.append(f"label {header[cols.label].strip()!r}")
     if cols.one_hot:
-        parts.append(f"one-hot labels {', '.join(cols.one_hot.values())}")
+        kind = "multi-label findings (0/1 columns)" if cols.multilabel else "one-hot labels"
+        parts.append(f"{kind} {', '.join(cols.one_hot.values())}")
+    elif cols.multilabel:
+        parts.append(f"'{multilabel.SEPARATOR}'-separated findings")
     for kind in ("group", "split"):
         col = getattr(cols, kind)
         if col is not None:
@@ -201,6 +219,7 @@ class Listing:
     parts: list[str] | None = None            # predefined split per image: train|val|test
     skipped: list[tuple[str, str]] = field(default_factory=list)
     source: str = ""                           # where the labels came from, in words, for the log
+    findings: list[str] | None = None          # multi-label: the finding names; labels are tuples of them
 
 
 def _known_header(cells: list[str]) -> bool:
@@ -209,7 +228,9 @@ def _known_header(cells: list[str]) -> bool:
 
 
 def _label_of(row: list[str], cols: Columns) -> tuple[str, str]:
-    """(label, "") or ("", reason the row has none)."""
+    """(label, "") or ("", reason the row has none); multi-label: (tuple of findings, "")."""
+    if cols.multilabel:
+        return _findings_of(row, cols)
     if cols.one_hot:
         hot = [name for c, name in cols.one_hot.items() if c < len(row) and _ONE_HOT.get(row[c].strip()) == 1]
         if len(hot) != 1:
@@ -224,6 +245,17 @@ def _label_of(row: list[str], cols: Columns) -> tuple[str, str]:
     if label_rules.is_missing(raw):
         return "", f"missing label ({raw.strip()!r})"
     return label_rules.normalize(raw), ""
+
+
+def _findings_of(row: list[str], cols: Columns) -> tuple[tuple[str, ...], str]:
+    if cols.one_hot:  # all 0s: no finding, a valid row
+        return tuple(name for c, name in cols.one_hot.items() if c < len(row) and _ONE_HOT.get(row[c].strip()) == 1), ""
+    raw = row[cols.label]
+    if not raw.strip():
+        return (), "empty label"
+    if raw.strip().lower() not in multilabel.NO_FINDING and label_rules.is_missing(raw):
+        return (), f"missing label ({raw.strip()!r})"
+    return multilabel.separated_findings(raw), ""
 
 
 def read_listing(root: Path, csv_path: Path, need_labels: bool = True) -> Listing:
@@ -277,7 +309,9 @@ def read_listing(root: Path, csv_path: Path, need_labels: bool = True) -> Listin
             listing.groups.append(label_rules.clean_text(row[cols.group]) if cols.group < len(row) else "")
         if listing.parts is not None:
             listing.parts.append(part)
-    if cols.one_hot:
+    if cols.multilabel:
+        listing.findings = list(cols.one_hot.values()) if cols.one_hot else multilabel.finding_names(listing.labels)
+    elif cols.one_hot:
         empty = [n for n in cols.one_hot.values() if n not in set(listing.labels)]
         if empty:
             log.warning("%s: one-hot column(s) %s have no positive row: not classes", csv_path.name, ", ".join(empty))
