@@ -72,8 +72,8 @@ def build(cfg: Config, dataset: Dataset | None = None, *, out: str | None = None
         ds, meta_names = attach_metadata(ds, cfg.model.metadata)
         log.info("metadata fusion: %d features from %s", len(meta_names), cfg.model.metadata)
     name, why = loaders.resolve(cfg.data.loader, ds, device)
-    log.info("dataset %s: %d classes, train/val/test %d/%d/%d, native %dpx; loader %s (%s)",
-             ds.name, ds.num_classes, len(ds.train), len(ds.val), len(ds.test), ds.native_size, name, why)
+    log.info("dataset %s: %d %s, train/val/test %d/%d/%d, native %dpx; loader %s (%s)", ds.name, ds.num_classes,
+             "findings (multi-label)" if ds.multilabel else "classes", len(ds.train), len(ds.val), len(ds.test), ds.native_size, name, why)
     if plan and out_dir is not None:  # a new Config: the parsed one is never changed
         from engine.plan import planned
         cfg = planned(cfg, ds, device, out_dir, loader=name)

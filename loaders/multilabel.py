@@ -87,7 +87,7 @@ def npz_labels(path, prefix: str, y: np.ndarray, n: int) -> np.ndarray:
         raise ConfigError(f"{path}: {prefix}_labels has dtype {y.dtype}; expected 0/1 integers")
     odd = y[(y != 0) & (y != 1)]
     if odd.size:
-        raise ConfigError(f"{path}: {prefix}_labels has shape {y.shape} but holds {odd.flat[0]!r}; an N x K "
+        raise ConfigError(f"{path}: {prefix}_labels has shape {y.shape} but holds {odd.flat[0].item()!r}; an N x K "
                           "label matrix is read as multi-label findings and must hold only 0 and 1")
     return y.astype(np.float32)
 
