@@ -181,11 +181,15 @@ def detect_columns(path: Path, header: list[str], body, need_labels: bool = True
 def _multilabel(path: Path, header: list[str], body, cols: Columns, free: list[int]) -> bool:
     """Several findings per image: multi-hot 0/1 columns or a `|`-separated label column."""
     if cols.one_hot:
-        return multilabel.has_multi_hot_rows(body, list(cols.one_hot), _ONE_HOT)
+        several = multilabel.multi_hot_rows(body, list(cols.one_hot), _ONE_HOT)
+        if several and several * 100 < len(body):  # a one-hot file with a few bad rows looks the same: say so
+            log.warning("%s: %d of %d rows have several 1s, so the 0/1 columns are read as multi-label findings; "
+                        "if each image has one class (one-hot), fix those rows", path.name, several, len(body))
+        return several > 0
     if cols.label is None or not multilabel.has_separated_cells(body, cols.label):
         return False
     hot = list(_one_hot_columns(header, body, free))
-    if hot and multilabel.has_multi_hot_rows(body, hot, _ONE_HOT):
+    if hot and multilabel.multi_hot_rows(body, hot, _ONE_HOT):
         multilabel.refuse_ambiguous(path, header, cols.label, hot)
     return True
 

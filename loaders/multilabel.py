@@ -48,12 +48,9 @@ def has_separated_cells(body, col: int) -> bool:
     return any(col < len(r) and SEPARATOR in r[col] for _, r in body)
 
 
-def has_multi_hot_rows(body, cols: list[int], one_hot_values: dict) -> bool:
-    """Whether some row has more than one 1 among `cols`: then they are findings, not classes."""
-    for _, r in body:
-        if sum(1 for c in cols if c < len(r) and one_hot_values.get(r[c].strip()) == 1) > 1:
-            return True
-    return False
+def multi_hot_rows(body, cols: list[int], one_hot_values: dict) -> int:
+    """Rows with more than one 1 among `cols`: if any, the columns are findings, not classes."""
+    return sum(1 for _, r in body if sum(1 for c in cols if c < len(r) and one_hot_values.get(r[c].strip()) == 1) > 1)
 
 
 def refuse_ambiguous(path, header: list[str], label_col: int, hot_cols: list[int]) -> None:
