@@ -37,11 +37,11 @@ def scores(run, split: str, tta: bool = False, model: nn.Module | None = None) -
     loader = run.loaders[split]
     if run.trainer is not None:
         if tta:  # averages the 8 flips/rotations (engine/tta.py)
-            model = TTA(model if model is not None else run.trainer.model)
+            model = TTA(model if model is not None else run.trainer.model, is_multilabel(run))
         cm, probs, labels = distributed.merge_eval(*run.trainer.evaluate(loader, model))  # each rank scored its shard
         return Scores(cm, probs, labels, loader)
     model = model if model is not None else run.model
-    model = (TTA(model) if tta else model).eval()
+    model = (TTA(model, is_multilabel(run)) if tta else model).eval()
     autocast = lambda: torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.cfg.train.amp)  # noqa: E731
     return Scores(*score(model, loader, len(run.dataset.classes), autocast, is_multilabel(run)), loader)
 

@@ -319,7 +319,7 @@ class Trainer:
             self._eval_compiled = torch.compile(self._eval_twin, dynamic=False, backend=COMPILE_BACKEND)
         self._eval_twin.load_state_dict(inner.state_dict())
         self._eval_twin.eval()
-        return TTA(self._eval_compiled).eval() if wrapper is not None else self._eval_compiled
+        return TTA(self._eval_compiled, wrapper.multilabel).eval() if wrapper is not None else self._eval_compiled
 
     @torch.no_grad()
     def evaluate(self, loader, model: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -231,3 +231,14 @@ def test_plan_chooses_for_findings():
     chosen = imbalance({"multilabel": True, "imbalance_ratio": 25.0})
     assert chosen["train.select"] == "auc_macro" and chosen["sampler.kind"] == "balanced"
     assert not chosen["eval.posthoc_adjust"]
+
+
+def test_tta_averages_each_findings_sigmoid():
+    from engine.tta import TTA, dihedral_views
+    torch.manual_seed(0)
+    model = build_model("seedcnn", K, 16, dropout=0.0).eval()
+    images, _ = ml_batch(5)
+    with torch.no_grad():
+        expected = torch.stack([model(v).sigmoid() for v in dihedral_views(images)]).mean(0)
+        got = TTA(model, multilabel=True)(images).sigmoid()
+    assert torch.allclose(got, expected, atol=1e-5)
