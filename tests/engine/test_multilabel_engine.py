@@ -195,6 +195,16 @@ def test_findings_train_report_and_predict_one_column_each(tmp_path, kind):
     probs = np.array([[float(r[f"p_{c}"]) for c in names] for r in test_rows])
     thresholds = np.array([m[f"test.threshold.{c}"] for c in names])
     assert np.array_equal(called, (probs >= thresholds - 1e-6).astype(int))
+    if kind == "separated":  # new patients: a flat folder of images, no labels, same columns
+        new = tmp_path / "new"
+        new.mkdir()
+        for name in ("img0.png", "img1.png", "img2.png"):
+            (new / name).write_bytes((data / name).read_bytes())
+        unl = tmp_path / "unl.csv"
+        assert predict_main(["--checkpoint", str(out), "--data", str(new), "--out", str(unl), "--device", "cpu"]) == 0
+        rows = list(csv.DictReader(open(unl)))
+        assert len(rows) == 3 and {r["split"] for r in rows} == {"unlabelled"} and rows[0]["label"] == ""
+        assert [c for c in rows[0] if c.startswith("decision_")] == [f"decision_{c}" for c in names]
 
 
 def test_evaluate_writes_the_same_keys(tmp_path, monkeypatch):
