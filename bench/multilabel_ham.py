@@ -19,6 +19,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from common.cli import run_main
+from common.errors import ConfigError
+
 
 def write_task(ham: Path, out: Path, images: int, side: int, seed: int = 0) -> Path:
     rows = list(csv.DictReader(open(ham / "labels.csv")))
@@ -41,7 +44,7 @@ def write_task(ham: Path, out: Path, images: int, side: int, seed: int = 0) -> P
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def _run(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ham", type=Path, required=True, help="HAM10000 folder with labels.csv and images/")
     parser.add_argument("--out", type=Path, required=True, help="scratch folder for the generated task")
@@ -49,10 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--side", type=int, default=64)
     args = parser.parse_args(argv)
     if not (args.ham / "labels.csv").exists():
-        print(f"error: {args.ham}: no labels.csv (expected the HAM10000 folder)", file=sys.stderr)
-        return 2
+        raise ConfigError(f"--ham {args.ham}: no labels.csv (expected the HAM10000 folder)")
     print(write_task(args.ham, args.out, args.images, args.side))
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(_run, argv)
 
 
 if __name__ == "__main__":

@@ -135,3 +135,12 @@ def test_balanced_sampler_draws_the_rare_finding_more_often():
         drawn[kind] = y[order].mean(0)
     assert drawn["balanced"][3] > 3 * drawn["uniform"][3]  # the 2% finding
     assert drawn["balanced"][3] > 0.1
+
+
+def test_ham_multilabel_task_reads_as_grouped_findings(tmp_path, ham_dir):
+    """bench/multilabel_ham.py: real images, real findings (mel, bkl) and a synthetic one."""
+    from bench.multilabel_ham import write_task
+    ds = load_dataset(spec(write_task(ham_dir, tmp_path / "ham_ml", images=60, side=32)))
+    assert ds.multilabel and ds.classes == ["mel", "bkl", "marker"] and ds.train.groups is not None
+    every = np.concatenate([ds.split(s).labels for s in ("train", "val", "test")])
+    assert len(every) == 60 and (every[:, :2].sum(1) <= 1).all() and every[:, 2].any()
