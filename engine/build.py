@@ -108,10 +108,7 @@ def _model_and_trainer(res: Resolved, ds: Dataset, device: torch.device, built: 
         _warn_if_batch_will_not_fit(net, res, device, meta)
     net = distributed.convert_sync_bn(net, cfg.dist.sync_bn)
     steps = built["train"].steps if "train" in built else 1
-    if ds.multilabel and (cfg.optim.logit_adjust > 0 or cfg.eval.target_sensitivity > 0):
-        given = "--optim.logit_adjust" if cfg.optim.logit_adjust > 0 else "--eval.target_sensitivity"
-        raise ConfigError(f"{given} is for single-label classes; {ds.source} holds multi-label findings (a sigmoid "
-                          "per finding: --optim.pos_weight, --eval.finding_threshold); drop it")
+    _refuse_single_label_rules(cfg, ds)
     if ds.multilabel:  # findings: per-finding sigmoid BCE, positives weighted by the training prior
         offset, weight = None, multilabel.pos_weight(cfg, ds.train.labels, device)
     else:
@@ -122,6 +119,16 @@ def _model_and_trainer(res: Resolved, ds: Dataset, device: torch.device, built: 
         log.warning("--amp: bf16 is emulated on this CPU (no AVX512-BF16/AMX) and ~10x slower than fp32, "
                     "so this run trains in fp32; --train.amp_dtype bf16 forces it")
     return net, trainer
+
+
+def _refuse_single_label_rules(cfg: Config, ds: Dataset) -> None:
+    """Options that shape one softmax over classes have no meaning for findings: refused, never ignored."""
+    given = [name for name, on in (("--optim.logit_adjust", cfg.optim.logit_adjust > 0),
+                                   ("--eval.target_sensitivity", cfg.eval.target_sensitivity > 0),
+                                   ("--eval.posthoc_adjust", cfg.eval.posthoc_adjust)) if on]
+    if ds.multilabel and given:
+        raise ConfigError(f"{' and '.join(given)}: for single-label classes; {ds.source} holds multi-label findings "
+                          "(a sigmoid per finding: --optim.pos_weight, --eval.finding_threshold); drop it")
 
 
 def _warn_if_batch_will_not_fit(net: nn.Module, res: Resolved, device: torch.device, meta: int) -> None:

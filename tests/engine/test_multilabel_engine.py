@@ -252,3 +252,12 @@ def test_tta_averages_each_findings_sigmoid():
         expected = torch.stack([model(v).sigmoid() for v in dihedral_views(images)]).mean(0)
         got = TTA(model, multilabel=True)(images).sigmoid()
     assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_single_label_options_are_refused_in_one_line(tmp_path, capsys):
+    data = npz_data(tmp_path)
+    status = train_main(["--data", str(data), "--out", str(tmp_path / "run"), "--epochs", "1",
+                         "--optim.logit_adjust", "1.0"] + BASE)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1
+    assert err[0].startswith("error: --optim.logit_adjust: for single-label classes") and "multi-label" in err[0]
