@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from engine import cuda_math, decisions, distributed, run_lock
-from engine.config import Config
+from engine import cuda_math, decisions, distributed, multilabel, run_lock
+from engine.config import Config, ConfigError
 from engine.env import seed_everything
 from engine.loop import Trainer, autocast_dtype
 from engine.memory import warn_if_batch_will_not_fit
@@ -72,8 +72,8 @@ def build(cfg: Config, dataset: Dataset | None = None, *, out: str | None = None
         ds, meta_names = attach_metadata(ds, cfg.model.metadata)
         log.info("metadata fusion: %d features from %s", len(meta_names), cfg.model.metadata)
     name, why = loaders.resolve(cfg.data.loader, ds, device)
-    log.info("dataset %s: %d classes, train/val/test %d/%d/%d, native %dpx; loader %s (%s)",
-             ds.name, ds.num_classes, len(ds.train), len(ds.val), len(ds.test), ds.native_size, name, why)
+    log.info("dataset %s: %d %s, train/val/test %d/%d/%d, native %dpx; loader %s (%s)", ds.name, ds.num_classes,
+             "findings (multi-label)" if ds.multilabel else "classes", len(ds.train), len(ds.val), len(ds.test), ds.native_size, name, why)
     if plan and out_dir is not None:  # a new Config: the parsed one is never changed
         from engine.plan import planned
         cfg = planned(cfg, ds, device, out_dir, loader=name)
@@ -108,13 +108,27 @@ def _model_and_trainer(res: Resolved, ds: Dataset, device: torch.device, built: 
         _warn_if_batch_will_not_fit(net, res, device, meta)
     net = distributed.convert_sync_bn(net, cfg.dist.sync_bn)
     steps = built["train"].steps if "train" in built else 1
-    offset = decisions.loss_offset(cfg, decisions.train_counts(ds), device)  # None unless --optim.logit_adjust
+    _refuse_single_label_rules(cfg, ds)
+    if ds.multilabel:  # findings: per-finding sigmoid BCE, positives weighted by the training prior
+        offset, weight = None, multilabel.pos_weight(cfg, ds.train.labels, device)
+    else:
+        offset, weight = decisions.loss_offset(cfg, decisions.train_counts(ds), device), None  # None unless --optim.logit_adjust
     trainer = Trainer(net, cfg, device, ds.num_classes, steps, parallel=distributed.replicas(device),
-                      logit_offset=offset)
+                      logit_offset=offset, pos_weight=weight, multilabel=ds.multilabel)
     if cfg.train.amp and trainer.amp_dtype is None:
         log.warning("--amp: bf16 is emulated on this CPU (no AVX512-BF16/AMX) and ~10x slower than fp32, "
                     "so this run trains in fp32; --train.amp_dtype bf16 forces it")
     return net, trainer
+
+
+def _refuse_single_label_rules(cfg: Config, ds: Dataset) -> None:
+    """Options that shape one softmax over classes have no meaning for findings: refused, never ignored."""
+    given = [name for name, on in (("--optim.logit_adjust", cfg.optim.logit_adjust > 0),
+                                   ("--eval.target_sensitivity", cfg.eval.target_sensitivity > 0),
+                                   ("--eval.posthoc_adjust", cfg.eval.posthoc_adjust)) if on]
+    if ds.multilabel and given:
+        raise ConfigError(f"{' and '.join(given)}: for single-label classes; {ds.source} holds multi-label findings "
+                          "(a sigmoid per finding: --optim.pos_weight, --eval.finding_threshold); drop it")
 
 
 def _warn_if_batch_will_not_fit(net: nn.Module, res: Resolved, device: torch.device, meta: int) -> None:

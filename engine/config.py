@@ -86,6 +86,9 @@ class OptimConfig:
     label_smoothing: float = opt(0.0, ge=0.0, le=0.99)
     clip_grad: float = opt(0.0, ge=0.0)         # 0 = off
     logit_adjust: float = opt(0.0, ge=0.0, le=5.0)  # tau of the logit-adjusted loss (logits + tau*log prior); 0 = off
+    pos_weight: str = opt("prior", choices=("prior", "none"),
+                          help="multi-label findings: weight each finding's positives by negatives/positives in "
+                               "the training split (sigmoid BCE pos_weight); none = plain BCE")
 
 
 @dataclass
@@ -131,6 +134,9 @@ class RunConfig:
 class EvalConfig:
     posthoc_adjust: bool = False  # choose a class-prior correction tau on validation (engine/decisions.py); the plan sets it
     target_sensitivity: float = opt(0.0, ge=0.0, le=0.999)  # binary: operating threshold reaching this val sensitivity; 0 = off
+    finding_threshold: str = opt("youden", choices=("youden", "f1", "half"),
+                                 help="multi-label findings: per-finding decision threshold chosen on validation "
+                                      "(youden: max sensitivity + specificity; f1: max F1; half: 0.5)")
 
 
 @dataclass

@@ -89,7 +89,8 @@ def of(ds) -> dict:
                     size, mtime = -1, -1
                 if store:
                     store_stats[store] = size, mtime
-            rows.append([_relative(path, root), split, ds.classes[label], size, mtime])
+            name = "|".join(c for c, v in zip(ds.classes, label) if v) if isinstance(label, list) else ds.classes[label]
+            rows.append([_relative(path, root), split, name, size, mtime])
     identity["files"] = rows
     identity["skipped"] = sorted(_relative(p, root) for p, _ in ds.skipped)
     return identity

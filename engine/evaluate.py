@@ -43,7 +43,8 @@ def evaluate(options: dict) -> dict:
     out = eval_folder.claim(options["checkpoint"], options["data"], suffix, options["out"])
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "metrics.json", metrics)
-    counts = {"evaluated": [int(v) for v in cm.sum(1).tolist()]}
+    per_class = cm[:, 1].sum(-1) if cm.ndim == 3 else cm.sum(1)  # multi-label: positives per finding
+    counts = {"evaluated": [int(v) for v in per_class.tolist()]}
     report.save_test_outputs(out, result.probs, result.labels, result.loader.split, counts)
     report.build_or_warn(out)
     shown = metric_validity.shown

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from engine import decisions, distributed
+from engine import decisions, distributed, multilabel_metrics
 from engine.metrics import summarize
 from engine.scoring import score
 from engine.tta import TTA
@@ -37,19 +37,30 @@ def scores(run, split: str, tta: bool = False, model: nn.Module | None = None) -
     loader = run.loaders[split]
     if run.trainer is not None:
         if tta:  # averages the 8 flips/rotations (engine/tta.py)
-            model = TTA(model if model is not None else run.trainer.model)
+            model = TTA(model if model is not None else run.trainer.model, is_multilabel(run))
         cm, probs, labels = distributed.merge_eval(*run.trainer.evaluate(loader, model))  # each rank scored its shard
         return Scores(cm, probs, labels, loader)
     model = model if model is not None else run.model
-    model = (TTA(model) if tta else model).eval()
+    model = (TTA(model, is_multilabel(run)) if tta else model).eval()
     autocast = lambda: torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.cfg.train.amp)  # noqa: E731
-    return Scores(*score(model, loader, len(run.dataset.classes), autocast), loader)
+    return Scores(*score(model, loader, len(run.dataset.classes), autocast, is_multilabel(run)), loader)
+
+
+def is_multilabel(run) -> bool:
+    """Findings (several per image): the data's labels say so, or for unlabelled rows the checkpoint's decision."""
+    return run.dataset.multilabel or (getattr(run, "decision", None) or {}).get("task") == "multilabel"
 
 
 def summarized(run, raw: Scores, bootstrap: int = 0) -> Evaluation:
     """Metrics of the scores as the run decides: with `run.decision` (after training; a restored
     checkpoint's) the corrected probabilities, their confusion and the uncorrected figures beside them."""
     decision = getattr(run, "decision", None)
+    if is_multilabel(run):  # per-finding thresholds chosen on validation (0.5 before): engine/multilabel_metrics.py
+        thresholds = (decision or {}).get("thresholds")
+        metrics = multilabel_metrics.summarize_findings(raw.probs, raw.labels, run.dataset.classes, thresholds, bootstrap)
+        cm = torch.tensor(metrics["confusion"], device=raw.probs.device)
+        return Evaluation(cm, raw.probs, raw.labels, raw.loader, metrics,
+                          multilabel_metrics.decide(raw.probs, thresholds))
     if decision is None:  # during training (validation each epoch), or a checkpoint without one
         metrics = summarize(raw.cm, raw.probs, raw.labels, run.dataset.classes, bootstrap=bootstrap)
         metrics["confusion"] = raw.cm.cpu().tolist()

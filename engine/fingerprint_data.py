@@ -109,7 +109,8 @@ def fingerprint(ds) -> dict:
     else:
         sample, sides, modes = _file_sample(train.files)
         channels = 1 if modes and all(m in ("L", "I", "I;16", "1") for m in modes) else 3
-    counts = np.bincount(train.labels, minlength=ds.num_classes)
+    multilabel = train.labels.ndim == 2  # findings: positives per finding stand for class counts
+    counts = (train.labels > 0.5).sum(0) if multilabel else np.bincount(train.labels, minlength=ds.num_classes)
     present = counts[counts > 0]
     colour = colour_stats(sample)
     return {
@@ -124,6 +125,7 @@ def fingerprint(ds) -> dict:
         "class_counts": counts.tolist(),
         "imbalance_ratio": float(present.max() / present.min()) if len(present) else 1.0,
         "groups": train.groups is not None,
+        "multilabel": bool(multilabel),
         "storage": "array" if train.images is not None else "files",
         # a benchmark file's own val/test partition (MedMNIST .npz): judged by its published metrics
         "benchmark_split": bool(getattr(ds, "official_split", False)),

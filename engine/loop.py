@@ -19,6 +19,7 @@ from torch import nn
 
 from common.constants import PAD_LABEL
 from engine.config import Config
+from engine.multilabel import finding_counts, finding_loss
 from engine.schedules import Plateau, ema_decays, lr_multipliers
 from engine.scoring import score
 from engine.tta import TTA
@@ -115,10 +116,13 @@ class Mixer:
 
 class Trainer:
     def __init__(self, model: nn.Module, cfg: Config, device: torch.device, num_classes: int, steps_per_epoch: int,
-                 parallel=None, logit_offset: torch.Tensor | None = None):
+                 parallel=None, logit_offset: torch.Tensor | None = None, pos_weight: torch.Tensor | None = None,
+                 multilabel: bool = False):
         """`parallel`: a `distributed.Replicas` under torchrun (DDP forward, unanimous skips,
         accumulators summed over ranks), None in a single process. `logit_offset`: tau * log prior
-        of the logit-adjusted loss (engine/decisions.py), a device tensor made before any capture."""
+        of the logit-adjusted loss (engine/decisions.py), a device tensor made before any capture.
+        `multilabel`: labels are N x K 0/1 findings, the loss a per-finding sigmoid BCE weighted by
+        `pos_weight` (engine/multilabel.py)."""
         self.model, self.cfg, self.device, self.num_classes = model, cfg, device, num_classes
         self.parallel = parallel
         if parallel is not None:
@@ -153,11 +157,15 @@ class Trainer:
             self._ema_scratch = [torch.empty_like(t) for t in self._ema_float[1]]
         z = lambda dtype: torch.zeros((), dtype=dtype, device=device)
         self.class_ids = torch.arange(num_classes, device=device)
+        self.multilabel, self.pos_weight = multilabel, pos_weight
         # loss_rows: rows of finite-loss steps, the loss mean's denominator (skipped steps add no loss)
-        # class_seen/class_correct: per-class counts; their sums are the rows seen and correct
+        # class_seen/class_correct: per-class counts; their sums are the rows seen and correct.
+        # Multi-label: per finding, positives then negatives (2K): correct ones are sensitivity
+        # and specificity counts, so the same reading gives per-finding balanced accuracy.
+        counters = 2 * num_classes if multilabel else num_classes
         self.acc = {"loss_sum": z(torch.float64), "loss_rows": z(torch.int64), "nonfinite": z(torch.int64),
-                    "class_seen": torch.zeros(num_classes, dtype=torch.int64, device=device),
-                    "class_correct": torch.zeros(num_classes, dtype=torch.int64, device=device)}
+                    "class_seen": torch.zeros(counters, dtype=torch.int64, device=device),
+                    "class_correct": torch.zeros(counters, dtype=torch.int64, device=device)}
         self.nonfinite_streak = z(torch.int64)
         self.logit_offset = logit_offset  # replays of a captured step read it in place
         self.graph = None
@@ -185,10 +193,11 @@ class Trainer:
             part = part if t.is_floating_point() else [int(x) for x in part]
             values[key] = part[0] if t.ndim == 0 else part
         seen, correct = sum(values["class_seen"]), sum(values["class_correct"])
+        rows = seen // self.num_classes if self.multilabel else seen  # multi-label: each row counts once per finding
         recalls = [c / n for c, n in zip(values["class_correct"], values["class_seen"]) if n]
         return {"loss": values["loss_sum"] / max(values["loss_rows"], 1), "accuracy": correct / max(seen, 1),
                 "balanced_accuracy": sum(recalls) / max(len(recalls), 1),  # over the classes seen
-                "seen": seen, "nonfinite": values["nonfinite"],
+                "seen": rows, "nonfinite": values["nonfinite"],
                 "nonfinite_streak": values["nonfinite_streak"]}
 
     # -- step -----------------------------------------------------------------------------------
@@ -206,6 +215,9 @@ class Trainer:
             self._step(images, labels, meta)
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor, partner, lam) -> torch.Tensor:
+        if self.multilabel:
+            bce = lambda target: finding_loss(logits, target, self.pos_weight, self.cfg.optim.label_smoothing)
+            return bce(labels) if partner is None else lam * bce(labels) + (1 - lam) * bce(partner)
         if self.logit_offset is not None:  # a device tensor made before capture: replays read it in place
             logits = logits.float() + self.logit_offset
         ce = lambda target: F.cross_entropy(logits.float(), target, ignore_index=PAD_LABEL,
@@ -256,11 +268,26 @@ class Trainer:
         if self.ema is not None:
             self._update_ema(index, found_inf)
         self.step_counter.add_(1)
-        valid = labels != PAD_LABEL
+        self._count(logits, labels, loss, found_inf)
+
+    def _count(self, logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor, found_inf: torch.Tensor) -> None:
+        """The step's loss and per-class (per-finding) counts, added on the device."""
+        valid = labels != PAD_LABEL if not self.multilabel else labels[:, 0] != PAD_LABEL
         ok = 1 - found_inf
         count = valid.sum()
         self.acc["loss_sum"].add_(torch.nan_to_num(loss.detach().double() * count * ok))
         self.acc["loss_rows"].add_(count * ok.long())
+        if self.multilabel:
+            seen, correct = finding_counts(logits.detach(), labels, valid)
+            self.acc["class_seen"].add_(seen)
+            self.acc["class_correct"].add_(correct)
+        else:
+            self._count_classes(logits, labels, valid)
+        bad = found_inf.long()
+        self.acc["nonfinite"].add_(bad)
+        self.nonfinite_streak.mul_(bad).add_(bad)
+
+    def _count_classes(self, logits: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor) -> None:
         hit = (logits.detach().argmax(1) == labels) & valid
         # Per-class counts by comparison with the class ids and a column sum: integer, exact and
         # free of index_add_, which --train.deterministic turns into index_put_(accumulate=True),
@@ -269,9 +296,6 @@ class Trainer:
         one_hot = (labels.unsqueeze(1) == self.class_ids).long()
         self.acc["class_seen"].add_(one_hot.sum(0))
         self.acc["class_correct"].add_((one_hot * hit.long().unsqueeze(1)).sum(0))
-        bad = found_inf.long()
-        self.acc["nonfinite"].add_(bad)
-        self.nonfinite_streak.mul_(bad).add_(bad)
 
     def _update_ema(self, index: torch.Tensor, found_inf: torch.Tensor) -> None:
         weight = (1 - self.ema_table.take(index)) * (1 - found_inf)  # a skipped step leaves the EMA too
@@ -308,12 +332,12 @@ class Trainer:
             self._eval_compiled = torch.compile(self._eval_twin, dynamic=False, backend=COMPILE_BACKEND)
         self._eval_twin.load_state_dict(inner.state_dict())
         self._eval_twin.eval()
-        return TTA(self._eval_compiled).eval() if wrapper is not None else self._eval_compiled
+        return TTA(self._eval_compiled, wrapper.multilabel).eval() if wrapper is not None else self._eval_compiled
 
     @torch.no_grad()
     def evaluate(self, loader, model: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(confusion matrix, probabilities of real rows, labels of real rows), on the device."""
-        return score(self._eval_forward(model), loader, self.num_classes, self._autocast)
+        return score(self._eval_forward(model), loader, self.num_classes, self._autocast, self.multilabel)
 
     # -- state ----------------------------------------------------------------------------------
     def state_dict(self) -> dict:

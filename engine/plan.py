@@ -79,6 +79,10 @@ def imbalance(fp: dict) -> dict:
     moves the decision off it (argmax under the shared prior is already the accuracy rule);
     other imbalanced data is judged by balanced accuracy (docs/plan.md, rule 6)."""
     ratio = fp["imbalance_ratio"]
+    if fp.get("multilabel"):  # findings are judged by their mean AUC (ChestMNIST); BCE is weighted per finding
+        severe = ratio >= SEVERE
+        return {"train.select": "auc_macro", "eval.posthoc_adjust": False, "optim.label_smoothing": 0.0,
+                "sampler.kind": "balanced" if severe else "uniform", "sampler.alpha": 0.5 if severe else 0.0}
     if fp.get("benchmark_split"):
         return {"train.select": "accuracy", "eval.posthoc_adjust": False,
                 "sampler.kind": "uniform", "sampler.alpha": 0.0}
@@ -188,7 +192,8 @@ def describe(plan: dict, cfg: Config) -> str:
     aug = [n for n, on in (("hflip", cfg.data.hflip), ("vflip", cfg.data.vflip), ("rot90", cfg.data.rot90)) if on]
     crop = "no crop" if cfg.data.crop_scale_min >= 1.0 else f"crop {cfg.data.crop_scale_min:.2f}-1 of the area"
     return "\n".join([
-        f"plan: {fp['n_train']} train images, {fp['classes']} classes (imbalance {fp['imbalance_ratio']:.1f}), "
+        f"plan: {fp['n_train']} train images, {fp['classes']} {'findings (multi-label)' if fp.get('multilabel') else 'classes'} "
+        f"(imbalance {fp['imbalance_ratio']:.1f}), "
         f"native {fp['native_size']} px, {'colour' if fp['colour'] else 'grey'}{', groups' if fp['groups'] else ''}",
         f"plan: {cfg.model.name} at {cfg.data.image_size} px, {cfg.train.epochs} epochs in a "
         f"{plan['budget_seconds'] / 60:g}-minute budget, batch {cfg.data.batch_size}, lr {cfg.optim.lr:g}",

@@ -57,6 +57,11 @@ def pr_points(scores: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.
     return np.r_[0, recall], np.r_[1, precision], ap
 
 
+def _positives(labels: np.ndarray, c: int) -> np.ndarray:
+    """Rows of class c; with multi-label findings (N x K 0/1) the rows that have finding c."""
+    return labels[:, c] > 0.5 if labels.ndim == 2 else labels == c
+
+
 # ----------------------------------------------------------------------------- figures
 
 def confusion(cm: np.ndarray, classes: list[str], path: Path) -> Path:
@@ -83,7 +88,7 @@ def confusion(cm: np.ndarray, classes: list[str], path: Path) -> Path:
 def roc_curves(probs: np.ndarray, labels: np.ndarray, classes: list[str], auc: dict, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6.2, 5.4))
     for c, name in enumerate(classes):
-        positive = labels == c
+        positive = _positives(labels, c)
         if positive.any() and not positive.all():
             fpr, tpr = roc_points(probs[:, c], positive)
             ax.plot(fpr, tpr, lw=1.4, label=f"{name} (AUC {auc.get(name, float('nan')):.3f}, n={positive.sum()})")
@@ -97,7 +102,7 @@ def roc_curves(probs: np.ndarray, labels: np.ndarray, classes: list[str], auc: d
 def pr_curves(probs: np.ndarray, labels: np.ndarray, classes: list[str], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6.2, 5.4))
     for c, name in enumerate(classes):
-        positive = labels == c
+        positive = _positives(labels, c)
         if positive.any():
             recall, precision, ap = pr_points(probs[:, c], positive)
             line, = ax.step(recall, precision, where="pre", lw=1.4, label=f"{name} (AP {ap:.3f})")

@@ -20,7 +20,8 @@ import io
 import sys
 from pathlib import Path
 
-from engine import decisions, skip_list
+from engine import decisions, multilabel_predict, skip_list
+from engine.evaluation import is_multilabel
 from engine.atomic import atomic_write_bytes
 from engine.config import ConfigError
 from engine.inference import cli_main, relative_name, score_checkpoint
@@ -36,6 +37,8 @@ def predict(options: dict) -> Path:
     scored = score_checkpoint(options)
     ds, row_split, seconds = scored.run.dataset, scored.row_split, scored.seconds
     raw, decision = scored.scores, scored.run.decision
+    if is_multilabel(scored.run):  # one probability and one decision column per finding
+        return multilabel_predict.write(options, scored)
     # The stored correction and threshold, as evaluate applies them; no metrics: rows may be unlabelled.
     p = decisions.adjust(raw.probs, decision).cpu().numpy()  # sync point: once, after scoring
     calls = decisions.decide(raw.probs, decision).cpu().numpy()

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine import plots
+from engine import multilabel_report, plots
 from common.cli import run_main
 from engine.atomic import WriteError, atomic_write_bytes, read_jsonl
 from engine.config import ConfigError
@@ -57,10 +57,13 @@ def save_test_outputs(run_dir: str | Path, probs: torch.Tensor, labels: torch.Te
     """Write what the report needs about the test split; `split` is the evaluated one, in order."""
     p = probs.detach().float().cpu().numpy()     # sync point: once, after the final evaluation
     y = labels.detach().cpu().numpy().astype(np.int64)
-    pred = p.argmax(1) if len(p) else np.zeros(0, np.int64)
-    confidence = p.max(1) if len(p) else np.zeros(0, np.float32)
-    wrong = np.flatnonzero(pred != y)
-    worst = wrong[np.argsort(-confidence[wrong], kind="stable")][:ERRORS_SHOWN]
+    if y.ndim == 2:  # multi-label findings: N x K 0/1
+        worst = multilabel_report.worst_rows(p, y, ERRORS_SHOWN)
+    else:
+        pred = p.argmax(1) if len(p) else np.zeros(0, np.int64)
+        confidence = p.max(1) if len(p) else np.zeros(0, np.float32)
+        wrong = np.flatnonzero(pred != y)
+        worst = wrong[np.argsort(-confidence[wrong], kind="stable")][:ERRORS_SHOWN]
     arrays = {"probs": p, "labels": y, "index": np.arange(len(y)), "error_rows": worst,
               "error_images": _thumbnails(split, worst)}
     if split.files is not None:
@@ -95,6 +98,9 @@ def build(run_dir: str | Path) -> list[Path]:
         saved = {k: npz[k] for k in npz.files}
     classes = list(metrics["classes"])
     probs, labels = saved["probs"], saved["labels"]
+    if labels.ndim == 2:  # multi-label findings: their own figures and table
+        (run / "report").mkdir(exist_ok=True)
+        return multilabel_report.build(metrics, history, saved, run / "report")
     pred = probs.argmax(1)
     cm = np.zeros((len(classes), len(classes)), np.int64)
     np.add.at(cm, (labels, pred), 1)

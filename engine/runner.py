@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from common.constants import BOOTSTRAP_RESAMPLES
-from engine import checkpoint, data_identity, decisions, distributed, metric_validity, report, resume_options, run_lock
+from engine import checkpoint, data_identity, decisions, distributed, metric_validity, multilabel_metrics, report, resume_options, run_lock
 from engine.atomic import read_jsonl
 from engine.build import Run, build
 from engine.config import Config, ConfigError
@@ -30,6 +30,7 @@ from engine.memory import peak_memory, release_freed_host_memory
 from engine.progress import progress
 from loaders import split_audit
 from loaders.datasets import skip_summary
+from loaders.multilabel import positive_counts
 
 log = logging.getLogger("medtrain.train")
 
@@ -72,12 +73,18 @@ def _out_dir(cfg: Config) -> Path:
 
 
 def _split_counts(ds) -> dict[str, list[int]]:
+    if ds.multilabel:  # positives per finding
+        return {part: positive_counts(ds.split(part).labels).tolist() for part in ("train", "val", "test")}
     return {part: np.bincount(ds.split(part).labels, minlength=ds.num_classes).tolist() for part in ("train", "val", "test")}
 
 
 def _class_histogram(loader, num_classes: int) -> list[int]:
     order, real = loader.epoch_order()
-    counts = torch.bincount(loader.labels[order[:real]], minlength=num_classes).cpu().tolist()
+    drawn = loader.labels[order[:real]]
+    if drawn.ndim == 2:  # findings: positives of each among the drawn rows
+        counts = (drawn > 0.5).sum(0).cpu().tolist()
+    else:
+        counts = torch.bincount(drawn, minlength=num_classes).cpu().tolist()
     return distributed.sum_counts(counts, loader.device)
 
 
@@ -316,6 +323,10 @@ def _finish(run: Run, state: Progress, epoch: int, wall0: float) -> dict:
                f"f1_macro {shown(metrics['test.f1_macro'])}  auc_macro {shown(metrics['test.auc_macro'])}  "
                f"(n={test['n']}, best epoch {state.best['epoch'] + 1}, {metrics['train.images_per_second']:.0f} img/s, "
                f"{metrics['wall_seconds']:.0f}s) -> {run.out}")
+    if ds.multilabel:
+        writer.say(f"findings ({ds.num_classes}): auc_macro {test['auc_macro']:.4f}  map {test['map']:.4f}  "
+                   f"mean per-finding balanced_accuracy {test['balanced_accuracy']:.4f}  exact-match accuracy "
+                   f"{test['accuracy']:.4f} (thresholds per finding chosen on val: {run.decision['rule']})")
     if run.decision["tau"]:
         writer.say(f"prior correction tau {run.decision['tau']:g} (chosen on val for {cfg.train.select}); uncorrected: "
                    f"accuracy {test['uncorrected.accuracy']:.4f}  "
@@ -331,5 +342,8 @@ def _decide(run: Run, final_model) -> dict:
     """Prior correction and operating threshold fitted on validation with the kept weights;
     from here on evaluate() applies them (run.decision). Returns the corrected val metrics."""
     raw = scores(run, "val", run.cfg.run.tta, final_model)
+    if run.dataset.multilabel:
+        run.decision = multilabel_metrics.fit_decision(run.cfg, raw.probs, raw.labels)
+        return summarized(run, raw).metrics
     run.decision = decisions.fit(run.cfg, decisions.train_counts(run.dataset), raw.probs, raw.labels)
     return summarized(run, raw).metrics

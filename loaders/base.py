@@ -23,6 +23,7 @@ from common.errors import ConfigError
 from kernels.augment import AugmentSpec, DeviceAugment
 from kernels.sampler import EpochSampler
 from loaders.datasets import Dataset, Split
+from loaders.multilabel import rarest_finding_weights, stratify_key
 from loaders.spec import LoaderSpec, SamplerSpec, default_workers, per_rank_batch
 
 log = logging.getLogger("medtrain.loaders")
@@ -81,7 +82,7 @@ class Loader:
         self.bad = BadFiles()
         self.spec = augment_spec(opts, self.image_size, train, out_dtype)
         self.augment = DeviceAugment(self.spec, opts.seed + (0 if train else 1), device)
-        self.labels = torch.as_tensor(split.labels, dtype=torch.int64, device=device)
+        self.labels = label_tensor(split.labels, device)
         self.epoch, self.start_step = 0, 0
         self.order: torch.Tensor | None = None
 
@@ -114,7 +115,7 @@ class Loader:
         labels = self.labels[idx]
         if real < len(order):  # only evaluation pads
             pos = torch.arange(step * self.batch_size, (step + 1) * self.batch_size, device=self.device)
-            labels = torch.where(pos < real, labels, torch.full_like(labels, PAD_LABEL))
+            labels = torch.where(row_mask(pos < real, labels), labels, torch.full_like(labels, PAD_LABEL))
         if failed:
             labels[list(failed)] = PAD_LABEL  # labels is a copy: indexing with a tensor copies
         return labels
@@ -156,6 +157,17 @@ class Loader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         raise NotImplementedError
+
+
+def label_tensor(labels: np.ndarray, device: torch.device) -> torch.Tensor:
+    """int64 class per row; multi-label findings (N x K) as float32 0/1, padded rows all PAD_LABEL."""
+    dtype = torch.float32 if np.asarray(labels).ndim == 2 else torch.int64
+    return torch.as_tensor(labels, dtype=dtype, device=device)
+
+
+def row_mask(rows: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """A per-row boolean shaped to select whole rows of `labels` (1-D classes or N x K findings)."""
+    return rows.view(-1, *([1] * (labels.ndim - 1)))
 
 
 def available(name: str) -> bool:
@@ -226,9 +238,13 @@ def shard_of(sampler: EpochSampler | None) -> tuple[int, int]:
 def make_sampler(ds: Dataset, spec: SamplerSpec, device: torch.device, rank: int = 0,
                  world_size: int = 1) -> EpochSampler:
     labels = torch.as_tensor(ds.train.labels, dtype=torch.int64, device=device)
+    weights, strata = None, ds.num_classes
+    if labels.ndim == 2:  # findings: the sampler strata are each image's rarest finding
+        weights = rarest_finding_weights(labels, spec.alpha) if spec.kind == "balanced" else None
+        labels, strata = torch.as_tensor(stratify_key(ds.train.labels), device=device), ds.num_classes + 1
     # spec.batch_size is the global batch; the sampler deals each rank its share.
-    return EpochSampler(labels, ds.num_classes, per_rank_batch(spec.batch_size, world_size, train=True),
-                        kind=spec.kind, alpha=spec.alpha, replacement=spec.replacement,
+    return EpochSampler(labels, strata, per_rank_batch(spec.batch_size, world_size, train=True),
+                        kind=spec.kind, alpha=spec.alpha, replacement=spec.replacement, weights=weights,
                         seed=spec.seed, rank=rank, world_size=world_size)
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from common.errors import ConfigError
 from loaders import column_guess, filetypes
 from loaders import labels as label_rules
+from loaders import multilabel
 from loaders.file_finder import FileFinder
 
 log = logging.getLogger("medtrain.data")
@@ -116,6 +117,7 @@ class Columns:
     group: int | None = None
     split: int | None = None
     one_hot: dict[int, str] = field(default_factory=dict)   # column -> class name
+    multilabel: bool = False                                 # findings (loaders/multilabel.py), not one class
     ignored: list[str] = field(default_factory=list)
 
 
@@ -169,6 +171,7 @@ def detect_columns(path: Path, header: list[str], body, need_labels: bool = True
         cols.one_hot = _one_hot_columns(header, body, free)
     if cols.label is None and not cols.one_hot and need_labels:
         cols.label = _label_by_content(path, header, body, [c for c in free if c != cols.file])
+    cols.multilabel = _multilabel(path, header, body, cols, free)
     used |= set(cols.one_hot) | ({cols.label} - {None})
     cols.ignored = [header[i].strip() for i in range(len(header)) if i not in used and not _is_index_column(header[i])]
     extra_labels = [header[c].strip() for c in label_cols[1:]]
@@ -198,12 +201,31 @@ def _label_by_content(path: Path, header: list[str], body, free: list[int]) -> i
                       f"{shown!r}; label columns: {', '.join(LABEL_COLUMNS[:8])}, ...)")
 
 
+def _multilabel(path: Path, header: list[str], body, cols: Columns, free: list[int]) -> bool:
+    """Several findings per image: multi-hot 0/1 columns or a `|`-separated label column."""
+    if cols.one_hot:
+        several = multilabel.multi_hot_rows(body, list(cols.one_hot), _ONE_HOT)
+        if several and several * 100 < len(body):  # a one-hot file with a few bad rows looks the same: say so
+            log.warning("%s: %d of %d rows have several 1s, so the 0/1 columns are read as multi-label findings; "
+                        "if each image has one class (one-hot), fix those rows", path.name, several, len(body))
+        return several > 0
+    if cols.label is None or not multilabel.has_separated_cells(body, cols.label):
+        return False
+    hot = list(_one_hot_columns(header, body, free))
+    if hot and multilabel.multi_hot_rows(body, hot, _ONE_HOT):
+        multilabel.refuse_ambiguous(path, header, cols.label, hot)
+    return True
+
+
 def describe(header: list[str], cols: Columns) -> str:
     parts = [f"file {header[cols.file].strip()!r}"]
     if cols.label is not None:
         parts.append(f"label {header[cols.label].strip()!r}")
     if cols.one_hot:
-        parts.append(f"one-hot labels {', '.join(cols.one_hot.values())}")
+        kind = "multi-label findings (0/1 columns)" if cols.multilabel else "one-hot labels"
+        parts.append(f"{kind} {', '.join(cols.one_hot.values())}")
+    elif cols.multilabel:
+        parts.append(f"'{multilabel.SEPARATOR}'-separated findings")
     for kind in ("group", "split"):
         col = getattr(cols, kind)
         if col is not None:
@@ -224,6 +246,7 @@ class Listing:
     parts: list[str] | None = None            # predefined split per image: train|val|test
     skipped: list[tuple[str, str]] = field(default_factory=list)
     source: str = ""                           # where the labels came from, in words, for the log
+    findings: list[str] | None = None          # multi-label: the finding names; labels are tuples of them
 
 
 def _known_header(cells: list[str]) -> bool:
@@ -232,7 +255,9 @@ def _known_header(cells: list[str]) -> bool:
 
 
 def _label_of(row: list[str], cols: Columns) -> tuple[str, str]:
-    """(label, "") or ("", reason the row has none)."""
+    """(label, "") or ("", reason the row has none); multi-label: (tuple of findings, "")."""
+    if cols.multilabel:
+        return _findings_of(row, cols)
     if cols.one_hot:
         hot = [name for c, name in cols.one_hot.items() if c < len(row) and _ONE_HOT.get(row[c].strip()) == 1]
         if len(hot) != 1:
@@ -247,6 +272,17 @@ def _label_of(row: list[str], cols: Columns) -> tuple[str, str]:
     if label_rules.is_missing(raw):
         return "", f"missing label ({raw.strip()!r})"
     return label_rules.normalize(raw), ""
+
+
+def _findings_of(row: list[str], cols: Columns) -> tuple[tuple[str, ...], str]:
+    if cols.one_hot:  # all 0s: no finding, a valid row
+        return tuple(name for c, name in cols.one_hot.items() if c < len(row) and _ONE_HOT.get(row[c].strip()) == 1), ""
+    raw = row[cols.label]
+    if not raw.strip():
+        return (), "empty label"
+    if raw.strip().lower() not in multilabel.NO_FINDING and label_rules.is_missing(raw):
+        return (), f"missing label ({raw.strip()!r})"
+    return multilabel.separated_findings(raw), ""
 
 
 def read_listing(root: Path, csv_path: Path, need_labels: bool = True, finder=None) -> Listing:
@@ -305,7 +341,9 @@ def read_listing(root: Path, csv_path: Path, need_labels: bool = True, finder=No
             listing.groups.append(label_rules.group_id(row[cols.group]) if cols.group < len(row) else "")
         if listing.parts is not None:
             listing.parts.append(part)
-    if cols.one_hot:
+    if cols.multilabel:
+        listing.findings = list(cols.one_hot.values()) if cols.one_hot else multilabel.finding_names(listing.labels)
+    elif cols.one_hot:
         empty = [n for n in cols.one_hot.values() if n not in set(listing.labels)]
         if empty:
             log.warning("%s: one-hot column(s) %s have no positive row: not classes", csv_path.name, ", ".join(empty))

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import ConfigError
-from loaders import csv_table, hdf5_store, images, splits, synthetic, tree
+from loaders import csv_table, hdf5_store, images, multilabel, splits, synthetic, tree
 from loaders import labels as label_rules
 from loaders.csv_table import FILE_COLUMNS, GROUP_COLUMNS, LABEL_COLUMNS, Listing  # noqa: F401 (re-exported)
 from loaders.file_finder import FileFinder
@@ -174,9 +174,16 @@ def _load_files(root: Path, cfg, seed: int, name: str, csv_file: Path | None = N
     groups = np.array([listing.groups[i] for i in good]) if listing.groups is not None else None
     parts = np.array([listing.parts[i] for i in good], dtype=object) if listing.parts is not None else None
 
-    classes = _classes(root, labels, listing)
-    index = {c: i for i, c in enumerate(classes)}
-    all_split = Split(labels=np.array([index[c] for c in labels], np.int64), files=files, groups=groups)
+    if listing.findings is not None:  # several findings per image (loaders/multilabel.py)
+        classes = listing.findings
+        if len(classes) < 2:
+            raise ConfigError(f"{root}: multi-label findings name only {classes}; classification needs at least 2")
+        y = multilabel.matrix(labels, classes)
+    else:
+        classes = _classes(root, labels, listing)
+        index = {c: i for i, c in enumerate(classes)}
+        y = np.array([index[c] for c in labels], np.int64)
+    all_split = Split(labels=y, files=files, groups=groups)
     if cfg.max_samples and cfg.max_samples < len(files):
         keep, _, _ = splits.train_val_test(all_split.labels, groups, 0.0, 1.0 - cfg.max_samples / len(files), seed)
         all_split = all_split.subset(keep)
@@ -184,13 +191,18 @@ def _load_files(root: Path, cfg, seed: int, name: str, csv_file: Path | None = N
     (tr, va, te), partition = _partition(all_split, parts, cfg, seed)
     train = all_split.subset(tr)
     for i, c in enumerate(classes):
-        if not np.any(train.labels == i):  # a stated decision: train anyway, but say what it means
-            elsewhere = int(np.sum(all_split.labels[va] == i) + np.sum(all_split.labels[te] == i))
+        if not np.any(_members(train.labels, i)):  # a stated decision: train anyway, but say what it means
+            elsewhere = int(np.sum(_members(all_split.labels[va], i)) + np.sum(_members(all_split.labels[te], i)))
             log.warning("class %r has no training sample after the split (%d in val/test): the model cannot "
                         "learn it and its recall will be 0", c, elsewhere)
     h, w = first
     return Dataset(name, str(root), classes, train, all_split.subset(va), all_split.subset(te),
                    native_size=max(h, w), skipped=skipped, partition=partition)
+
+
+def _members(labels: np.ndarray, i: int) -> np.ndarray:
+    """Rows of class i, or with finding i (multi-label)."""
+    return labels[:, i] > 0.5 if labels.ndim == 2 else labels == i
 
 
 # ----------------------------------------------------------------------------- entry

@@ -38,7 +38,7 @@ from common.cli import expand_path, run_main
 from common.errors import ConfigError
 from kernels.augment import DeviceAugment
 from loaders import hdf5_store, images
-from loaders.base import PAD_LABEL, Loader, host_indices
+from loaders.base import PAD_LABEL, Loader, host_indices, row_mask
 from loaders.cache import cache_root
 from loaders.spec import DataSpec, LoaderSpec, default_workers
 
@@ -97,8 +97,16 @@ class _Rows:
         # FFCV's decoder ignores EXIF orientation: an oriented JPEG is stored upright as pixels.
         if (self.quality is None and data[:3] == b"\xff\xd8\xff" and max(h, w) <= self.max_res
                 and images.jpeg_orientation(data) == 1):
-            return data, int(self.labels[i])
-        return images.decode(data, None), int(self.labels[i])
+            return data, stored_label(self.labels[i])
+        return images.decode(data, None), stored_label(self.labels[i])
+
+
+def stored_label(y) -> int:
+    """The .beton's label field (training reads labels from the split, not from it): the class,
+    or for multi-label findings their bitmask (the first 31)."""
+    if np.ndim(y) == 0:
+        return int(y)
+    return int(sum(1 << int(k) for k in np.flatnonzero(np.asarray(y) > 0.5) if k < 31))
 
 
 def _verified(files: list[str], workers: int, report: bool) -> tuple[list[int], list[tuple[str, str]]]:
@@ -250,7 +258,7 @@ class FfcvLoader(Loader):
             labels = self.batch_labels(order, real, step)
             if self.any_missing:
                 idx = order[step * bs:(step + 1) * bs]
-                labels = torch.where(self.missing[idx], torch.full_like(labels, PAD_LABEL), labels)
+                labels = torch.where(row_mask(self.missing[idx], labels), torch.full_like(labels, PAD_LABEL), labels)
             yield self._finish(batch, self.key(step)), labels
             step += 1
         self.start_step = 0

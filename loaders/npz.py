@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import ConfigError
-from loaders import splits
+from loaders import multilabel, splits
 from loaders.records import Dataset, Split
 
 # MedMNIST npz files carry no class names; the ones we know are named here.
@@ -50,9 +50,11 @@ def load_npz(path: Path, cfg, seed: int) -> Dataset:
             raise ConfigError(f"{path}: {prefix}_images holds no images")
         shape = y.shape
         y = np.asarray(y).reshape(len(y), -1) if y.ndim else y
+        if y.ndim == 2 and y.shape[1] > 1:  # N x K: multi-label findings (ChestMNIST: N x 14)
+            return np.ascontiguousarray(x), multilabel.npz_labels(path, prefix, y, len(x))
         if y.ndim != 2 or y.shape[1] != 1 or len(y) != len(x):
             raise ConfigError(f"{path}: {prefix}_labels has shape {shape}; "
-                              f"expected ({len(x)},) or ({len(x)},1) single-label")
+                              f"expected ({len(x)},) or ({len(x)},1) single-label, or ({len(x)},K) 0/1 findings")
         if y.dtype.kind not in "iuf" and y.dtype != np.bool_:
             raise ConfigError(f"{path}: {prefix}_labels has dtype {y.dtype}; expected integers")
         if y.dtype.kind == "f":  # 1.0 is a label; 0.5 is a probability or a corrupt file, never a class
@@ -69,6 +71,8 @@ def load_npz(path: Path, cfg, seed: int) -> Dataset:
     else:  # no official split: carve one out of train
         tr, va, te = splits.train_val_test(train_y, None, cfg.val_fraction, cfg.test_fraction, seed)
         parts = {"train": (train_x[tr], train_y[tr]), "val": (train_x[va], train_y[va]), "test": (train_x[te], train_y[te])}
+    if any(y.ndim == 2 for _, y in parts.values()):
+        return _multilabel_npz(path, parts, official="val_images" in keys)
     all_y = np.concatenate([y for _, y in parts.values()])
     if all_y.min() < 0:
         raise ConfigError(f"{path}: negative labels found; expected 0..C-1")
@@ -88,3 +92,16 @@ def load_npz(path: Path, cfg, seed: int) -> Dataset:
     made = {k: Split(labels=y, images=x) for k, (x, y) in parts.items()}
     return Dataset(path.stem, str(path), classes, made["train"], made["val"], made["test"],
                    native_size=int(train_x.shape[1]), official_split="val_images" in keys)
+
+
+def _multilabel_npz(path: Path, parts: dict, official: bool) -> Dataset:
+    """N x K findings in every part (loaders/multilabel.py); names for the npz files we know."""
+    widths = {k: (y.shape[1] if y.ndim == 2 else 1) for k, (_, y) in parts.items()}
+    if len(set(widths.values())) > 1:
+        raise ConfigError(f"{path}: label widths differ between parts ({', '.join(f'{k} {w}' for k, w in widths.items())}); "
+                          "expected the same N x K findings in train, val and test")
+    k = widths["train"]
+    classes = multilabel.npz_names(path, k)
+    made = {name: Split(labels=y, images=x) for name, (x, y) in parts.items()}
+    return Dataset(path.stem, str(path), classes, made["train"], made["val"], made["test"],
+                   native_size=int(parts["train"][0].shape[1]), official_split=official)

@@ -8,7 +8,7 @@ import numpy as np
 
 @dataclass
 class Split:
-    labels: np.ndarray                      # int64, one per sample
+    labels: np.ndarray                      # int64, one per sample; multi-label: float32 N x K 0/1
     files: list[str] | None = None          # absolute paths (file datasets)
     images: np.ndarray | None = None        # uint8 NHWC (in-memory datasets)
     groups: np.ndarray | None = None        # lesion/patient ids, when known
@@ -42,7 +42,12 @@ class Dataset:
 
     @property
     def num_classes(self) -> int:
-        return len(self.classes)
+        return len(self.classes)   # multi-label: the number of findings
+
+    @property
+    def multilabel(self) -> bool:
+        """Several findings per image (loaders/multilabel.py): labels are an N x K 0/1 matrix."""
+        return self.train.labels.ndim == 2
 
     def split(self, name: str) -> Split:
         return {"train": self.train, "val": self.val, "test": self.test}[name]

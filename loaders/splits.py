@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from loaders.multilabel import stratify_key
+
 
 def _group_table(labels: np.ndarray, groups: np.ndarray | None):
-    """Per-group representative label, and each image's group index."""
+    """Per-group representative label, and each image's group index. Multi-label findings
+    (N x K) stratify on each image's rarest positive finding (loaders/multilabel.py)."""
+    if labels.ndim == 2:
+        labels = stratify_key(labels)
     if groups is None:
         return labels.astype(np.int64), np.arange(len(labels))
     uniq, inverse = np.unique(groups, return_inverse=True)

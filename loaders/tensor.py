@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from loaders import images
-from loaders.base import PAD_LABEL, Loader
+from loaders.base import PAD_LABEL, Loader, row_mask
 
 
 def decode_all(files: list[str], size: int, workers: int, bad) -> tuple[np.ndarray, np.ndarray]:
@@ -57,6 +57,6 @@ class TensorLoader(Loader):
             batch = self.nhwc.index_select(0, idx).permute(0, 3, 1, 2)
             labels = self.batch_labels(order, real, step)
             if self.failed is not None:
-                labels = torch.where(self.failed[idx], torch.full_like(labels, PAD_LABEL), labels)
+                labels = torch.where(row_mask(self.failed[idx], labels), torch.full_like(labels, PAD_LABEL), labels)
             yield self.augment(batch, self.key(step)), labels
         self.start_step = 0

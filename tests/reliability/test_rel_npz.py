@@ -64,8 +64,12 @@ def test_labels_not_matching_image_count(tmp_path):
 
 
 def test_multi_label_matrix(tmp_path):
-    with pytest.raises(ConfigError, match=r"train_labels has shape \(30, 3\); expected \(30,\) or \(30,1\) single-label"):
+    """N x K 0/1 labels are multi-label findings (loaders/multilabel.py); in train only, refused."""
+    with pytest.raises(ConfigError, match=r"label widths differ between parts \(train 3, val 1, test 1\)"):
         _load(tmp_path, train_labels=np.zeros((30, 3), np.uint8))
+    y = lambda n: (np.arange(n * 3).reshape(n, 3) % 2).astype(np.uint8)  # noqa: E731
+    ds = _load(tmp_path, train_labels=y(30), val_labels=y(10), test_labels=y(10))
+    assert ds.multilabel and ds.num_classes == 3
 
 
 def test_negative_labels(tmp_path):
