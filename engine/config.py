@@ -131,6 +131,8 @@ class RunConfig:
 class EvalConfig:
     posthoc_adjust: bool = False  # choose a class-prior correction tau on validation (engine/decisions.py); the plan sets it
     target_sensitivity: float = opt(0.0, ge=0.0, le=0.999)  # binary: operating threshold reaching this val sensitivity; 0 = off
+    calibrate: bool = opt(True, help="fit a temperature on validation after training (engine/temperature.py); "
+                                     "applied before the prior correction and threshold")
 
 
 @dataclass

@@ -43,7 +43,8 @@ def evaluate(options: dict) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "metrics.json", metrics)
     counts = {"evaluated": [int(v) for v in cm.sum(1).tolist()]}
-    report.save_test_outputs(out, result.probs, result.labels, result.loader.split, counts)
+    report.save_test_outputs(out, result.probs, result.labels, result.loader.split, counts,
+                              uncalibrated=result.uncalibrated)
     report.build_or_warn(out)
     print(f"test: accuracy {test['accuracy']:.4f}  balanced_accuracy {test['balanced_accuracy']:.4f}  "
           f"f1_macro {test['f1_macro']:.4f}  auc_macro {test['auc_macro']:.4f}  "

@@ -274,13 +274,17 @@ def _finish(run: Run, state: Progress, epoch: int, wall0: float) -> dict:
         writer.skipped(skipped)
     writer.json("metrics.json", metrics)
     checkpoint.save(run.out, checkpoint.load(run.out) | {"decision": run.decision})  # evaluate and predict apply it
-    report.save_test_outputs(run.out, scored.probs, scored.labels, scored.loader.split, _split_counts(ds))
+    report.save_test_outputs(run.out, scored.probs, scored.labels, scored.loader.split, _split_counts(ds),
+                              uncalibrated=scored.uncalibrated)
     report.build_or_warn(run.out)
     writer.tracker.finish(metrics, run.out / "report")
     writer.say(f"test: accuracy {test['accuracy']:.4f}  balanced_accuracy {test['balanced_accuracy']:.4f}  "
                f"f1_macro {test['f1_macro']:.4f}  auc_macro {test['auc_macro']:.4f}  "
                f"(n={test['n']}, best epoch {state.best['epoch'] + 1}, {metrics['train.images_per_second']:.0f} img/s, "
                f"{metrics['wall_seconds']:.0f}s) -> {run.out}")
+    if run.decision.get("temperature", 1.0) != 1.0:
+        writer.say(f"calibration: temperature {run.decision['temperature']:.3f} (fitted on val); test ECE "
+                   f"{test['ece_uncalibrated']:.4f} before, {test['ece']:.4f} after")
     if run.decision["tau"]:
         writer.say(f"prior correction tau {run.decision['tau']:g} (chosen on val for {cfg.train.select}); uncorrected: "
                    f"accuracy {test['uncorrected.accuracy']:.4f}  balanced_accuracy {test['uncorrected.balanced_accuracy']:.4f}")
