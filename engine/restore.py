@@ -11,7 +11,7 @@ import dataclasses
 import torch
 from torch import nn
 
-from engine import checkpoint, data_scope, distributed
+from engine import checkpoint, cv_fold, data_scope, distributed
 from engine.build import Run, build_model_for
 from engine.config import Config, ConfigError
 from engine.env import pick_device
@@ -32,6 +32,7 @@ class Restored:
     device: torch.device
     decision: dict | None = None  # prior correction / threshold chosen on validation (engine/decisions.py)
     data_source: str = ""  # the absolute data path recorded at training time ("" in older checkpoints)
+    source_dir: str = ""   # the run folder it was read from (a cv fold scores its own split: engine/cv_fold.py)
 
 
 def restore(checkpoint_dir: str, device: str = "auto") -> Restored:
@@ -51,7 +52,8 @@ def restore(checkpoint_dir: str, device: str = "auto") -> Restored:
                             len(classes), saved["image_size"], meta)
     model.load_state_dict(saved["model"])
     return Restored(model.to(dev).eval(), classes, cfg, saved["image_size"], saved["model_name"], dev,
-                    saved.get("decision"), (saved.get("data_identity") or {}).get("source", ""))
+                    saved.get("decision"), (saved.get("data_identity") or {}).get("source", ""),
+                    str(checkpoint_dir))
 
 
 def load_checked(restored: Restored, data_path: str, split: str, prog: str = "engine.predict"
@@ -61,7 +63,8 @@ def load_checked(restored: Restored, data_path: str, split: str, prog: str = "en
     ds = data_scope.read_unlabelled(restored, data_path, prog)
     if ds is not None:  # new patients: every readable image, no label
         return ds, [data_scope.UNLABELLED] * len(ds.test)
-    ds = load_dataset(data_spec(data_scope.labelled_config(restored, data_path, split)), seed=restored.cfg.train.seed)
+    ds = _fold_split(restored, data_path) or load_dataset(data_spec(data_scope.labelled_config(restored, data_path, split)),
+                                                          seed=restored.cfg.train.seed)
     if restored.cfg.model.metadata:  # same columns, encoded as in training (fit on the train split)
         from loaders.tabular import attach_metadata
         ds, _ = attach_metadata(ds, restored.cfg.model.metadata)
@@ -73,8 +76,17 @@ def load_checked(restored: Restored, data_path: str, split: str, prog: str = "en
     # Other data read whole has no split of its own unless it defines one (an npz's val/test)
     undivided = split == "all" and not len(ds.val) and not len(ds.test)
     row_split = ["all" if undivided else n for n in names for _ in range(len(ds.split(n)))]
-    row_split = data_scope.run_split_names(restored, data_path, rows.files, row_split)
+    if not cv_fold.fold_of(restored.source_dir):  # a fold's rows are already named by its own split
+        row_split = data_scope.run_split_names(restored, data_path, rows.files, row_split)
     return with_splits(ds, ds.train, ds.val, rows), row_split
+
+
+def _fold_split(restored: Restored, data_path: str) -> Dataset | None:
+    """A cv fold on the data it was trained on: that fold's own train/val/test (engine/cv_fold.py)."""
+    if not data_scope.is_own_data(restored, data_path):
+        return None
+    cfg = dataclasses.replace(restored.cfg, data=dataclasses.replace(restored.cfg.data, path=data_path))
+    return cv_fold.fold_dataset(restored.source_dir, cfg)
 
 
 def checkpoint_run(restored: Restored, ds: Dataset, batch_size: int = 0, loader: str = "auto",
