@@ -59,7 +59,8 @@ def summarized(run, raw: Scores, bootstrap: int = 0) -> Evaluation:
                                           uncalibrated=raw.uncalibrated)
     cm = torch.tensor(metrics["confusion"], device=raw.cm.device)
     return Evaluation(cm, decisions.adjust(raw.probs, decision), raw.labels, raw.loader, metrics=metrics,
-                      predictions=decisions.decide(raw.probs, decision), uncalibrated=raw.probs if raw.uncalibrated is None else raw.uncalibrated)
+                      predictions=decisions.decide(raw.probs, decision),
+                      uncalibrated=raw.probs if raw.uncalibrated is None else raw.uncalibrated)
 
 
 def evaluate(run, split: str, tta: bool = False, model: nn.Module | None = None, bootstrap: int = 0) -> Evaluation:

@@ -119,7 +119,8 @@ def build(run_dir: str | Path) -> list[Path]:
     written.append(plots.reliability(count, conf, acc, metrics.get("test.ece", float("nan")),
                                      out / "reliability_diagram.png"))
     if "probs_uncalibrated" in saved:
-        before = [t.numpy() for t in calibration_bins(torch.from_numpy(saved["probs_uncalibrated"]), torch.from_numpy(labels))]
+        raw = torch.from_numpy(saved["probs_uncalibrated"])
+        before = [t.numpy() for t in calibration_bins(raw, torch.from_numpy(labels))]
         written.append(plots.reliability_before_after(before, (count, conf, acc),
                                                       metrics.get("test.ece_uncalibrated", float("nan")),
                                                       metrics.get("test.ece", float("nan")),

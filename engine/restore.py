@@ -63,8 +63,8 @@ def load_checked(restored: Restored, data_path: str, split: str, prog: str = "en
     ds = data_scope.read_unlabelled(restored, data_path, prog)
     if ds is not None:  # new patients: every readable image, no label
         return ds, [data_scope.UNLABELLED] * len(ds.test)
-    ds = _fold_split(restored, data_path) or load_dataset(data_spec(data_scope.labelled_config(restored, data_path, split)),
-                                                          seed=restored.cfg.train.seed)
+    ds = _fold_split(restored, data_path) or load_dataset(
+        data_spec(data_scope.labelled_config(restored, data_path, split)), seed=restored.cfg.train.seed)
     if restored.cfg.model.metadata:  # same columns, encoded as in training (fit on the train split)
         from loaders.tabular import attach_metadata
         ds, _ = attach_metadata(ds, restored.cfg.model.metadata)

@@ -71,7 +71,8 @@ def test_a_fold_checkpoint_scores_its_own_test_split(cv_run, tmp_path):
     data, _, out = cv_run
     for i in range(2):
         trained = json.loads((out / f"fold{i}" / "metrics.json").read_text())
-        assert evaluate.main(["--checkpoint", str(out / f"fold{i}"), "--data", str(data), "--out", str(tmp_path / str(i))]) == 0
+        assert evaluate.main(["--checkpoint", str(out / f"fold{i}"), "--data", str(data),
+                              "--out", str(tmp_path / str(i))]) == 0
         m = json.loads((tmp_path / str(i) / "metrics.json").read_text())
         assert m["split"] == "test" and m["test.n"] == trained["test.n"]
         for key in ("test.accuracy", "test.balanced_accuracy", "test.auc_macro", "test.ece"):
