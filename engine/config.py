@@ -137,6 +137,8 @@ class EvalConfig:
     finding_threshold: str = opt("youden", choices=("youden", "f1", "half"),
                                  help="multi-label findings: per-finding decision threshold chosen on validation "
                                       "(youden: max sensitivity + specificity; f1: max F1; half: 0.5)")
+    calibrate: bool = opt(True, help="fit a temperature on validation after training (engine/temperature.py); "
+                                     "applied before the prior correction and threshold")
 
 
 @dataclass

@@ -12,6 +12,11 @@ removes the prior, and tau = 1 is Bayes-optimal for the balanced error. Two form
 pi is the prior the model saw: the training split's class counts as the sampler draws them
 (counts ** (1 - alpha) for `--sampler balanced`).
 
+Before both, the scores are calibrated: a temperature fitted on the validation split
+(`--eval.calibrate`, on by default; engine/temperature.py) is stored in the same `decision`
+and applied first, so tau and the threshold are chosen on calibrated scores and every
+consumer (`adjust`, `decide`) applies the three in the same order: temperature, prior, threshold.
+
 A binary task with `--eval.target_sensitivity S` also stores a threshold on the positive class
 (class index 1) chosen on validation as the highest that reaches sensitivity S; predict writes
 the decision it gives. Metric keys are documented in docs/plan.md.
@@ -21,7 +26,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from engine.metrics import bootstrap_indices, from_confusion, summarize
+from engine import temperature
+from engine.metrics import bootstrap_indices, expected_calibration_error, from_confusion, summarize
 from engine.screening import operating_point, screening_summary, threshold_for_sensitivity
 from kernels.confusion import confusion_matrix
 
@@ -48,9 +54,17 @@ def loss_offset(cfg, counts, device: torch.device) -> torch.Tensor | None:
     return torch.tensor(cfg.optim.logit_adjust * np.log(prior), dtype=torch.float32, device=device)
 
 
+def calibrated(probs: torch.Tensor, decision: dict | None) -> torch.Tensor:
+    """Probabilities at the stored temperature (1, unchanged, in checkpoints without one)."""
+    return temperature.apply(probs, decision.get("temperature", 1.0)) if decision else probs
+
+
 def adjust(probs: torch.Tensor, decision: dict | None) -> torch.Tensor:
-    """Probabilities with tau * log pi taken out (renormalized); unchanged without a decision."""
-    if not decision or not decision.get("tau"):
+    """Calibrated probabilities with tau * log pi taken out (renormalized); unchanged without a decision."""
+    if not decision:
+        return probs
+    probs = calibrated(probs, decision)
+    if not decision.get("tau"):
         return probs
     log_prior = torch.tensor(decision["log_prior"], dtype=torch.float32, device=probs.device)
     return (probs.float().clamp_min(1e-12).log() - decision["tau"] * log_prior).softmax(1)
@@ -67,7 +81,9 @@ def fit(cfg, counts, val_probs: torch.Tensor, val_labels: torch.Tensor) -> dict:
     """The decision rule stored in the checkpoint, chosen on the validation split."""
     prior = training_prior(counts, cfg.sampler.kind, cfg.sampler.alpha)
     decision = {"tau": 0.0, "log_prior": np.log(prior).tolist(), "metric": cfg.train.select,
-                "loss_tau": cfg.optim.logit_adjust}
+                "loss_tau": cfg.optim.logit_adjust, "temperature": 1.0}
+    if cfg.eval.calibrate and len(val_labels) > 1:  # first: tau and the threshold see calibrated scores
+        decision["temperature"] = float(temperature.fit(val_probs, val_labels))
     if cfg.eval.posthoc_adjust and len(val_labels):
         scores = [(_score(adjust(val_probs, decision | {"tau": t}), val_labels, cfg.train.select), -t) for t in TAU_GRID]
         best, neg_tau = max(scores)  # ties: the smallest tau, the least change
@@ -88,17 +104,24 @@ def decide(probs: torch.Tensor, decision: dict | None) -> torch.Tensor:
 
 
 def summarize_decided(decision: dict | None, probs: torch.Tensor, labels: torch.Tensor, classes: list[str],
-                      bootstrap: int = 0) -> dict:
-    """`summarize` of the corrected scores, `uncorrected.*` beside it, and screening figures for binary tasks."""
+                      bootstrap: int = 0, uncalibrated: torch.Tensor | None = None) -> dict:
+    """`summarize` of the calibrated, corrected scores, `uncorrected.*` (calibrated only) and
+    `ece_uncalibrated` (the raw scores, or `uncalibrated` when given: an ensemble's mean raw
+    probabilities) beside it, and screening figures for binary tasks."""
     num_classes = len(classes)
     adjusted = adjust(probs, decision)
     cm = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=probs.device)
     confusion_matrix(labels, adjusted.argmax(1), num_classes, out=cm)
     out = summarize(cm, adjusted, labels, classes, bootstrap=bootstrap)
     out["confusion"] = cm.cpu().tolist()
-    raw_cm = confusion_matrix(labels, probs.argmax(1), num_classes)
-    raw = summarize(raw_cm, probs, labels, classes)
+    calibrated_only = calibrated(probs, decision)
+    raw_cm = confusion_matrix(labels, calibrated_only.argmax(1), num_classes)
+    raw = summarize(raw_cm, calibrated_only, labels, classes)
     out |= {f"uncorrected.{k}": raw[k] for k in UNCORRECTED}
+    # Before calibration and correction: what the temperature bought (docs/engine.md)
+    out["ece_uncalibrated"] = float(expected_calibration_error(uncalibrated if uncalibrated is not None else probs,
+                                                               labels)) if len(labels) else float("nan")
+    out["temperature"] = float(decision.get("temperature", 1.0)) if decision else 1.0
     out["prior_correction_tau"] = float(decision.get("tau", 0.0)) if decision else 0.0
     if num_classes == 2 and len(labels):
         y = labels.cpu().numpy()

@@ -1,4 +1,4 @@
-"""`python -m engine.evaluate --checkpoint DIR --data PATH [--out DIR] [--tta] [--split auto|test|val|train|all]
+"""`python -m engine.evaluate --checkpoint DIR --data PATH [--out DIR] [--tta | --no-tta] [--split auto|test|val|train|all]
 [--device auto|cpu|cuda] [--batch-size N] [--loader NAME] [--amp]`
 
 Scores a trained checkpoint on a dataset with the same classes and writes `metrics.json`
@@ -8,7 +8,10 @@ predictions and a report. The default `--split auto` scores the run's test split
 data it was trained on, and every image of any other dataset. The default `--out` is
 `<checkpoint>/eval-<data name>[-split][-tta]` (`-2`, `-3`, ... when that folder holds the
 evaluation of other data with the same name: engine/eval_folder.py), so the training run's
-own metrics and other evaluations are never overwritten.
+own metrics and other evaluations are never overwritten. TTA follows the run's own setting
+(the plan turns it on when every flip and quarter turn holds) unless --tta or --no-tta is given.
+`--checkpoint` may be an engine.cv folder: the K fold models scored as one ensemble
+(engine/ensemble.py; other data only); a fold's folder scores that fold's own test split.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from engine.env import device_name, versions
 from engine.evaluation import summarized
 from engine.inference import cli_main, score_checkpoint
 
-OPTIONS = {"checkpoint": "", "data": "", "out": "", "tta": False, "split": "auto", "device": "auto",
+OPTIONS = {"checkpoint": "", "data": "", "out": "", "tta": False, "no_tta": False, "split": "auto", "device": "auto",
            "batch_size": 0, "loader": "auto", "amp": False}
 
 
@@ -38,6 +41,8 @@ def evaluate(options: dict) -> dict:
         "wall_seconds": seconds, "test.images_per_second": test["n"] / max(seconds, 1e-9),
     }
     metric_validity.mark(metrics, "test", result.labels.cpu().numpy(), run.dataset.classes)  # sync point: once
+    if "ensemble" in (run.decision or {}):  # a cv folder: the mean of its folds (engine/ensemble.py)
+        metrics["ensemble_folds"] = run.decision["ensemble"]["folds"]
     usual = data_scope.default_split(scored.restored, options["data"])
     suffix = ("-" + options["split"] if options["split"] != usual else "") + ("-tta" if options["tta"] else "")
     out = eval_folder.claim(options["checkpoint"], options["data"], suffix, options["out"])
@@ -45,7 +50,8 @@ def evaluate(options: dict) -> dict:
     atomic_write_json(out / "metrics.json", metrics)
     per_class = cm[:, 1].sum(-1) if cm.ndim == 3 else cm.sum(1)  # multi-label: positives per finding
     counts = {"evaluated": [int(v) for v in per_class.tolist()]}
-    report.save_test_outputs(out, result.probs, result.labels, result.loader.split, counts)
+    report.save_test_outputs(out, result.probs, result.labels, result.loader.split, counts,
+                              uncalibrated=result.uncalibrated)
     report.build_or_warn(out)
     shown = metric_validity.shown
     print(f"test: accuracy {shown(metrics['test.accuracy'])}  balanced_accuracy {shown(metrics['test.balanced_accuracy'])}  "

@@ -22,6 +22,7 @@ class Scores:
     probs: torch.Tensor           # real rows, in split order
     labels: torch.Tensor
     loader: object
+    uncalibrated: torch.Tensor | None = None  # an ensemble's mean raw probabilities (probs: calibrated, corrected)
 
 
 @dataclass
@@ -64,11 +65,13 @@ def summarized(run, raw: Scores, bootstrap: int = 0) -> Evaluation:
     if decision is None:  # during training (validation each epoch), or a checkpoint without one
         metrics = summarize(raw.cm, raw.probs, raw.labels, run.dataset.classes, bootstrap=bootstrap)
         metrics["confusion"] = raw.cm.cpu().tolist()
-        return Evaluation(raw.cm, raw.probs, raw.labels, raw.loader, metrics, raw.probs.argmax(1))
-    metrics = decisions.summarize_decided(decision, raw.probs, raw.labels, run.dataset.classes, bootstrap=bootstrap)
+        return Evaluation(raw.cm, raw.probs, raw.labels, raw.loader, metrics=metrics, predictions=raw.probs.argmax(1))
+    metrics = decisions.summarize_decided(decision, raw.probs, raw.labels, run.dataset.classes, bootstrap=bootstrap,
+                                          uncalibrated=raw.uncalibrated)
     cm = torch.tensor(metrics["confusion"], device=raw.cm.device)
-    return Evaluation(cm, decisions.adjust(raw.probs, decision), raw.labels, raw.loader, metrics,
-                      decisions.decide(raw.probs, decision))
+    return Evaluation(cm, decisions.adjust(raw.probs, decision), raw.labels, raw.loader, metrics=metrics,
+                      predictions=decisions.decide(raw.probs, decision),
+                      uncalibrated=raw.probs if raw.uncalibrated is None else raw.uncalibrated)
 
 
 def evaluate(run, split: str, tta: bool = False, model: nn.Module | None = None, bootstrap: int = 0) -> Evaluation:

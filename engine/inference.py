@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.cli import doc_usage, parse_options, run_main
-from engine import data_scope, run_lock
+from engine import data_scope, ensemble, run_lock
 from engine.build import Run
 from engine.config import CHECKPOINT_NAME
 from engine.env import setup_logging
@@ -49,9 +49,13 @@ class Scored:
 
 
 def score_checkpoint(options: dict, prog: str = "engine.predict") -> Scored:
-    """Everything both CLIs do: restore, load, check, score (with TTA when asked)."""
+    """Everything both CLIs do: restore, load, check, score (with TTA when asked, else as the
+    run was trained: engine/ensemble.py `use_tta`); a cv folder scores all its folds."""
+    if ensemble.is_cv_folder(options["checkpoint"]):
+        return ensemble.score(options, prog)
     restored = restore(options["checkpoint"], options["device"])
     asked = options["split"]
+    options["tta"] = ensemble.use_tta(options, restored.cfg)
     if options["split"] == "auto":
         options["split"] = data_scope.default_split(restored, options["data"])
     ds, row_split = load_checked(restored, options["data"], options["split"], prog)

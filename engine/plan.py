@@ -119,6 +119,8 @@ def derive(fp: dict, cost, budget_s: float, device_type: str, model: str = "", s
                "model.dropout": 0.1, "train.ema": 0.999 if steps >= 3000 else (0.99 if steps >= 300 else 0.0),
                "train.amp": device_type == "cuda"}
     options |= augmentation(fp, size) | imbalance(fp)
+    # TTA averages all 8 flips/quarter turns (engine/tta.py): fair only when every one holds
+    options["run.tta"] = all(options[f"data.{k}"] for k in ("hflip", "vflip", "rot90"))
     return {"options": options, "candidates": tried, "budget_seconds": budget_s}
 
 
@@ -199,5 +201,6 @@ def describe(plan: dict, cfg: Config) -> str:
         f"{plan['budget_seconds'] / 60:g}-minute budget, batch {cfg.data.batch_size}, lr {cfg.optim.lr:g}",
         f"plan: {crop}, {'/'.join(aug) or 'no flips'}, jitter {cfg.data.color_jitter:g}, "
         f"colour constancy {cfg.data.color_constancy}; sampler {cfg.sampler.kind} (alpha {cfg.sampler.alpha:g}), "
-        f"select {cfg.train.select}, post-hoc prior correction {'on' if cfg.eval.posthoc_adjust else 'off'}",
+        f"select {cfg.train.select}, post-hoc prior correction {'on' if cfg.eval.posthoc_adjust else 'off'}, "
+        f"TTA {'on' if cfg.run.tta else 'off'}",
     ])

@@ -168,20 +168,33 @@ def class_distribution(classes: list[str], counts: dict[str, np.ndarray], sample
     return _save(fig, path)
 
 
-def reliability(count: np.ndarray, confidence: np.ndarray, accuracy: np.ndarray, ece: float, path: Path) -> Path:
+def _reliability_panel(ax, hist, count: np.ndarray, confidence: np.ndarray, accuracy: np.ndarray, title: str) -> None:
     bins = len(count)
     edges = np.linspace(0, 1, bins + 1)
     centers = (edges[:-1] + edges[1:]) / 2
     used = count > 0
-    fig, (ax, hist) = plt.subplots(2, 1, figsize=(5.4, 6), height_ratios=(3, 1), sharex=True)
     ax.bar(centers[used], accuracy[used], width=1 / bins, edgecolor="black", alpha=0.75, label="accuracy in bin")
     ax.scatter(centers[used], confidence[used], color="tab:red", marker="_", s=200, linewidths=2.5,
                label="mean confidence in bin", zorder=3)
     ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfect calibration")
-    ax.set(ylabel="accuracy", title=f"Reliability diagram (ECE {ece:.3f})", xlim=(0, 1), ylim=(0, 1))
+    ax.set(ylabel="accuracy", title=title, xlim=(0, 1), ylim=(0, 1))
     ax.legend(fontsize=8, loc="upper left")
     hist.bar(centers, count, width=1 / bins, color="gray")
     hist.set(xlabel="confidence (max probability)", ylabel="images")
+
+
+def reliability(count: np.ndarray, confidence: np.ndarray, accuracy: np.ndarray, ece: float, path: Path) -> Path:
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(5.4, 6), height_ratios=(3, 1), sharex=True)
+    _reliability_panel(ax, hist, count, confidence, accuracy, f"Reliability diagram (ECE {ece:.3f})")
+    return _save(fig, path)
+
+
+def reliability_before_after(before: tuple, after: tuple, ece_before: float, ece_after: float, path: Path) -> Path:
+    """Side by side: the raw scores and the calibrated ones; each of `before`, `after` is
+    (count, mean confidence, accuracy) per bin (engine.metrics.calibration_bins)."""
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6), height_ratios=(3, 1), sharex=True)
+    _reliability_panel(axes[0, 0], axes[1, 0], *before, f"Before calibration (ECE {ece_before:.3f})")
+    _reliability_panel(axes[0, 1], axes[1, 1], *after, f"After calibration (ECE {ece_after:.3f})")
     return _save(fig, path)
 
 

@@ -1,4 +1,4 @@
-"""`python -m engine.predict --checkpoint DIR --data PATH --out FILE.csv [--tta] [--split all|test|val|train]
+"""`python -m engine.predict --checkpoint DIR --data PATH --out FILE.csv [--tta | --no-tta] [--split all|test|val|train]
 [--device auto|cpu|cuda] [--batch-size N] [--loader NAME] [--amp]`
 
 Writes one CSV row per image: its split and position in that split (for a `.npz`, the row of
@@ -12,6 +12,9 @@ an operating threshold (`--eval.target_sensitivity`) adds a `decision` column. T
 or a CSV listing files (loaders/unlabelled.py). Every readable image gets a row (split
 `unlabelled`, label empty); unreadable ones are named on stderr and listed with their
 reason in `<out>.skipped.csv`.
+
+TTA follows the run's own setting unless --tta or --no-tta is given. `--checkpoint` may be an
+engine.cv folder: the folds' calibrated, corrected probabilities averaged (engine/ensemble.py).
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ from engine.config import ConfigError
 from engine.inference import cli_main, relative_name, score_checkpoint
 from loaders.unlabelled import SPLIT as UNLABELLED
 
-OPTIONS = {"checkpoint": "", "data": "", "out": "", "tta": False, "split": "all", "device": "auto",
+OPTIONS = {"checkpoint": "", "data": "", "out": "", "tta": False, "no_tta": False, "split": "all", "device": "auto",
            "batch_size": 0, "loader": "auto", "amp": False}
 
 

@@ -33,6 +33,7 @@ FIGURES = {
     "learning_curves.png": "Learning curves: loss, accuracy, balanced accuracy (train and val)",
     "class_distribution.png": "Class distribution per split",
     "reliability_diagram.png": "Reliability diagram (calibration)",
+    "reliability_before_after.png": "Reliability before and after temperature scaling (test)",
     "misclassified.png": "Most confidently misclassified test images",
 }
 
@@ -53,8 +54,9 @@ def _thumbnails(split, rows: np.ndarray) -> np.ndarray:
 
 
 def save_test_outputs(run_dir: str | Path, probs: torch.Tensor, labels: torch.Tensor, split,
-                      class_counts: dict[str, list[int]]) -> Path:
-    """Write what the report needs about the test split; `split` is the evaluated one, in order."""
+                      class_counts: dict[str, list[int]], uncalibrated: torch.Tensor | None = None) -> Path:
+    """Write what the report needs about the test split; `split` is the evaluated one, in order.
+    `uncalibrated`: the scores before temperature and prior correction, for the before/after diagram."""
     p = probs.detach().float().cpu().numpy()     # sync point: once, after the final evaluation
     y = labels.detach().cpu().numpy().astype(np.int64)
     if y.ndim == 2:  # multi-label findings: N x K 0/1
@@ -66,6 +68,8 @@ def save_test_outputs(run_dir: str | Path, probs: torch.Tensor, labels: torch.Te
         worst = wrong[np.argsort(-confidence[wrong], kind="stable")][:ERRORS_SHOWN]
     arrays = {"probs": p, "labels": y, "index": np.arange(len(y)), "error_rows": worst,
               "error_images": _thumbnails(split, worst)}
+    if uncalibrated is not None:
+        arrays["probs_uncalibrated"] = uncalibrated.detach().float().cpu().numpy()
     if split.files is not None:
         arrays["files"] = np.asarray(split.files, dtype=str)
     for name, counts in class_counts.items():
@@ -124,6 +128,13 @@ def build(run_dir: str | Path) -> list[Path]:
     count, conf, acc = (t.numpy() for t in calibration_bins(torch.from_numpy(probs), torch.from_numpy(labels)))
     written.append(plots.reliability(count, conf, acc, _number(metrics.get("test.ece")),
                                      out / "reliability_diagram.png"))
+    if "probs_uncalibrated" in saved:
+        raw = torch.from_numpy(saved["probs_uncalibrated"])
+        before = [t.numpy() for t in calibration_bins(raw, torch.from_numpy(labels))]
+        written.append(plots.reliability_before_after(before, (count, conf, acc),
+                                                      metrics.get("test.ece_uncalibrated", float("nan")),
+                                                      metrics.get("test.ece", float("nan")),
+                                                      out / "reliability_before_after.png"))
     rows = saved["error_rows"]
     written.append(plots.misclassified(saved["error_images"], [classes[labels[r]] for r in rows],
                                        [classes[pred[r]] for r in rows], probs[rows].max(1) if len(rows) else [],
@@ -155,6 +166,7 @@ SUMMARY_ROWS = (("accuracy", "accuracy"), ("balanced accuracy (UAR)", "balanced_
                 ("macro F1", "f1_macro"), ("weighted F1", "f1_weighted"), ("macro precision", "precision_macro"),
                 ("macro recall", "recall_macro"), ("weighted precision", "precision_weighted"),
                 ("macro AUC (one-vs-rest)", "auc_macro"), ("expected calibration error", "ece"),
+                ("ECE before calibration", "ece_uncalibrated"), ("temperature", "temperature"),
                 ("log loss", "log_loss"), ("images", "n"))
 
 

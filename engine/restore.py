@@ -11,7 +11,7 @@ import dataclasses
 import torch
 from torch import nn
 
-from engine import checkpoint, data_scope, distributed
+from engine import checkpoint, cv_fold, data_scope, distributed
 from engine.build import Run, build_model_for
 from engine.config import Config, ConfigError
 from engine.env import pick_device
@@ -34,6 +34,7 @@ class Restored:
     data_source: str = ""  # the absolute data path recorded at training time ("" in older checkpoints)
     data_contents: dict = dataclasses.field(default_factory=dict)  # content digest -> split ({} in older ones)
     data_sha256: str = ""  # an array file's SHA-256 (npz runs)
+    source_dir: str = ""   # the run folder it was read from (a cv fold scores its own split: engine/cv_fold.py)
 
 
 def restore(checkpoint_dir: str, device: str = "auto") -> Restored:
@@ -54,7 +55,8 @@ def restore(checkpoint_dir: str, device: str = "auto") -> Restored:
     model.load_state_dict(saved["model"])
     return Restored(model.to(dev).eval(), classes, cfg, saved["image_size"], saved["model_name"], dev,
                     saved.get("decision"), (saved.get("data_identity") or {}).get("source", ""),
-                    saved.get("data_contents") or {}, (saved.get("data_identity") or {}).get("sha256", ""))
+                    saved.get("data_contents") or {}, (saved.get("data_identity") or {}).get("sha256", ""),
+                    str(checkpoint_dir))
 
 
 def load_checked(restored: Restored, data_path: str, split: str, prog: str = "engine.predict"
@@ -64,13 +66,16 @@ def load_checked(restored: Restored, data_path: str, split: str, prog: str = "en
     ds = data_scope.read_unlabelled(restored, data_path, prog)
     if ds is not None:  # new patients: every readable image, no label
         return ds, [data_scope.UNLABELLED] * len(ds.test)
-    try:
-        ds = load_dataset(data_spec(data_scope.labelled_config(restored, data_path, split)), seed=restored.cfg.train.seed)
-    except ConfigError:
-        ds = data_scope.labels_ignored(restored, data_path, prog)  # predict: labels it cannot read are not needed
-        if ds is None:
-            raise
-        return ds, [data_scope.UNLABELLED] * len(ds.test)
+    ds = _fold_split(restored, data_path)
+    if ds is None:
+        try:
+            ds = load_dataset(data_spec(data_scope.labelled_config(restored, data_path, split)),
+                              seed=restored.cfg.train.seed)
+        except ConfigError:
+            ds = data_scope.labels_ignored(restored, data_path, prog)  # predict: labels it cannot read are not needed
+            if ds is None:
+                raise
+            return ds, [data_scope.UNLABELLED] * len(ds.test)
     if ds.classes != restored.classes and prog == "engine.predict" and not restored.cfg.model.metadata:
         ds = data_scope.labels_ignored(restored, data_path, prog, f"its labels {ds.classes} are not the checkpoint's")
         return ds, [data_scope.UNLABELLED] * len(ds.test)
@@ -85,8 +90,17 @@ def load_checked(restored: Restored, data_path: str, split: str, prog: str = "en
     # Other data read whole has no split of its own unless it defines one (an npz's val/test)
     undivided = split == "all" and not len(ds.val) and not len(ds.test)
     row_split = ["all" if undivided else n for n in names for _ in range(len(ds.split(n)))]
-    row_split = data_scope.run_split_names(restored, data_path, rows.files, row_split)
+    if not cv_fold.fold_of(restored.source_dir):  # a fold's rows are already named by its own split
+        row_split = data_scope.run_split_names(restored, data_path, rows.files, row_split)
     return with_splits(ds, ds.train, ds.val, rows), row_split
+
+
+def _fold_split(restored: Restored, data_path: str) -> Dataset | None:
+    """A cv fold on the data it was trained on: that fold's own train/val/test (engine/cv_fold.py)."""
+    if not data_scope.is_own_data(restored, data_path):
+        return None
+    cfg = dataclasses.replace(restored.cfg, data=dataclasses.replace(restored.cfg.data, path=data_path))
+    return cv_fold.fold_dataset(restored.source_dir, cfg)
 
 
 def checkpoint_run(restored: Restored, ds: Dataset, batch_size: int = 0, loader: str = "auto",

@@ -315,7 +315,8 @@ def _finish(run: Run, state: Progress, epoch: int, wall0: float) -> dict:
         writer.skipped(skipped)
     writer.json("metrics.json", metrics)
     checkpoint.save(run.out, checkpoint.load(run.out) | {"decision": run.decision})  # evaluate and predict apply it
-    report.save_test_outputs(run.out, scored.probs, scored.labels, scored.loader.split, _split_counts(ds))
+    report.save_test_outputs(run.out, scored.probs, scored.labels, scored.loader.split, _split_counts(ds),
+                              uncalibrated=scored.uncalibrated)
     report.build_or_warn(run.out)
     writer.tracker.finish(metrics, run.out / "report")
     shown = metric_validity.shown
@@ -327,6 +328,9 @@ def _finish(run: Run, state: Progress, epoch: int, wall0: float) -> dict:
         writer.say(f"findings ({ds.num_classes}): auc_macro {test['auc_macro']:.4f}  map {test['map']:.4f}  "
                    f"mean per-finding balanced_accuracy {test['balanced_accuracy']:.4f}  exact-match accuracy "
                    f"{test['accuracy']:.4f} (thresholds per finding chosen on val: {run.decision['rule']})")
+    if run.decision.get("temperature", 1.0) != 1.0:
+        writer.say(f"calibration: temperature {run.decision['temperature']:.3f} (fitted on val); test ECE "
+                   f"{test['ece_uncalibrated']:.4f} before, {test['ece']:.4f} after")
     if run.decision["tau"]:
         writer.say(f"prior correction tau {run.decision['tau']:g} (chosen on val for {cfg.train.select}); uncorrected: "
                    f"accuracy {test['uncorrected.accuracy']:.4f}  "

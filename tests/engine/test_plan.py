@@ -190,3 +190,10 @@ def test_augmentation_is_timed_and_costs_more_from_larger_native_images():
     small = input_seconds_per_image(96, spec, cpu, batch=16, seconds=0.2)
     large = input_seconds_per_image(448, spec, cpu, batch=16, seconds=0.2)
     assert 0 < small < large < 1.0
+
+
+def test_tta_is_on_only_when_every_flip_and_quarter_turn_holds():
+    symmetric = plan.derive(_fp(), lambda m, s: 0.0005, 300, "cpu")["options"]
+    assert symmetric["run.tta"] is True
+    posed = _fp(asymmetry={"hflip": 0.3, "vflip": 1.2, "rot90": 1.1})
+    assert plan.derive(posed, lambda m, s: 0.0005, 300, "cpu")["options"]["run.tta"] is False

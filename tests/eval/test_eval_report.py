@@ -32,7 +32,8 @@ def fake_run(root, n=60, with_history=True):
                                                   "train.class_histogram": [20, 20, 20]})
     images = rng.integers(0, 255, (n, 28, 28, 3), dtype=np.uint8)
     split = Split(labels=labels.numpy(), images=images)
-    report.save_test_outputs(root, probs, labels, split, {"train": [30, 30, 90], "val": [5, 5, 15], "test": cm.sum(1).tolist()})
+    report.save_test_outputs(root, probs, labels, split, {"train": [30, 30, 90], "val": [5, 5, 15], "test": cm.sum(1).tolist()},
+                              uncalibrated=(2 * logits).softmax(1))  # an overconfident "before" for the diagram
     return probs, labels, images
 
 

@@ -1,0 +1,83 @@
+"""Temperature scaling (Guo et al., "On calibration of modern neural networks", ICML 2017).
+
+After training, one scalar T > 0 is fitted on the validation split by minimising the negative
+log-likelihood of softmax(z / T); it is stored in the checkpoint's decision and applied before
+the prior correction and the operating threshold (engine/decisions.py), by the runner's test
+figures, engine.evaluate and engine.predict alike. Dividing every logit by the same T > 0
+keeps their order, so argmax, accuracy and balanced accuracy are unchanged; only the
+confidence moves.
+
+Scores reach here as probabilities (engine/scoring.py; with TTA the mean of 8 softmaxes):
+softmax(log p / T) equals softmax(z / T) because log p and z differ by a per-row constant.
+For multi-label scores (independent sigmoids) each label gets its own temperature on its
+logit log(p / (1 - p)); the fit is the same code with a vector of temperatures, because the
+summed per-label NLLs are separable and their joint minimum is each label's own.
+
+The fit runs L-BFGS on log T (T stays positive, the NLL is smooth in it), in float64 on the
+host-side copy of the validation scores, once after training. T is bounded to
+[MIN_T, MAX_T]; a fit that does not lower the validation NLL below T = 1's keeps T = 1.
+"""
+from __future__ import annotations
+
+import torch
+
+MIN_T, MAX_T = 0.05, 20.0
+EPS = 1e-7
+
+
+def logits_of(probs: torch.Tensor, multilabel: bool = False) -> torch.Tensor:
+    """Logits up to a per-row constant: log p (softmax), or log(p / (1 - p)) per label (sigmoid)."""
+    p = probs.double().clamp(EPS, 1 - EPS) if multilabel else probs.double().clamp_min(1e-12)
+    return (p / (1 - p)).log() if multilabel else p.log()
+
+
+def nll(logits: torch.Tensor, targets: torch.Tensor, temperature: torch.Tensor, multilabel: bool = False
+        ) -> torch.Tensor:
+    """Mean NLL at `temperature` (a scalar, or one per label column when multilabel)."""
+    scaled = logits / temperature
+    if multilabel:  # per label, summed over labels: separable in the per-label temperatures
+        return torch.nn.functional.binary_cross_entropy_with_logits(
+            scaled, targets.to(scaled.dtype), reduction="none").mean(0).sum()
+    return torch.nn.functional.cross_entropy(scaled, targets)
+
+
+def fit(probs: torch.Tensor, targets: torch.Tensor, multilabel: bool = False) -> torch.Tensor:
+    """Fitted temperature: shape () for softmax scores, (labels,) for multi-label scores.
+    `targets`: class indices (n,), or a 0/1 matrix (n, labels) when multilabel."""
+    logits = logits_of(probs.detach().cpu(), multilabel)
+    targets = targets.detach().cpu()
+    shape = (logits.shape[1],) if multilabel else ()
+    one = torch.ones(shape, dtype=torch.float64)
+    if len(targets) < 2:
+        return one.float()
+    log_t = torch.zeros(shape, dtype=torch.float64, requires_grad=True)
+    lbfgs = torch.optim.LBFGS([log_t], lr=1.0, max_iter=100, tolerance_grad=1e-10, tolerance_change=1e-12,
+                              line_search_fn="strong_wolfe")
+
+    def closure():
+        lbfgs.zero_grad()
+        loss = nll(logits, targets, log_t.clamp(-5, 5).exp(), multilabel)  # clamp: no overflow mid-search
+        loss.backward()
+        return loss
+
+    lbfgs.step(closure)
+    with torch.no_grad():
+        fitted = log_t.exp().clamp(MIN_T, MAX_T)
+        if multilabel:  # per label: keep 1 where the fit did not help that label
+            per_label = lambda t: torch.nn.functional.binary_cross_entropy_with_logits(  # noqa: E731
+                logits / t, targets.double(), reduction="none").mean(0)
+            fitted = torch.where(per_label(fitted) < per_label(one), fitted, one)
+        elif not nll(logits, targets, fitted) < nll(logits, targets, one):
+            fitted = one
+    return fitted.float()
+
+
+def apply(probs: torch.Tensor, temperature, multilabel: bool = False) -> torch.Tensor:
+    """`probs` rescaled by `temperature` (a number or a list/tensor per label); unchanged at 1."""
+    t = torch.as_tensor(temperature, dtype=torch.float32)  # a host value: the check below is no device sync
+    if bool((t == 1).all()):
+        return probs
+    t = t.to(probs.device)
+    if multilabel:
+        return (logits_of(probs, True).float() / t).sigmoid()
+    return (probs.float().clamp_min(1e-12).log() / t).softmax(1)
