@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from common.constants import BOOTSTRAP_RESAMPLES
-from engine import data_scope, eval_folder, report
+from engine import data_scope, eval_folder, report, saliency
 from engine.atomic import atomic_write_json
 from engine.env import device_name, versions
 from engine.evaluation import summarized
@@ -44,6 +44,8 @@ def evaluate(options: dict) -> dict:
     atomic_write_json(out / "metrics.json", metrics)
     counts = {"evaluated": [int(v) for v in cm.sum(1).tolist()]}
     report.save_test_outputs(out, result.probs, result.labels, result.loader.split, counts)
+    saliency.save_sample_or_warn(out, run.model, scored.restored.model_name, run.resolved, run.device, run.dataset,
+                                 result)
     report.build_or_warn(out)
     print(f"test: accuracy {test['accuracy']:.4f}  balanced_accuracy {test['balanced_accuracy']:.4f}  "
           f"f1_macro {test['f1_macro']:.4f}  auc_macro {test['auc_macro']:.4f}  "

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine import plots
+from engine import plots, saliency
 from common.cli import run_main
 from engine.atomic import WriteError, atomic_write_bytes, read_jsonl
 from engine.config import ConfigError
@@ -34,6 +34,7 @@ FIGURES = {
     "class_distribution.png": "Class distribution per split",
     "reliability_diagram.png": "Reliability diagram (calibration)",
     "misclassified.png": "Most confidently misclassified test images",
+    "gradcam.png": "Grad-CAM: where the model looked, for correct and misclassified test images per class",
 }
 
 
@@ -118,6 +119,8 @@ def build(run_dir: str | Path) -> list[Path]:
     written.append(plots.misclassified(saved["error_images"], [classes[labels[r]] for r in rows],
                                        [classes[pred[r]] for r in rows], probs[rows].max(1) if len(rows) else [],
                                        out / "misclassified.png"))
+    if (run / saliency.SAMPLE_FILE).exists():  # written at run end when the model has a conv layer
+        written.append(saliency.grid_figure(run / saliency.SAMPLE_FILE, classes, out / saliency.FIGURE))
     readme = out / "README.md"
     text = markdown(metrics, classes, history, [p.name for p in written]).encode()
     atomic_write_bytes(readme, lambda fh: fh.write(text))
