@@ -34,6 +34,9 @@ FIGURES = {
     "class_distribution.png": "Class distribution per split",
     "reliability_diagram.png": "Reliability diagram (calibration)",
     "misclassified.png": "Most confidently misclassified test images",
+}
+# Drawn when the run folder holds what they need (engine/saliency.py: a CNN's Grad-CAM sample).
+OPTIONAL_FIGURES = {
     "gradcam.png": "Grad-CAM: where the model looked, for correct and misclassified test images per class",
 }
 
@@ -187,7 +190,7 @@ def markdown(metrics: dict, classes: list[str], history: list[dict], figures: li
         lines += ["", f"{len(history)} epochs recorded in `history.jsonl`."]
     lines += ["", "## Figures", ""]
     for name in figures:
-        lines += [f"### {FIGURES.get(name, name)}", "", f"![{name}]({name})", ""]
+        lines += [f"### {(FIGURES | OPTIONAL_FIGURES).get(name, name)}", "", f"![{name}]({name})", ""]
     return "\n".join(lines)
 
 

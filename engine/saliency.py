@@ -144,7 +144,9 @@ def save_sample_or_warn(run_dir, model, model_name: str, resolved, device, datas
     except WriteError:
         raise
     except Exception as exc:  # grad-cam missing, a model without convolutions, ...
-        log.warning("Grad-CAM overlays not made (%s: %s)", type(exc).__name__, exc)
+        # a model with no map to show (mlp, metadata fusion) is expected: said, not warned
+        (log.info if isinstance(exc, ConfigError) else log.warning)(
+            "Grad-CAM overlays not made (%s: %s)", type(exc).__name__, exc)
         (Path(run_dir) / SAMPLE_FILE).unlink(missing_ok=True)  # an older run's sample must not be shown
         return False
 
