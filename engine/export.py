@@ -32,6 +32,7 @@ from torch import nn
 
 from common.cli import doc_usage, parse_options, run_main
 from common.errors import ConfigError
+from engine import decisions
 from engine.atomic import atomic_write_bytes, atomic_write_json
 
 FORMATS = ("onnx", "torch")
@@ -63,10 +64,7 @@ class RawImageClassifier(nn.Module):
         self.crop = crop != 1.0
         grid = sampling_grid(affine_from_params(_eval_params(crop, 1, torch.device("cpu"))), spec.out_size)
         self.register_buffer("grid", grid)
-        tau = float((decision or {}).get("tau") or 0.0)
-        offset = tau * torch.tensor((decision or {}).get("log_prior", [0.0]), dtype=torch.float32)
-        self.adjusted = tau != 0.0
-        self.register_buffer("offset", offset.view(1, -1))
+        self.decision = decision  # applied by engine/decisions.py itself, so a change there is exported too
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.permute(0, 3, 1, 2).float()
@@ -74,10 +72,7 @@ class RawImageClassifier(nn.Module):
             x = F.grid_sample(x, self.grid.expand(x.shape[0], -1, -1, -1), mode="bilinear",
                               padding_mode="border", align_corners=False)
         x = (x * self.scale - self.shift).contiguous(memory_format=torch.channels_last)
-        probs = self.model(x).float().softmax(1)
-        if self.adjusted:  # engine/decisions.py adjust(): the stored prior correction
-            probs = (probs.clamp_min(1e-12).log() - self.offset).softmax(1)
-        return probs
+        return decisions.adjust(self.model(x).float().softmax(1), self.decision)
 
 
 def _refuse_unexportable(restored, spec) -> None:
@@ -92,7 +87,6 @@ def _refuse_unexportable(restored, spec) -> None:
 def engine_probs(restored, spec, images: torch.Tensor) -> torch.Tensor:
     """The engine's own probabilities for uint8 NHWC `images`: its evaluation preprocessing
     (kernels.augment reference), the restored model, the stored correction."""
-    from engine import decisions
     from kernels.augment import DeviceAugment
     augment = DeviceAugment(spec, restored.cfg.train.seed, torch.device("cpu"), impl="reference")
     with torch.no_grad():
