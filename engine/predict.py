@@ -15,7 +15,7 @@ reason in `<out>.skipped.csv`.
 
 `--explain DIR` also writes one Grad-CAM overlay PNG per image for its predicted class
 (engine/saliency.py), named after the image: its relative path with `.png`, or
-`<split>_<index>.png` for array datasets.
+`<split>_<index>.png` for array datasets. The map is of the image as scored without TTA.
 """
 from __future__ import annotations
 
@@ -37,6 +37,8 @@ OPTIONS = {"checkpoint": "", "data": "", "out": "", "tta": False, "split": "all"
 def predict(options: dict) -> Path:
     if not options["out"].endswith(".csv"):
         raise ConfigError(f"engine.predict: --out must name a .csv file; got {options['out']!r}")
+    if options["explain"] and Path(options["explain"]).exists() and not Path(options["explain"]).is_dir():
+        raise ConfigError(f"engine.predict: --explain {options['explain']} is a file; name a folder for the overlays")
     scored = score_checkpoint(options)
     ds, row_split, seconds = scored.run.dataset, scored.row_split, scored.seconds
     raw, decision = scored.scores, scored.run.decision

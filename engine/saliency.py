@@ -174,7 +174,7 @@ def grid_figure(sample: Path, classes: list[str], path: Path) -> Path:
             verdict = "correct" if preds[i] == c else f"as {classes[preds[i]]}"
             ax.set_title(f"{classes[c]}: {verdict} ({conf[i]:.2f})", fontsize=7, color="black" if preds[i] == c else "red")
     fig.suptitle("Grad-CAM for the decided class: correct (left) and misclassified (right) test images", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))  # room for the title above the first row
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
