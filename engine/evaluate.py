@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from common.constants import BOOTSTRAP_RESAMPLES
-from engine import data_scope, eval_folder, metric_validity, report
+from engine import data_scope, eval_folder, metric_validity, report, saliency
 from engine.atomic import atomic_write_json
 from engine.env import device_name, versions
 from engine.evaluation import summarized
@@ -52,6 +52,8 @@ def evaluate(options: dict) -> dict:
     counts = {"evaluated": [int(v) for v in per_class.tolist()]}
     report.save_test_outputs(out, result.probs, result.labels, result.loader.split, counts,
                               uncalibrated=result.uncalibrated)
+    saliency.save_sample_or_warn(out, run.model, scored.restored.model_name, run.resolved, run.device, run.dataset,
+                                 result)
     report.build_or_warn(out)
     shown = metric_validity.shown
     print(f"test: accuracy {shown(metrics['test.accuracy'])}  balanced_accuracy {shown(metrics['test.balanced_accuracy'])}  "

@@ -20,7 +20,7 @@ SPLITS = ("test", "val", "train", "all", "auto")  # auto: the test split of the 
 
 def options_of(argv: list[str], spec: dict[str, object], required: tuple[str, ...], prog: str) -> dict:
     """The shared option rules: split names, `~` in paths, --checkpoint as a run folder or its file."""
-    paths = tuple(k for k in ("checkpoint", "data", "out") if k in spec)
+    paths = tuple(k for k in ("checkpoint", "data", "out", "explain") if k in spec)
     options = parse_options(argv, spec, required, prog, choices={"split": SPLITS}, paths=paths)
     ckpt = Path(options["checkpoint"])
     if ckpt.name == CHECKPOINT_NAME:

@@ -1,5 +1,5 @@
 """`python -m engine.predict --checkpoint DIR --data PATH --out FILE.csv [--tta | --no-tta] [--split all|test|val|train]
-[--device auto|cpu|cuda] [--batch-size N] [--loader NAME] [--amp]`
+[--device auto|cpu|cuda] [--batch-size N] [--loader NAME] [--amp] [--explain DIR]`
 
 Writes one CSV row per image: its split and position in that split (for a `.npz`, the row of
 `<split>_images`), file (relative to the data folder; empty for array datasets), true label,
@@ -15,6 +15,10 @@ reason in `<out>.skipped.csv`.
 
 TTA follows the run's own setting unless --tta or --no-tta is given. `--checkpoint` may be an
 engine.cv folder: the folds' calibrated, corrected probabilities averaged (engine/ensemble.py).
+
+`--explain DIR` also writes one Grad-CAM overlay PNG per image for its predicted class
+(engine/saliency.py), named after the image: its relative path with `.png`, or
+`<split>_<index>.png` for array datasets. The map is of the image as scored without TTA.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ import io
 import sys
 from pathlib import Path
 
-from engine import decisions, multilabel_predict, skip_list
+from engine import decisions, multilabel_predict, saliency, skip_list
 from engine.evaluation import is_multilabel
 from engine.atomic import atomic_write_bytes
 from engine.config import ConfigError
@@ -31,12 +35,14 @@ from engine.inference import cli_main, relative_name, score_checkpoint
 from loaders.unlabelled import SPLIT as UNLABELLED
 
 OPTIONS = {"checkpoint": "", "data": "", "out": "", "tta": False, "no_tta": False, "split": "all", "device": "auto",
-           "batch_size": 0, "loader": "auto", "amp": False}
+           "batch_size": 0, "loader": "auto", "amp": False, "explain": ""}
 
 
 def predict(options: dict) -> Path:
     if not options["out"].endswith(".csv"):
         raise ConfigError(f"engine.predict: --out must name a .csv file; got {options['out']!r}")
+    if options["explain"] and Path(options["explain"]).exists() and not Path(options["explain"]).is_dir():
+        raise ConfigError(f"engine.predict: --explain {options['explain']} is a file; name a folder for the overlays")
     scored = score_checkpoint(options)
     ds, row_split, seconds = scored.run.dataset, scored.row_split, scored.seconds
     raw, decision = scored.scores, scored.run.decision
@@ -53,16 +59,20 @@ def predict(options: dict) -> Path:
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["split", "index", "file", "label", "prediction", "confidence"] + [f"p_{c}" for c in classes] + extra)
-    position = {}
+    position, overlay_names = {}, []
     for i in range(len(y)):
         name = relative_name(files[i], root) if files is not None else ""
         position[row_split[i]] = index = position.get(row_split[i], -1) + 1
+        overlay_names.append(saliency.overlay_name(name, row_split[i], index))
         label = "" if row_split[i] == UNLABELLED else classes[y[i]]
         row = [row_split[i], index, name, label, classes[int(p[i].argmax())], f"{p[i].max():.6f}"]
         writer.writerow(row + [f"{v:.6f}" for v in p[i]] + [classes[calls[i]]] * len(extra))
     out = Path(options["out"])
     atomic_write_bytes(out, lambda fh: fh.write(buf.getvalue().encode()))
     skip_list.write(out, ds.skipped + sorted(scored.scores.loader.bad.items.items()))
+    if options["explain"]:  # after the CSV: the maps need a backward pass per image, outside scoring
+        written = saliency.write_overlays(options["explain"], overlay_names, scored, calls)
+        print(f"explain: {written} Grad-CAM overlays -> {options['explain']}")
     print(f"predictions: {len(y)} images, {len(classes)} classes, tta {'on' if options['tta'] else 'off'}, "
           f"{seconds:.1f}s -> {out}")
     return out

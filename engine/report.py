@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine import multilabel_report, plots
+from engine import multilabel_report, plots, saliency
 from common.cli import run_main
 from engine.atomic import WriteError, atomic_write_bytes, read_jsonl
 from engine.config import ConfigError
@@ -35,6 +35,10 @@ FIGURES = {
     "reliability_diagram.png": "Reliability diagram (calibration)",
     "reliability_before_after.png": "Reliability before and after temperature scaling (test)",
     "misclassified.png": "Most confidently misclassified test images",
+}
+# Drawn when the run folder holds what they need (engine/saliency.py: a CNN's Grad-CAM sample).
+OPTIONAL_FIGURES = {
+    "gradcam.png": "Grad-CAM: where the model looked, for correct and misclassified test images per class",
 }
 
 
@@ -139,6 +143,8 @@ def build(run_dir: str | Path) -> list[Path]:
     written.append(plots.misclassified(saved["error_images"], [classes[labels[r]] for r in rows],
                                        [classes[pred[r]] for r in rows], probs[rows].max(1) if len(rows) else [],
                                        out / "misclassified.png"))
+    if (run / saliency.SAMPLE_FILE).exists():  # written at run end when the model has a conv layer
+        written.append(saliency.grid_figure(run / saliency.SAMPLE_FILE, classes, out / saliency.FIGURE))
     readme = out / "README.md"
     text = markdown(metrics, classes, history, [p.name for p in written]).encode()
     atomic_write_bytes(readme, lambda fh: fh.write(text))
@@ -211,7 +217,7 @@ def markdown(metrics: dict, classes: list[str], history: list[dict], figures: li
         lines += ["", f"{len(history)} epochs recorded in `history.jsonl`."]
     lines += ["", "## Figures", ""]
     for name in figures:
-        lines += [f"### {FIGURES.get(name, name)}", "", f"![{name}]({name})", ""]
+        lines += [f"### {(FIGURES | OPTIONAL_FIGURES).get(name, name)}", "", f"![{name}]({name})", ""]
     return "\n".join(lines)
 
 

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from common.constants import BOOTSTRAP_RESAMPLES
-from engine import checkpoint, data_identity, decisions, distributed, metric_validity, multilabel_metrics, report, resume_options, run_lock
+from engine import (checkpoint, data_identity, decisions, distributed, metric_validity, multilabel_metrics, report,
+                    resume_options, run_lock, saliency)
 from engine.atomic import read_jsonl
 from engine.build import Run, build
 from engine.config import Config, ConfigError
@@ -317,6 +318,7 @@ def _finish(run: Run, state: Progress, epoch: int, wall0: float) -> dict:
     checkpoint.save(run.out, checkpoint.load(run.out) | {"decision": run.decision})  # evaluate and predict apply it
     report.save_test_outputs(run.out, scored.probs, scored.labels, scored.loader.split, _split_counts(ds),
                               uncalibrated=scored.uncalibrated)
+    saliency.save_sample_or_warn(run.out, final_model, cfg.model.name, run.resolved, run.device, ds, scored)
     report.build_or_warn(run.out)
     writer.tracker.finish(metrics, run.out / "report")
     shown = metric_validity.shown

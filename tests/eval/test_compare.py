@@ -1,0 +1,93 @@
+"""engine.compare on three tiny runs trained in this process: the table, the differing options,
+the figure, globs, one-line errors; and wandb runs carry the same figures."""
+import json
+
+import pytest
+from PIL import Image
+
+from engine import compare, tracking
+from engine.train import main as train_main
+from tests.conftest import write_jpegs
+
+TINY = ["--model", "mlp", "--batch-size", "8", "--device", "cpu", "--wandb", "disabled", "--train.progress", "off"]
+VARIANTS = {"run_a": ["--epochs", "1", "--lr", "0.01"], "run_b": ["--epochs", "1", "--lr", "0.001"],
+            "run_c": ["--epochs", "2", "--lr", "0.01"]}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("compare")
+    data = write_jpegs(root / "data", n=36, size=16)
+    for name, extra in VARIANTS.items():
+        assert train_main(["--data", str(data), "--out", str(root / "runs" / name)] + TINY + extra) == 0
+    (root / "runs" / "unfinished").mkdir()  # a glob passes over folders without metrics.json
+    return root / "runs"
+
+
+def _metrics(run):
+    return json.loads((run / "metrics.json").read_text())
+
+
+def test_three_runs_table_options_and_figure(runs, tmp_path, capsys):
+    out = tmp_path / "cmp.png"
+    assert compare.main([str(runs / "run_*"), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    lines = text.splitlines()
+    rows = {name: next(line for line in lines if line.startswith(name + " ")) for name in VARIANTS}
+    for name, line in rows.items():
+        m = _metrics(runs / name)
+        assert f"{m['test.accuracy']:.4f}" in line and f"{m['test.f1_macro']:.4f}" in line
+        assert (f"{m['test.balanced_accuracy']:.4f} [{m['test.balanced_accuracy_ci_low']:.4f}, "
+                f"{m['test.balanced_accuracy_ci_high']:.4f}]") in line
+        assert f"[{m['test.auc_macro_ci_low']:.4f}, {m['test.auc_macro_ci_high']:.4f}]" in line
+        assert f"{m['wall_seconds']:.1f}" in line and f"  {m['epochs']}  " in line
+    options = text[text.index("options that differ"):]
+    assert "optim.lr" in options and "train.epochs" in options
+    assert "run.out" not in options and "model.name" not in options  # the same everywhere, or where it went
+    with Image.open(out) as im:
+        assert im.format == "PNG" and im.size[0] > 200
+
+
+def test_runs_named_one_by_one_and_checked(runs, tmp_path, capsys):
+    out = tmp_path / "two.png"
+    assert compare.main(["--out", str(out), str(runs / "run_a"), str(runs / "run_b" / "metrics.json")]) == 0
+    text = capsys.readouterr().out
+    assert "run_a " in text and "run_b " in text and "run_c" not in text and out.exists()
+
+
+def test_bad_input_is_one_error_line(runs, tmp_path, capsys):
+    assert compare.main([str(runs / "unfinished"), "--out", str(tmp_path / "x.png")]) == 2
+    assert compare.main([str(tmp_path / "nothing*"), "--out", str(tmp_path / "x.png")]) == 2
+    assert compare.main(["--out", str(tmp_path / "x.png")]) == 2
+    assert compare.main([str(runs / "run_a"), "--out", str(tmp_path / "x.pdf")]) == 2
+    assert compare.main([str(runs / "run_a"), "--split", "train"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 5 and all(line.startswith("error: ") for line in err), err
+    assert "no metrics.json" in err[0] and "matches no run" in err[1] and "at least one run" in err[2]
+
+
+def test_help_describes_every_option(capsys):
+    assert compare.main(["--help"]) == 0
+    text = capsys.readouterr().out
+    assert all(f"--{k} " in text for k in compare.OPTIONS)
+
+
+class RecordingRun:
+    def __init__(self):
+        self.summary, self.logged = {}, []
+
+    def log(self, data, step=None):
+        self.logged.append(data)
+
+    def finish(self, exit_code=0):
+        pass
+
+
+def test_wandb_summary_carries_every_compared_figure(runs):
+    pytest.importorskip("wandb")
+    m = _metrics(runs / "run_c")
+    keys = [k for _, key in compare.FIGURES for k in (f"test.{key}", f"test.{key}_ci_low", f"test.{key}_ci_high")
+            if k in m] + [key for _, key in compare.FACTS]
+    run = RecordingRun()
+    tracking.Tracker(run).finish(m)
+    assert len(keys) >= 9 and all(run.summary[k] == m[k] for k in keys)
