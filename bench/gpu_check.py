@@ -30,16 +30,17 @@ call; `--budget S` caps the whole run (default 280 s: the device tool's 300 s ca
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 import time
 from pathlib import Path
 
-from common.cli import run_main
+from common.cli import run_main, suggest
+from common.options import opt, parse, usage
 from common.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -219,19 +220,25 @@ def figures(out: Path, env: dict, summary: dict) -> None:
                                                    "loader", "wall_seconds", "device")}
 
 
+@dataclass
+class Options:
+    out: str = opt("", help="results folder; '' = $OUT, else bench/results/gpu-latest")
+    call: str = opt("", choices=("",) + tuple(sorted(CALLS)),
+                    help="1: correctness (tests, a real compiled + graphed run), 2: speed; '' = $CALL, else 1")
+    steps: str = opt("", help=f"comma-separated subset of {','.join(ALL_STEPS)} instead of a call; '' = $GPU_STEPS")
+    budget: float = opt(DEFAULT_BUDGET, help="seconds for the whole run")
+
+
 def main(argv: list[str] | None = None) -> int:
-    return run_main(_main, argv)
+    return run_main(_main, argv, lambda: usage("bench.gpu_check", __doc__.split("\n")[0], Options))
 
 
 def _main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.gpu_check", description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default=os.environ.get("OUT") or str(REPO / "bench" / "results" / "gpu-latest"))
-    ap.add_argument("--call", choices=sorted(CALLS), default=os.environ.get("CALL") or "1",
-                    help="1: correctness (tests, a real compiled + graphed run), 2: speed")
-    ap.add_argument("--steps", default=os.environ.get("GPU_STEPS") or None,
-                    help=f"comma-separated subset of {','.join(ALL_STEPS)} instead of a call")
-    ap.add_argument("--budget", type=float, default=DEFAULT_BUDGET, help="seconds for the whole run")
-    args = ap.parse_args(argv)
+    args = parse(argv, Options, "bench.gpu_check", suggest)[0]
+    # The environment fills what the command line left empty (the device machine sets them).
+    args.out = args.out or os.environ.get("OUT") or str(REPO / "bench" / "results" / "gpu-latest")
+    args.call = args.call or os.environ.get("CALL") or "1"
+    args.steps = args.steps or os.environ.get("GPU_STEPS") or None
     steps = pick_steps(args.call, args.steps)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
