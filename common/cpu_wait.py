@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 # libgomp's busy-wait before a waiting thread sleeps. Measured on the 2-core Intel machine
 # (idle but for the benchmark; single runs, noisy +-20%): e2e CI pair, engine/baseline ratio
@@ -40,6 +41,9 @@ def sleep_while_waiting() -> bool:
             _state["short_waits"] = user_policy == "passive" or os.environ.get("GOMP_SPINCOUNT", "").strip() == "0"
         elif "torch" in sys.modules:  # too late: libgomp has read its environment already
             _state["short_waits"] = False
+            warnings.warn("torch was imported before medtrain, so OpenMP waits keep spinning (slow on a "
+                          f"shared CPU); import medtrain first or set GOMP_SPINCOUNT={SPIN_COUNT} "
+                          "(common/cpu_wait.py)", RuntimeWarning, stacklevel=3)
         else:
             # A short spin, then sleep: a peer that is running arrives within the spin (idle speed
             # kept), a descheduled one costs SPIN_COUNT iterations instead of a time slice.
