@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kernels.augment import AugmentSpec, augment_reference, jitter_colors
+from kernels.augment_reference import AugmentSpec, augment_reference, jitter_colors
 
 
 def crop_box(p: torch.Tensor, height: int, width: int) -> list[tuple[int, int, int, int]]:

@@ -126,3 +126,14 @@ def test_runs_trainers_and_models_are_assembled_in_one_module():
             elif name == "Run" and node.args:
                 offenders.append(f"{where}:{node.lineno} builds a Run with positional arguments")
     assert not offenders, offenders
+
+
+def test_the_augmentation_imports_one_way():
+    """The reference imports nothing of the project; the implementations import the reference,
+    never the dispatcher (kernels/augment.py), which imports them lazily."""
+    trees = {p.name: t for p, t in _modules("kernels") if p.name.startswith("augment")}
+    project = lambda t: {n.module for n in ast.walk(t) if isinstance(n, ast.ImportFrom) and n.module  # noqa: E731
+                         and n.module.split(".")[0] in PACKAGES}
+    assert project(trees["augment_reference.py"]) == set()
+    for name in ("augment_cpu.py", "augment_triton.py"):
+        assert "kernels.augment" not in project(trees[name]), name
