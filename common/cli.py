@@ -1,5 +1,5 @@
-"""The one command-line helper every entry point uses: usage, `--key value` parsing, and the
-single `error:` line with its exit status.
+"""The one command-line wrapper every entry point uses: `--help`, and the single `error:` line
+with its exit status. Options are declared, parsed and explained by common/options.py.
 
 Exit statuses: 0 done; 1 a fault of the machine (full disk, read-only folder: OSError) or a
 run stopped before its end; 2 a user mistake (`ConfigError`: an option, a path, a file's
