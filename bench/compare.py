@@ -21,13 +21,14 @@ read from the new result (cpu, nvidia-h100, ...).
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from common.cli import run_main
+from common.cli import run_main, suggest
+from common.options import opt, parse, usage
 from common.errors import ConfigError
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -122,20 +123,24 @@ def doctor(payload: dict, slower: float) -> dict:
     return out
 
 
+@dataclass
+class Options:
+    new: str = opt("", positional=True, required=True, help="new result: pytest-benchmark JSON or bench CLI JSON (lines)")
+    reference: str = opt("", help="committed reference; '' = bench/results/reference-<device kind>.json")
+    tolerance: float = opt(DEFAULT_TOLERANCE, ge=0.0, help="allowed fall of a ratio")
+    doctor: float = opt(-1.0, help="write NEW with every ratio this fraction (0 < F < 1) slower to -o, then exit")
+    output: str = opt("", short="o", help="where --doctor writes")
+
+
 def main(argv: list[str] | None = None) -> int:
-    return run_main(_main, argv)
+    return run_main(_main, argv, lambda: usage("bench.compare", __doc__.split("\n\n")[0], Options,
+                                               line="python -m bench.compare NEW [options]"))
 
 
 def _main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.compare", description=__doc__.split("\n\n")[0])
-    parser.add_argument("new", help="new result: pytest-benchmark JSON or bench CLI JSON (lines)")
-    parser.add_argument("--reference", help="committed reference (default bench/results/reference-<device kind>.json)")
-    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="allowed fall of a ratio (default 0.25)")
-    parser.add_argument("--doctor", type=float, metavar="F", help="write NEW with every ratio F slower to -o, then exit")
-    parser.add_argument("-o", "--output", help="where --doctor writes")
-    args = parser.parse_args(argv)
+    args, given = parse(argv, Options, "bench.compare", suggest)
     new = load(args.new)
-    if args.doctor is not None:
+    if "doctor" in given:
         if not args.output or not 0 < args.doctor < 1:
             raise BadInput("--doctor F needs 0 < F < 1 and -o OUT")
         Path(args.output).write_text(json.dumps(doctor(new, args.doctor), indent=2) + "\n")

@@ -32,12 +32,14 @@ from __future__ import annotations
 import copy
 import logging
 import sys
+from dataclasses import dataclass
 import time
 
 import torch
 from torch import nn
 
 from bench.contend import busy
+from common.options import opt
 from bench.record import environment, interleaved, print_line, sync, train_options_cli
 from engine.build import build, build_model_for
 from engine.config import Config, ConfigError
@@ -185,8 +187,15 @@ def compare(cfg: Config, rounds: int = 1, warmup_steps: int = 2, contend: int = 
     return result
 
 
+@dataclass
+class Options:
+    rounds: int = opt(1, help="timed epochs of each side (engine, baseline), interleaved")
+    warmup_steps: int = opt(2, help="untimed steps of each side first (compile, autotune)")
+    contend: int = opt(0, help="keep N other processes busy while measuring (a shared machine, reproduced)")
+
+
 def main(argv: list[str] | None = None) -> int:
-    code, result = train_options_cli(argv, __doc__, {"rounds": 1, "warmup_steps": 2, "contend": 0},
+    code, result = train_options_cli(argv, __doc__, Options, "bench.e2e",
                                      lambda own, cfg: compare(cfg, own["rounds"], own["warmup_steps"], own["contend"]))
     if result is not None:
         print_line(result)

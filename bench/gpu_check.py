@@ -19,18 +19,19 @@ budget (the CI test's quick rehearsal). `--steps a,b` runs named steps instead o
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench import gpu_plan, gpu_results
 from bench.gpu_plan import CALL_BUDGET_S, CALLS, LEFT_OUT, REPO, STEPS
 from bench.gpu_run import junit_counts, run_step, status
-from common.cli import run_main
+from common.cli import run_main, suggest
+from common.options import opt, parse, usage
 from common.errors import ConfigError
 
 MIN_STEP_S = 10.0  # below this a step cannot even import torch: listed as not run instead
@@ -185,29 +186,28 @@ def child_env(work: Path) -> dict:
                 MEDTRAIN_CACHE=os.environ.get("MEDTRAIN_CACHE") or str(work / "cache"))
 
 
-def parse(argv: list[str]) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m bench.gpu_check", description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default=os.environ.get("OUT") or str(REPO / "bench" / "results" / "gpu-latest"))
-    ap.add_argument("--work", default="", help="where steps write everything (default: a new folder under /tmp)")
-    ap.add_argument("--call", choices=sorted(CALLS), default=os.environ.get("CALL") or "1",
-                    help="1: correctness (gpu tests, a real compiled + graphed run), 2: speed")
-    ap.add_argument("--steps", default=os.environ.get("GPU_STEPS") or None,
-                    help=f"comma-separated subset of {','.join(STEPS)} instead of a call")
-    ap.add_argument("--budget", type=float, default=CALL_BUDGET_S, help="seconds for all steps together")
-    ap.add_argument("--rehearse", action="store_true", help="on the CPU: CUDA-only steps run their CPU twin")
-    ap.add_argument("--scale", type=float, default=1.0, help="multiplies every limit and the budget")
-    args = ap.parse_args(argv)
-    if not 0 < args.scale <= 1 or args.budget <= 0:
-        raise ConfigError("--scale must be in (0, 1] and --budget > 0")
-    return args
+@dataclass
+class Options:
+    out: str = opt("", help="results folder; '' = $OUT, else bench/results/gpu-latest")
+    work: str = opt("", help="where steps write everything; '' = a new folder under /tmp")
+    call: str = opt("", choices=("",) + tuple(sorted(CALLS)),
+                    help="1: correctness (gpu tests, a real compiled + graphed run), 2: speed; '' = $CALL, else 1")
+    steps: str = opt("", help=f"comma-separated subset of {','.join(STEPS)} instead of a call; '' = $GPU_STEPS")
+    budget: float = opt(CALL_BUDGET_S, gt=0.0, help="seconds for all steps together")
+    rehearse: bool = opt(False, help="on the CPU: CUDA-only steps run their CPU twin or say 'needs CUDA'")
+    scale: float = opt(1.0, gt=0.0, le=1.0, help="multiplies every limit and the budget (the CI test's quick rehearsal)")
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_main(_main, argv)
+    return run_main(_main, argv, lambda: usage("bench.gpu_check", __doc__.split("\n")[0], Options))
 
 
 def _main(argv: list[str]) -> int:
-    args = parse(argv)
+    args = parse(argv, Options, "bench.gpu_check", suggest)[0]
+    # The environment fills what the command line left empty (the device machine sets them).
+    args.out = args.out or os.environ.get("OUT") or str(REPO / "bench" / "results" / "gpu-latest")
+    args.call = args.call or os.environ.get("CALL") or "1"
+    args.steps = args.steps or os.environ.get("GPU_STEPS") or None
     label, steps = pick_steps(args.call, args.steps)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -6,15 +6,16 @@ subset (default 2,500 JPEGs with their labels.csv) and dermamnist28.npz within a
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import random
 import shutil
 import sys
+from dataclasses import dataclass
 from collections import defaultdict
 from pathlib import Path
 
-from common.cli import run_main
+from common.cli import run_main, suggest
+from common.options import opt, parse, usage
 from common.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,17 +64,20 @@ def pack(src: Path, dest: Path, images: int, budget_mib: float) -> dict:
     return {"dest": str(dest), "ham_images": len(kept), "dermamnist": npz.exists(), "mib": used / 2**20}
 
 
+@dataclass
+class Options:
+    src: str = opt(str(REPO.parent / "shared" / "data"), help="folder with ham10000_224/ and dermamnist28.npz")
+    dest: str = opt(str(REPO / ".gpu"), help="folder the pack is written to")
+    images: int = opt(2500, help="HAM10000 images taken into the pack")
+    budget_mib: float = opt(55.0, help="size the pack must stay under, in MiB")
+
+
 def main(argv: list[str] | None = None) -> int:
-    return run_main(_main, argv)
+    return run_main(_main, argv, lambda: usage("bench.gpu_pack", __doc__.split("\n")[0], Options))
 
 
 def _main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.gpu_pack", description=__doc__.split("\n")[0])
-    ap.add_argument("--src", default=str(REPO.parent / "shared" / "data"))
-    ap.add_argument("--dest", default=str(REPO / ".gpu"))
-    ap.add_argument("--images", type=int, default=2500)
-    ap.add_argument("--budget-mib", type=float, default=55.0)
-    args = ap.parse_args(argv)
+    args = parse(argv, Options, "bench.gpu_pack", suggest)[0]
     src = Path(args.src)
     if not (src / "ham10000_224" / "labels.csv").exists():
         raise ConfigError(f"{src}/ham10000_224/labels.csv not found; pass --src DIR with ham10000_224/ and dermamnist28.npz")

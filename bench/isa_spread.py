@@ -10,14 +10,15 @@ native kernels' setting (JSON, one line): the spread the golden test's tolerance
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from common.cli import run_main
+from common.cli import run_main, suggest
+from common.options import opt, parse, usage
 from common.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,13 +73,21 @@ def spread(results: list[dict]) -> dict:
     return out
 
 
+@dataclass
+class Options:
+    data: str = opt("", path=True, required=True, help="the DermaMNIST npz (dermamnist28.npz)")
+    out: str = opt("", path=True, required=True, help="folder for one JSON per variant (reused when present)")
+    variants: str = opt(",".join(VARIANTS), help="comma-separated names from VARIANTS")
+    epochs: int = opt(3, ge=1, help="epochs of each golden-command run")
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.isa_spread", description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, required=True, help="dermamnist28.npz")
-    ap.add_argument("--out", type=Path, required=True, help="folder for one JSON per variant")
-    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names from VARIANTS")
-    ap.add_argument("--epochs", type=int, default=3)
-    args = ap.parse_args(argv)
+    return run_main(_main, argv, lambda: usage("bench.isa_spread", __doc__.splitlines()[0], Options))
+
+
+def _main(argv: list[str]) -> int:
+    args = parse(argv, Options, "bench.isa_spread", suggest)[0]
+    args.data, args.out = Path(args.data), Path(args.out)
     names = [n for n in args.variants.split(",") if n]
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
@@ -99,4 +108,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    sys.exit(main())

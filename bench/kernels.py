@@ -15,11 +15,11 @@ Options: --device auto|cpu|cuda, --batch N, --size N, --samples N, --rounds N, -
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -27,7 +27,10 @@ import numpy as np
 import torch
 
 from bench.record import print_line
+from common.cli import run_main, suggest
+from common.options import like, opt, parse, usage
 from common.device import sync  # noqa: F401  (the bench CLIs import it from here)
+from engine.config import TrainConfig
 from engine.env import versions
 from kernels.augment import AugmentSpec, augment_reference, draw_params, pick_impl, triton_available
 from kernels.clahe import clahe
@@ -194,16 +197,22 @@ def bench_clahe(device, batch, size, rounds) -> dict | None:
             "reference_ms": round(ms["reference"], 3), "speedup_vs_reference": ratio(ms["reference"], ms["kernel"])}
 
 
+@dataclass
+class Options:
+    device: str = like(TrainConfig, "device", help="where the kernels run")
+    batch: int = opt(0, ge=0, help="augmentation/CLAHE batch (0: 256 on GPU, 16 on CPU)")
+    size: int = opt(224, ge=1, help="image side of the augmentation/CLAHE batch")
+    samples: int = opt(0, ge=0, help="sampler epoch length and confusion pairs (0: 1,000,000 on GPU, 200,000 on CPU)")
+    rounds: int = opt(0, ge=0, help="timed rounds per variant (0: 20 on GPU, 3 on CPU)")
+    out: str = opt("", path=True, help="also write all lines with device and versions to this JSON file")
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.kernels", description=__doc__.split("\n")[0])
-    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    ap.add_argument("--batch", type=int, default=0, help="augmentation/CLAHE batch (0: 256 on GPU, 16 on CPU)")
-    ap.add_argument("--size", type=int, default=224)
-    ap.add_argument("--samples", type=int, default=0,
-                    help="sampler epoch length and confusion pairs (0: 1,000,000 on GPU, 200,000 on CPU)")
-    ap.add_argument("--rounds", type=int, default=0, help="timed rounds per variant (0: 20 on GPU, 3 on CPU)")
-    ap.add_argument("--out", default="", help="also write all lines with device and versions to this JSON file")
-    args = ap.parse_args(argv)
+    return run_main(_main, argv, lambda: usage("bench.kernels", __doc__.split("\n")[0], Options))
+
+
+def _main(argv: list[str]) -> int:
+    args = parse(argv, Options, "bench.kernels", suggest)[0]
     if args.device == "cuda" and not torch.cuda.is_available():
         print("bench.kernels: --device cuda but no CUDA GPU is visible", file=sys.stderr)
         return 2

@@ -12,18 +12,20 @@ Batches are consumed as a training step would: the device is synchronized once a
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
+from dataclasses import dataclass
 import time
 
 import torch
 
 from bench.contend import busy
 from bench.record import print_line
-from common.cli import run_main
+from common.cli import run_main, suggest
+from common.options import like, opt, parse, usage
 from engine.build import build
-from engine.config import ConfigError, parse_args
+from engine.config import ConfigError, TrainConfig, parse_args
+from loaders.spec import DataSpec
 from engine.env import device_name, versions
 from loaders import base
 
@@ -48,23 +50,25 @@ def measure(loader, seconds: float, device: torch.device) -> tuple[int, float]:
     return images, time.perf_counter() - t0
 
 
+@dataclass
+class Options:
+    data: str = opt("", required=True, help="the dataset (as --data of engine.train)")
+    loader: str = opt("", required=True, help=f"one of {', '.join(base.REGISTRY)} or auto")
+    batch_size: int = opt(64, help="images per batch")
+    seconds: float = opt(10.0, help="how long the loader is timed")
+    image_size: int = opt(0, help="output side in pixels; 0 = the dataset's native size")
+    workers: int = like(DataSpec, "workers", help="decode threads/processes; 0 = all cores")
+    device: str = like(TrainConfig, "device", help="where the batches are delivered")
+    dtype: str = opt("float32", choices=("float32", "bfloat16", "float16"), help="dtype of the delivered images")
+    contend: int = opt(0, help="keep N other processes busy while measuring (a shared machine, reproduced)")
+
+
 def main(argv: list[str] | None = None) -> int:
-    return run_main(_main, argv)
+    return run_main(_main, argv, lambda: usage("bench.loaders", __doc__.split("\n\n")[0], Options))
 
 
 def _main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.loaders", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--loader", required=True, help=f"one of {', '.join(base.REGISTRY)} or auto")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--image-size", type=int, default=0, help="0 = the dataset's native size")
-    parser.add_argument("--workers", type=int, default=0, help="decode threads/processes; 0 = all cores")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--contend", type=int, default=0, metavar="N",
-                        help="keep N other processes busy while measuring (a shared machine, reproduced)")
-    args = parser.parse_args(argv)
+    args = parse(argv, Options, "bench.loaders", suggest)[0]
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     if args.batch_size < 1 or args.seconds <= 0 or args.contend < 0:
         raise ConfigError("--batch-size and --seconds must be positive, --contend N at least 0")

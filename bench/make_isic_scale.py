@@ -9,33 +9,35 @@ repo (default /work/scale-data); never commit the output.
 
     python bench/make_isic_scale.py --sizes 40000,100000,400000 --out /work/scale-data
 """
-import argparse
 import csv
 import io
 import os
 import random
+import sys
 import time
+from dataclasses import dataclass
 
 import h5py
 import numpy as np
 from PIL import Image
 
+from common.cli import run_main, suggest
+from common.options import opt, parse, usage
+
 SITES = ["torso", "lower extremity", "upper extremity", "head/neck", "posterior torso"]
 
 
-def parse_args():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--source", default="/work/shared/data/ham10000_224/images")
-    p.add_argument("--out", default="/work/scale-data")
-    p.add_argument("--sizes", default="40000,100000,400000")
-    p.add_argument("--px", type=int, default=128)
-    p.add_argument("--positive-rate", type=float, default=0.001)
-    p.add_argument("--patients", type=int, default=1042, help="ISIC 2024 has ~1k patients")
-    p.add_argument("--unique", type=int, default=50000,
-                   help="distinct encoded crops; keys beyond reuse one at random (a loaded 2-core machine "
-                        "encodes ~125 crops/s, so 400k unique crops would take most of an hour)")
-    p.add_argument("--seed", type=int, default=0)
-    return p.parse_args()
+@dataclass
+class Options:
+    source: str = opt("../shared/data/ham10000_224/images", path=True, help="folder of HAM10000 JPEGs to crop from")
+    out: str = opt("", path=True, required=True, help="folder the stores go to (one isic<N> folder per size)")
+    sizes: str = opt("40000,100000,400000", help="comma-separated dataset sizes (images)")
+    px: int = opt(128, ge=8, help="side of the re-encoded crops")
+    positive_rate: float = opt(0.001, gt=0.0, lt=1.0, help="share of target=1 rows (ISIC 2024: ~1/1000)")
+    patients: int = opt(1042, ge=1, help="patient ids drawn (ISIC 2024 has ~1k patients)")
+    unique: int = opt(50000, ge=1, help="distinct encoded crops; keys beyond reuse one at random (a loaded 2-core "
+                                        "machine encodes ~125 crops/s)")
+    seed: int = opt(0, ge=0, help="random seed")
 
 
 def load_sources(folder, limit=1500):
@@ -69,8 +71,12 @@ def open_outputs(out, sizes):
     return outs
 
 
-def main():
-    a = parse_args()
+def main(argv: list[str] | None = None) -> int:
+    return run_main(_main, argv, lambda: usage("bench.make_isic_scale", __doc__.splitlines()[0], Options))
+
+
+def _main(argv: list[str]) -> None:
+    a = parse(argv, Options, "bench.make_isic_scale", suggest)[0]
     sizes = sorted(int(s) for s in a.sizes.split(","))
     rng = random.Random(a.seed)
     pool = load_sources(a.source)
@@ -100,4 +106,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -11,15 +11,16 @@ and bkl image is taken first, the rest filled with other diagnoses. Then train o
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from common.cli import run_main
+from common.cli import run_main, suggest
+from common.options import opt, parse, usage
 from common.errors import ConfigError
 
 
@@ -44,20 +45,24 @@ def write_task(ham: Path, out: Path, images: int, side: int, seed: int = 0) -> P
     return out
 
 
+@dataclass
+class Options:
+    ham: str = opt("", path=True, required=True, help="HAM10000 folder with labels.csv and images/")
+    out: str = opt("", path=True, required=True, help="scratch folder for the generated task")
+    images: int = opt(3000, ge=10, help="images drawn from HAM10000")
+    side: int = opt(64, ge=8, help="side of the written PNGs in pixels")
+
+
 def _run(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ham", type=Path, required=True, help="HAM10000 folder with labels.csv and images/")
-    parser.add_argument("--out", type=Path, required=True, help="scratch folder for the generated task")
-    parser.add_argument("--images", type=int, default=3000)
-    parser.add_argument("--side", type=int, default=64)
-    args = parser.parse_args(argv)
-    if not (args.ham / "labels.csv").exists():
-        raise ConfigError(f"--ham {args.ham}: no labels.csv (expected the HAM10000 folder)")
-    print(write_task(args.ham, args.out, args.images, args.side))
+    args = parse(argv, Options, "bench.multilabel_ham", suggest)[0]
+    ham = Path(args.ham)
+    if not (ham / "labels.csv").exists():
+        raise ConfigError(f"--ham {ham}: no labels.csv (expected the HAM10000 folder)")
+    print(write_task(ham, Path(args.out), args.images, args.side))
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_main(_run, argv)
+    return run_main(_run, argv, lambda: usage("bench.multilabel_ham", __doc__.splitlines()[0], Options))
 
 
 if __name__ == "__main__":

@@ -6,12 +6,13 @@ a horizontal bar chart of every ratio on a log scale, one colour per device kind
 """
 from __future__ import annotations
 
-import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.compare import load
-from common.cli import run_main
+from common.cli import run_main, suggest
+from common.options import opt, parse, usage
 
 
 def _cfg(c: dict, *keys: str) -> str:
@@ -103,16 +104,20 @@ def plot(bars: list[tuple[str, str, float]], out: Path) -> None:
     fig.savefig(out, dpi=110)
 
 
+@dataclass
+class Options:
+    files: list = opt([], positional=True, required=True, help="result files (bench/results/*.json)")
+    md: str = opt("", help="write the markdown table here; '' = stdout")
+    png: str = opt("", help="write the ratio bar chart here; '' = none")
+
+
 def main(argv: list[str] | None = None) -> int:
-    return run_main(_main, argv)
+    return run_main(_main, argv, lambda: usage("bench.plot", __doc__.split("\n")[0], Options,
+                                               line="python -m bench.plot FILE... [options]"))
 
 
 def _main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.plot", description=__doc__.split("\n")[0])
-    ap.add_argument("files", nargs="+", help="bench/results/*.json")
-    ap.add_argument("--md", help="write the markdown table here (default: stdout)")
-    ap.add_argument("--png", help="write the ratio bar chart here")
-    args = ap.parse_args(argv)
+    args = parse(argv, Options, "bench.plot", suggest)[0]
     md, bars = table(args.files)
     if args.md:
         Path(args.md).write_text(md)

@@ -24,6 +24,7 @@ import os
 import shutil
 import statistics
 import sys
+from dataclasses import dataclass
 import threading
 import time
 from datetime import datetime
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from common.options import opt
 from bench.record import environment, print_line, sync, train_options_cli, write_json
 from engine.config import Config, ConfigError
 from engine.build import build
@@ -222,8 +224,15 @@ def _run(own: dict, cfg: Config) -> dict:
     return profile(cfg, own["seconds"], own["warmup_steps"], own["profile_steps"])
 
 
+@dataclass
+class Options:
+    seconds: float = opt(20.0, help="seconds of training sampled for utilisation")
+    warmup_steps: int = opt(5, help="untimed steps first (compile, autotune, the loader's first batches)")
+    profile_steps: int = opt(5, help="steps recorded under torch.profiler")
+
+
 def main(argv: list[str] | None = None) -> int:
-    code, result = train_options_cli(argv, __doc__, {"seconds": 20.0, "warmup_steps": 5, "profile_steps": 5}, _run)
+    code, result = train_options_cli(argv, __doc__, Options, "bench.profile", _run)
     if result is None:
         return code
     print_line({k: v for k, v in result.items() if k != "top_kernels"})

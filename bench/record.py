@@ -136,56 +136,30 @@ def print_line(payload: dict) -> None:
     print(json.dumps(with_memory(payload), sort_keys=True, default=str), flush=True)
 
 
-def split_options(argv: list[str], own: dict[str, object]) -> tuple[dict, list[str]]:
-    """Take this tool's own `--name value` options out of argv; the rest are train options.
-
-    `own` maps option name to its default; the default's type converts the value (a bool
-    option is a bare flag). Unknown options are left for `engine.config.parse_args`, which
-    rejects them with a suggestion.
-    """
-    from engine.config import ConfigError
-
-    values, rest, i = dict(own), [], 0
-    while i < len(argv):
-        key, eq, inline = argv[i][2:].partition("=") if argv[i].startswith("--") else ("", "", "")
-        name = key.replace("-", "_")
-        if name not in own:
-            rest.append(argv[i])
-            i += 1
-            continue
-        default = own[name]
-        if isinstance(default, bool):
-            values[name], i = (inline.lower() not in ("0", "false", "no", "off")) if eq else True, i + 1
-            continue
-        if eq:
-            raw, i = inline, i + 1
-        elif i + 1 < len(argv):
-            raw, i = argv[i + 1], i + 2
-        else:
-            raise ConfigError(f"--{key} needs a value")
-        try:
-            values[name] = type(default)(raw) if default is not None else raw
-        except ValueError:
-            raise ConfigError(f"--{key} expects {type(default).__name__}, got {raw!r}") from None
-    return values, rest
-
-
-def train_options_cli(argv: list[str] | None, doc: str, own: dict[str, object],
+def train_options_cli(argv: list[str] | None, doc: str, own, prog: str,
                       run: Callable[[dict, object], dict]) -> tuple[int, dict | None]:
     """The shared `main` of the bench CLIs that take train options: help, this tool's own
-    options, the resolved train config (progress bar off), one error line with status 2.
+    options (the fields of the dataclass `own`, common/options.py), the resolved train config
+    (progress bar off), one error line with status 2.
     Returns (exit status, `run(own_values, cfg)`'s result or None)."""
-    from common.cli import run_main
-    from engine.config import parse_args
+    import dataclasses
+
+    from common.cli import run_main, suggest
+    from common.options import take, usage
+    from engine.config import parse_args, usage as train_usage
     from engine.env import setup_logging
 
     box = []
 
     def action(args: list[str]) -> None:
-        values, rest = split_options(args, own)
+        values, _, rest = take(args, own, prog, suggest)
         cfg = parse_args(rest + ["--train.progress", "off"])
         setup_logging()
-        box.append(run(values, cfg))
+        box.append(run(dataclasses.asdict(values), cfg))
 
-    code = run_main(action, argv, doc.strip() + "\n\nTrain options: see python -m engine.train --help")
+    def help_text() -> str:
+        return usage(prog, doc.strip().split("\n\n", 1)[-1], own, "train options (as engine.train):\n"
+                     + train_usage().split("\n", 2)[2], line=f"python -m {prog} [options] [train options]")
+
+    code = run_main(action, argv, help_text)
     return code, (box[0] if box else None)

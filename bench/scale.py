@@ -28,6 +28,9 @@ The dataset comes from bench/make_isic_scale.py (never committed). Documented ru
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+
+from common.options import opt
 
 START = time.perf_counter()  # before the heavy imports: they are part of a user's wait
 
@@ -94,20 +97,30 @@ def _stop_after(steps: int, stamps: list[float]):
     runner.StopFlag = StopAfter
 
 
-def main(argv: list[str]) -> int:
-    steps, out, data, rest = 20, None, None, []
-    it = iter(argv)
-    for arg in it:
-        if arg == "--steps":
-            steps = int(next(it))
-        elif arg == "--out":
-            out = next(it)
-        else:
-            if arg == "--data":
-                data = next(it)
-                rest += [arg, data]
-                continue
-            rest.append(arg)
+@dataclass
+class Options:
+    steps: int = opt(20, ge=2, help="training steps before the run is stopped (the first carries warm-up)")
+    out: str = opt("", path=True, help="JSONL file the result line is appended to; '' = print only")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from common.cli import run_main
+    from common.options import usage
+    from engine.config import usage as train_usage
+    box = []
+    help_text = lambda: usage("bench.scale", __doc__.strip().split("\n\n", 1)[0], Options,  # noqa: E731
+                              "train options (as engine.train):\n" + train_usage().split("\n", 2)[2],
+                              line="python -m bench.scale --data DIR [--steps N] [--out JSONL] [train options]")
+    code = run_main(lambda args: box.append(_measure(args)), sys.argv[1:] if argv is None else argv, help_text)
+    return code if code or not box else box[0]
+
+
+def _measure(argv: list[str]) -> int:
+    from common.cli import suggest
+    from common.options import take
+    own, _, rest = take(argv, Options, "bench.scale", suggest)
+    steps, out = own.steps, own.out or None
+    data = next((rest[i + 1] for i, t in enumerate(rest[:-1]) if t == "--data"), None)
     phases, stamps, loader = Phases(), [], {}
     _instrument(phases)
     _stop_after(steps, stamps)
@@ -160,4 +173,4 @@ def _train_size(run_dir: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

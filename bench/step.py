@@ -10,20 +10,22 @@ the device, so the figure is the step alone (bench/loaders.py measures the input
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
+from dataclasses import dataclass
 
 import torch
 
 from bench.record import print_line
-from common.cli import run_main
+from common.cli import run_main, suggest
+from common.options import like, opt, parse as parse_options, usage
 from common.device import sync
-from engine.config import Config, ConfigError
+from engine.config import Config, ConfigError, TrainConfig
 from engine.env import device_name, prepare_cpu, versions
 from engine.graphs import cudagraph_skips
+from engine.build import trainer_alone
 from engine.loop import Trainer
-from models.registry import MODELS, build_model
+from models.registry import MODELS
 
 VARIANTS = ("eager", "compiled", "cuda_graph", "compiled_cuda_graph", "reduce_overhead")
 NEEDS_CUDA = {"cuda_graph", "compiled_cuda_graph", "reduce_overhead"}
@@ -36,11 +38,11 @@ def _trainer(args, device: torch.device, variant: str, amp: bool) -> Trainer:
     cfg.train.compile = variant in ("compiled", "compiled_cuda_graph")
     cfg.train.cuda_graph = variant in ("cuda_graph", "compiled_cuda_graph")
     cfg.train.epochs = 1
+    cfg.model.dropout = 0.0  # the architecture's own default, as measured before
     torch.manual_seed(0)
-    model = build_model(args.model, args.classes, args.image_size).to(device)
-    trainer = Trainer(model, cfg, device, args.classes, steps_per_epoch=args.warmup + args.steps)
+    trainer = trainer_alone(cfg, args.classes, args.image_size, device, steps_per_epoch=args.warmup + args.steps)
     if variant == "reduce_overhead":
-        trainer.forward = torch.compile(model, mode="reduce-overhead", dynamic=False)
+        trainer.forward = torch.compile(trainer.model, mode="reduce-overhead", dynamic=False)
     return trainer
 
 
@@ -101,19 +103,22 @@ def notes(results: dict, speedups: dict, device: torch.device) -> list[str]:
     return said
 
 
-def parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.step", description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="seedcnn")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--image-size", type=int, default=28)
-    p.add_argument("--classes", type=int, default=7)
-    p.add_argument("--steps", type=int, default=20, help="timed steps per variant")
-    p.add_argument("--warmup", type=int, default=5, help="untimed steps first (compile, capture)")
-    p.add_argument("--amp-dtype", choices=("bf16", "fp16"), default="bf16")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {','.join(VARIANTS)}")
-    p.add_argument("--precisions", default="fp32,amp", help="comma-separated subset of fp32,amp")
-    args = p.parse_args(argv)
+@dataclass
+class Options:
+    model: str = opt("seedcnn", help="the model measured (models/registry.py)")
+    batch_size: int = opt(128, help="images per step")
+    image_size: int = opt(28, help="image side in pixels")
+    classes: int = opt(7, help="number of classes of the synthetic batch")
+    steps: int = opt(20, help="timed steps per variant")
+    warmup: int = opt(5, ge=0, help="untimed steps first (compile, capture)")
+    amp_dtype: str = opt("bf16", choices=("bf16", "fp16"), help="autocast dtype of the amp precision")
+    device: str = like(TrainConfig, "device", help="where the step runs")
+    variants: str = opt(",".join(VARIANTS), help=f"comma-separated subset of {','.join(VARIANTS)}")
+    precisions: str = opt("fp32,amp", help="comma-separated subset of fp32,amp")
+
+
+def parse(argv: list[str]) -> Options:
+    args = parse_options(argv, Options, "bench.step", suggest)[0]
     if args.model not in MODELS:
         raise ConfigError(f"--model {args.model}: unknown; known: {', '.join(MODELS)}")
     for name in args.variants.split(","):
@@ -132,7 +137,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_main(_main, argv)
+    return run_main(_main, argv, lambda: usage("bench.step", __doc__.splitlines()[0], Options))
 
 
 def _main(argv: list[str]) -> int:

@@ -14,10 +14,12 @@ from __future__ import annotations
 import copy
 import logging
 import sys
+from dataclasses import dataclass
 import time
 
 import torch
 
+from common.options import opt
 from bench.record import cpu_seconds, environment, print_line, sync, train_options_cli
 from engine.config import Config, ConfigError
 from engine.build import build
@@ -91,9 +93,16 @@ def time_to_accuracy(cfg: Config, target: float = 0.75, max_seconds: float = 0.0
     }
 
 
+@dataclass
+class Options:
+    target: float = opt(0.75, help="test accuracy to reach")
+    max_seconds: float = opt(0.0, help="stop after this many training seconds; 0 = the whole schedule")
+    warmup_steps: int = opt(0, help="untimed steps first, undone before the clock starts")
+
+
 def main(argv: list[str] | None = None) -> int:
     code, result = train_options_cli(
-        argv, __doc__, {"target": 0.75, "max_seconds": 0.0, "warmup_steps": 0},
+        argv, __doc__, Options, "bench.tta",
         lambda own, cfg: time_to_accuracy(cfg, own["target"], own["max_seconds"], own["warmup_steps"]))
     if result is not None:
         print_line(result)

@@ -1,5 +1,5 @@
-"""The one command-line helper every entry point uses: usage, `--key value` parsing, and the
-single `error:` line with its exit status.
+"""The one command-line wrapper every entry point uses: `--help`, and the single `error:` line
+with its exit status. Options are declared, parsed and explained by common/options.py.
 
 Exit statuses: 0 done; 1 a fault of the machine (full disk, read-only folder: OSError) or a
 run stopped before its end; 2 a user mistake (`ConfigError`: an option, a path, a file's
@@ -106,38 +106,3 @@ def split_argv(argv: list[str]) -> list[tuple[str, str | None]]:
 def expand_path(text: str) -> str:
     """`~` and `~user` expanded, as a shell would have done had the value not been quoted."""
     return os.path.expanduser(text) if text else text
-
-
-def parse_options(argv: list[str], spec: dict[str, object], required: tuple[str, ...], prog: str,
-                  choices: dict[str, tuple] | None = None, paths: tuple[str, ...] = ()) -> dict:
-    """`--key value` / `--flag` into a dict typed like `spec`'s defaults; one-line ConfigErrors.
-    `paths` name the options holding a path (`~` expanded; empty refused when required)."""
-    options = dict(spec)
-    for key, raw in split_argv(argv):
-        name = key.replace("-", "_")
-        if name not in spec:
-            raise ConfigError(f"{prog}: unknown option --{key}{suggest(key, [k.replace('_', '-') for k in spec])}")
-        options[name] = _typed(prog, key, raw, type(spec[name]))
-    for name in paths:
-        options[name] = expand_path(options[name])
-    missing = [f"--{k}" for k in required if not options[k]]
-    if missing:
-        raise ConfigError(f"{prog}: {' and '.join(missing)} required")
-    for name, allowed in (choices or {}).items():
-        if name in options and options[name] not in allowed:
-            raise ConfigError(f"{prog}: --{name.replace('_', '-')} must be one of {', '.join(allowed)}; "
-                              f"got {options[name]!r}")
-    return options
-
-
-def _typed(prog: str, key: str, raw: str | None, kind: type):
-    if kind is bool:
-        if raw not in (None, "true", "false", "1", "0"):
-            raise ConfigError(f"{prog}: --{key} is a flag; got {raw!r}")
-        return raw in (None, "true", "1")
-    if raw is None:
-        raise ConfigError(f"{prog}: --{key} needs a value")
-    try:
-        return kind(raw)
-    except ValueError:
-        raise ConfigError(f"{prog}: --{key} expects {kind.__name__}, got {raw!r}") from None

@@ -4,11 +4,11 @@ PyTorch's CPU kernels run in GNU OpenMP parallel regions. By default libgomp mak
 that reaches the end of its share of a region spin (busy-wait, ~300,000 iterations) for its
 peers. When another process holds one of the cores, the peer it waits for is descheduled, so
 the waiting thread burns its own time slice spinning and each tiny region of the per-sample
-CPU augmentation costs a scheduler slice instead of microseconds: measured on the 2-core
-machine with one busy process, the tensor loader fell from ~700-1,000 to 22-97 img/s, and
-OMP_WAIT_POLICY=PASSIVE brought it back to 570-890 (bench/results/cpu-contention.md).
+CPU augmentation costs a scheduler slice instead of microseconds: with one busy process the
+tensor loader fell by an order of magnitude, and OMP_WAIT_POLICY=PASSIVE brought it back
+(figures: bench/results/cpu-contention.md).
 
-Fully passive cost the idle engine ~25%, so a short spin (SPIN_COUNT) before sleeping is the
+Fully passive slowed the idle engine, so a short spin (SPIN_COUNT) before sleeping is the
 compromise chosen. libgomp reads the policy once, when torch loads it, so this must run
 before the first `import torch`: every package of the project calls `sleep_while_waiting()` from its
 `__init__.py`, which runs before any of its modules import torch. A policy the user set
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 # libgomp's busy-wait before a waiting thread sleeps. Measured on the 2-core Intel machine
 # (idle but for the benchmark; single runs, noisy +-20%): e2e CI pair, engine/baseline ratio
@@ -40,6 +41,9 @@ def sleep_while_waiting() -> bool:
             _state["short_waits"] = user_policy == "passive" or os.environ.get("GOMP_SPINCOUNT", "").strip() == "0"
         elif "torch" in sys.modules:  # too late: libgomp has read its environment already
             _state["short_waits"] = False
+            warnings.warn("torch was imported before medtrain, so OpenMP waits keep spinning (slow on a "
+                          f"shared CPU); import medtrain first or set GOMP_SPINCOUNT={SPIN_COUNT} "
+                          "(common/cpu_wait.py)", RuntimeWarning, stacklevel=3)
         else:
             # A short spin, then sleep: a peer that is running arrives within the spin (idle speed
             # kept), a descheduled one costs SPIN_COUNT iterations instead of a time slice.

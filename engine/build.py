@@ -1,9 +1,15 @@
-"""The one place a run is assembled: `build(cfg) -> Run`.
+"""Where runs, models and trainers are assembled (tests/common/test_architecture.py keeps it so).
 
-engine.train, engine.cv and every benchmark CLI call it; the sequence (device and process
-group, seed, output folder, dataset, loaders, model, trainer with DDP when launched by
-torchrun) is written here once. `fit(run)` (engine/runner.py) trains a built run and
-`evaluate(run, split)` (engine/evaluation.py) scores one of its splits.
+- `build(cfg) -> Run`: a fresh run for engine.train, engine.cv and the benchmark CLIs; the
+  sequence (device and process group, seed, output folder, dataset, loaders, model, trainer
+  with DDP when launched by torchrun) is written here once.
+- `scoring_run(...)`: a Run around a restored checkpoint's model, no trainer (engine/restore.py
+  restores the checkpoint; engine.evaluate and engine.predict score with it).
+- `trainer_alone(...)` and `bare_model(...)`: the step without data, for bench/step.py and
+  the plan's calibration (engine/calibrate.py).
+
+`fit(run)` (engine/runner.py) trains a built run and `scores(run, split)`
+(engine/evaluation.py) scores one of its splits.
 """
 from __future__ import annotations
 
@@ -86,7 +92,30 @@ def build(cfg: Config, dataset: Dataset | None = None, *, out: str | None = None
         built[split] = loaders.build(name, ds, split, res.loader, device, train=train, sampler=sampler,
                                      out_dtype=out_dtype)
     net, trainer = (_model_and_trainer(res, ds, device, built) if model else (None, None))
-    return Run(res.cfg, res, ds, name, why, built, net, trainer, device, ctx, RunWriter(out_dir, ctx.is_main))
+    return Run(cfg=res.cfg, resolved=res, dataset=ds, loader_name=name, loader_reason=why, loaders=built, model=net,
+               trainer=trainer, device=device, context=ctx, writer=RunWriter(out_dir, ctx.is_main))
+
+
+def scoring_run(res: Resolved, ds: Dataset, loader: str, model: nn.Module, device: torch.device,
+                decision: dict | None) -> Run:
+    """A Run that scores `ds.test` with a restored model: no trainer, one evaluation loader."""
+    name, why = loaders.resolve(loader, ds, device)
+    test = loaders.build(name, ds, "test", res.loader, device, train=False)
+    return Run(cfg=res.cfg, resolved=res, dataset=ds, loader_name=name, loader_reason=why, loaders={"test": test},
+               model=model, trainer=None, device=device, context=distributed.Context(device=device),
+               writer=RunWriter(None, True), decision=decision)
+
+
+def bare_model(name: str, num_classes: int, image_size: int) -> nn.Module:
+    """The named architecture with its defaults (no dropout, no weights): the plan's calibration."""
+    from models.registry import build_model
+    return build_model(name, num_classes, image_size)
+
+
+def trainer_alone(cfg: Config, num_classes: int, image_size: int, device: torch.device, steps_per_epoch: int) -> Trainer:
+    """The configured model and its Trainer without data or a run folder (bench/step.py)."""
+    net = build_model_for(cfg, num_classes, image_size).to(device)
+    return Trainer(net, cfg, device, num_classes, steps_per_epoch)
 
 
 def build_model_for(cfg: Config, num_classes: int, image_size: int, meta_features: int = 0) -> nn.Module:

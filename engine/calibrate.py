@@ -18,8 +18,8 @@ import time
 
 import torch
 
+from engine.precision import amp_dtype, autocast
 from kernels.augment import AugmentSpec, DeviceAugment
-from models.registry import build_model
 
 
 def _sync(device: torch.device) -> None:
@@ -39,13 +39,14 @@ def seconds_per_image(model_name: str, size: int, num_classes: int, device: torc
                       seconds: float = 1.0, give_up_after: float = 0.0) -> float:
     """Seconds per image of the fastest warm step. `give_up_after` > 0 returns an early estimate
     when the candidate is clearly slower than that (a scout step first, then the warm-up step)."""
-    model = build_model(model_name, num_classes, size).to(device).train()
+    from engine.build import bare_model  # the assembly module; imported late: it loads the data layer
+    model = bare_model(model_name, num_classes, size).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    amp = device.type == "cuda"
+    dtype = amp_dtype(device.type == "cuda", "auto", device)  # as the plan trains on a GPU (engine/precision.py)
 
     def timed_step(images, labels) -> float:
         t0 = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        with autocast(device, dtype):
             loss = torch.nn.functional.cross_entropy(model(images).float(), labels)
         loss.backward()
         optimizer.step()

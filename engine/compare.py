@@ -15,16 +15,21 @@ import io
 import json
 import math
 import sys
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from common.cli import doc_usage, parse_options, run_main
+from common.cli import run_main, suggest
+from common.options import opt, parse, usage
 from common.errors import ConfigError
 
-OPTIONS = {"out": "compare.png", "split": "test"}
-HELP = {
-    "out": "the comparison figure to write (PNG; default compare.png in the current folder)",
-    "split": "which split's figures to compare: test (default) or val",
-}
+
+
+@dataclass
+class Options:
+    out: str = opt("compare.png", path=True, help="the comparison figure to write (PNG)")
+    split: str = opt("test", choices=("test", "val"), help="which split's figures to compare")
+
+
 # (label, metrics.json key under the split, shown as a fraction); intervals are `<key>_ci_low/_high`
 FIGURES = (("accuracy", "accuracy"), ("balanced accuracy", "balanced_accuracy"), ("macro F1", "f1_macro"),
            ("macro AUC", "auc_macro"), ("ECE", "ece"))
@@ -178,7 +183,7 @@ def compare(patterns: list[str], options: dict) -> str:
     return text
 
 
-VALUED = {"out", "split"}  # options that take a value; everything else not starting with -- is a run
+VALUED = {f.name for f in fields(Options)}  # options that take a value; everything else not starting with -- is a run
 
 
 def split_runs(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -197,19 +202,14 @@ def split_runs(argv: list[str]) -> tuple[list[str], list[str]]:
     return runs, rest
 
 
-def usage() -> str:
-    lines = [doc_usage(__doc__), "", __doc__.strip().split("\n\n", 1)[1], "", "options:"]
-    return "\n".join(lines + [f"  --{k:<8} {text}" for k, text in HELP.items()])
-
-
 def _main(argv: list[str]) -> None:
     runs, rest = split_runs(argv)
-    options = parse_options(rest, OPTIONS, (), "engine.compare", choices={"split": ("test", "val")}, paths=("out",))
-    compare(runs, options)
+    compare(runs, asdict(parse(rest, Options, "engine.compare", suggest)[0]))
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_main(_main, argv, usage)
+    return run_main(_main, argv, lambda: usage("engine.compare", __doc__.strip().split("\n\n", 1)[1], Options,
+                                                    line=__doc__.split("`")[1]))
 
 
 if __name__ == "__main__":

@@ -11,81 +11,72 @@ status 2. Imports nothing heavy: `--help` and every mistake answer before torch 
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import os
 from dataclasses import dataclass, field, fields
 
 from common.cli import expand_path, split_argv, suggest
 from common.errors import ConfigError  # noqa: F401  (re-exported: the CLIs and tests name it here)
-
-
-# ----------------------------------------------------------------------------- fields
-
-def opt(default, *, help: str = "", choices: tuple | None = None, ge=None, gt=None, le=None, lt=None,
-        path: bool = False):
-    """A config field with its validation beside it: a one-line `help` shown by `--help`, allowed
-    values, bounds (ge/gt/le/lt, as torch's own classes bound the same numbers), or `path` (`~`
-    expanded, never empty)."""
-    meta = {k: v for k, v in (("choices", choices), ("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
-    if help:
-        meta["help"] = help
-    if path:
-        meta["path"] = True
-    return field(default=default, metadata=meta)
+from common.options import bound_text as _bound_text, check as _check_rules, coerce as _coerce, describe, like, opt  # noqa: F401
+from loaders.spec import DataSpec, LoaderSpec, SamplerSpec  # the data options' declarations (no torch)
 
 
 # ----------------------------------------------------------------------------- sections
+# Traits read from the fields (common/options.py): safe_on_resume (engine/resume_options.py
+# applies the option to a resumed run), compared=False (engine/cv_record.py does not compare it
+# across a cross-validation's reruns).
 
 @dataclass
 class DataConfig:
-    path: str = opt("synthetic", path=True)
-    loader: str = opt("auto", choices=("auto", "plain", "tensor", "dali", "ffcv", "nvjpeg", "baseline"))
-    image_size: int = opt(0, ge=0, le=4096)      # model input size; 0 = the dataset's native size
-    batch_size: int = opt(64, ge=1)
-    eval_batch_size: int = opt(0, ge=0)          # 0 = same as batch_size
-    workers: int = opt(0, ge=0, le=256)          # decode threads; 0 = number of cores
-    val_fraction: float = opt(0.15, ge=0.0, le=0.5)   # used when the dataset has no official split
-    test_fraction: float = opt(0.15, ge=0.0, le=0.5)
-    crop_scale_min: float = opt(0.35, ge=0.01, le=1.0)  # random-resized-crop area range [min, 1]
-    crop_ratio: float = opt(4 / 3, ge=1.0, le=4.0)      # random-resized-crop aspect range [1/r, r]; 1 = square
-    hflip: bool = True
-    vflip: bool = True            # lesions have no "up"
-    rot90: bool = True
-    color_jitter: float = opt(0.0, ge=0.0, le=1.0)      # brightness/contrast/saturation strength
-    eval_crop: float = opt(1.0, ge=0.1, le=1.0)         # evaluation: centre crop of this fraction, then resize
-    clahe: bool = False
-    color_constancy: str = opt("none", choices=("none", "shades_of_gray"))  # p = 6, on the device (kernels/color_constancy.py)
-    synthetic_count: int = opt(3000, ge=20)      # images in the embedded `synthetic` dataset
-    cache_dir: str = opt("", path=True)          # where `synthetic` JPEGs are written; "" = ~/.cache/medtrain
-    max_samples: int = opt(0, ge=0)              # 0 = all; >0 keeps a stratified subset (for quick runs)
-    verify: str = opt("header", choices=("header", "full"))  # how JPEGs are checked before training
+    """The data options; those the data layer takes are declared in its specs (loaders/spec.py)."""
+    path: str = like(DataSpec, "path")
+    loader: str = opt("auto", choices=("auto", "plain", "tensor", "dali", "ffcv", "nvjpeg", "baseline"),
+                      safe_on_resume=True, help="the input pipeline; auto picks by what is installed and the device")
+    image_size: int = like(LoaderSpec, "image_size")
+    batch_size: int = like(SamplerSpec, "batch_size")
+    eval_batch_size: int = opt(0, ge=0, safe_on_resume=True, help="images per evaluation batch; 0 = batch_size")
+    workers: int = like(DataSpec, "workers", safe_on_resume=True, compared=False)
+    val_fraction: float = like(DataSpec, "val_fraction")
+    test_fraction: float = like(DataSpec, "test_fraction")
+    crop_scale_min: float = like(LoaderSpec, "crop_scale_min")
+    crop_ratio: float = like(LoaderSpec, "crop_ratio")
+    hflip: bool = like(LoaderSpec, "hflip")
+    vflip: bool = like(LoaderSpec, "vflip")
+    rot90: bool = like(LoaderSpec, "rot90")
+    color_jitter: float = like(LoaderSpec, "color_jitter")
+    eval_crop: float = like(LoaderSpec, "eval_crop")
+    clahe: bool = like(LoaderSpec, "clahe")
+    color_constancy: str = opt("none", choices=("none", "shades_of_gray"),
+                               help="shades-of-gray colour constancy (p = 6) on the device; none = off")
+    synthetic_count: int = like(DataSpec, "synthetic_count")
+    cache_dir: str = like(DataSpec, "cache_dir")
+    max_samples: int = like(DataSpec, "max_samples")
+    verify: str = like(DataSpec, "verify")
 
 
 @dataclass
 class SamplerConfig:
-    kind: str = opt("uniform", choices=("uniform", "balanced"))
-    alpha: float = opt(1.0, ge=0.0, le=1.0)     # class weight ~ n_c^-alpha (0 natural, 1 balanced)
-    replacement: bool = True
+    kind: str = like(SamplerSpec, "kind")
+    alpha: float = like(SamplerSpec, "alpha")
+    replacement: bool = like(SamplerSpec, "replacement")
 
 
 @dataclass
 class ModelConfig:
-    name: str = "seedcnn"
-    pretrained: str = opt("", path=True)        # local weights file, or "imagenet" (library caches; models/pretrained.py)
-    dropout: float = opt(0.25, ge=0.0, le=0.99)
-    metadata: str = ""                          # comma-separated CSV columns fused with image features
+    name: str = opt("seedcnn", help="the architecture (models/registry.py)")
+    pretrained: str = opt("", path=True, help="local weights file, or 'imagenet' (models/pretrained.py); '' = none")
+    dropout: float = opt(0.25, ge=0.0, le=0.99, help="dropout before the classifier")
+    metadata: str = opt("", help="comma-separated CSV columns fused with the image features; '' = images only")
 
 
 @dataclass
 class OptimConfig:
-    name: str = opt("adamw", choices=("adamw", "sgd"))
-    lr: float = opt(2e-3, gt=0.0, le=10.0)
-    weight_decay: float = opt(0.05, ge=0.0)
-    momentum: float = opt(0.9, ge=0.0, lt=1.0)  # sgd; Nesterov is used when momentum > 0
-    label_smoothing: float = opt(0.0, ge=0.0, le=0.99)
-    clip_grad: float = opt(0.0, ge=0.0)         # 0 = off
-    logit_adjust: float = opt(0.0, ge=0.0, le=5.0)  # tau of the logit-adjusted loss (logits + tau*log prior); 0 = off
+    name: str = opt("adamw", choices=("adamw", "sgd"), help="the optimizer")
+    lr: float = opt(2e-3, gt=0.0, le=10.0, help="peak learning rate")
+    weight_decay: float = opt(0.05, ge=0.0, help="decoupled weight decay (adamw) or L2 (sgd)")
+    momentum: float = opt(0.9, ge=0.0, lt=1.0, help="sgd momentum; Nesterov is used when > 0")
+    label_smoothing: float = opt(0.0, ge=0.0, le=0.99, help="label smoothing of the cross-entropy; 0 = off")
+    clip_grad: float = opt(0.0, ge=0.0, help="gradient norm clipping threshold; 0 = off")
+    logit_adjust: float = opt(0.0, ge=0.0, le=5.0, help="tau of the logit-adjusted loss (logits + tau*log prior); 0 = off")
     pos_weight: str = opt("prior", choices=("prior", "none"),
                           help="multi-label findings: weight each finding's positives by negatives/positives in "
                                "the training split (sigmoid BCE pos_weight); none = plain BCE")
@@ -93,47 +84,53 @@ class OptimConfig:
 
 @dataclass
 class ScheduleConfig:
-    name: str = opt("cosine", choices=("cosine", "onecycle", "plateau", "constant"))
-    warmup_epochs: float = opt(1.0, ge=0.0)
-    min_lr_ratio: float = opt(0.01, ge=0.0, le=1.0)
-    plateau_factor: float = opt(0.5, gt=0.0, lt=1.0)   # torch's ReduceLROnPlateau: factor < 1
-    plateau_patience: int = opt(2, ge=0)
+    name: str = opt("cosine", choices=("cosine", "onecycle", "plateau", "constant"), help="learning-rate schedule")
+    warmup_epochs: float = opt(1.0, ge=0.0, help="linear warmup length in epochs")
+    min_lr_ratio: float = opt(0.01, ge=0.0, le=1.0, help="final learning rate as a fraction of the peak")
+    plateau_factor: float = opt(0.5, gt=0.0, lt=1.0, help="plateau: rate multiplier on a plateau (torch's ReduceLROnPlateau)")
+    plateau_patience: int = opt(2, ge=0, help="plateau: epochs without improvement before the rate drops")
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = opt(10, ge=1)
-    amp: bool = False
-    amp_dtype: str = opt("auto", choices=("bf16", "fp16", "auto"))  # fp16 uses a GradScaler; auto: bf16 only where native
-    compile: bool = False
-    cuda_graph: bool = False
-    device: str = opt("auto", choices=("auto", "cpu", "cuda"))
-    seed: int = opt(0, ge=0, le=2**63 - 1)
-    deterministic: bool = False
-    patience: int = opt(0, ge=0)                # early stopping on the selection metric; 0 = off
-    select: str = opt("balanced_accuracy", choices=("balanced_accuracy", "accuracy", "auc_macro", "f1_macro"))
-    ema: float = opt(0.0, ge=0.0, le=0.99999)   # EMA decay of weights; 0 = off
-    mixup: float = opt(0.0, ge=0.0)             # Beta(a, a) mixing; 0 = off
-    cutmix: float = opt(0.0, ge=0.0)
-    log_interval: int = opt(50, ge=1)           # steps between reads of the device accumulators
-    max_nonfinite: int = opt(20, ge=1)          # consecutive non-finite losses before the run stops
-    progress: str = opt("auto", choices=("auto", "on", "off"))
+    epochs: int = opt(10, ge=1, safe_on_resume=True, help="training epochs")
+    amp: bool = opt(False, help="mixed precision (autocast)")
+    amp_dtype: str = opt("auto", choices=("bf16", "fp16", "auto"),
+                         help="autocast dtype; fp16 uses a GradScaler; auto = bf16 only where native")
+    compile: bool = opt(False, help="torch.compile the training step")
+    cuda_graph: bool = opt(False, help="capture the training step in a CUDA graph")
+    device: str = opt("auto", choices=("auto", "cpu", "cuda"), safe_on_resume=True, help="where to train")
+    seed: int = opt(0, ge=0, le=2**63 - 1, help="seed of splits, sampling, augmentation and initialization")
+    deterministic: bool = opt(False, help="deterministic algorithms only (slower)")
+    patience: int = opt(0, ge=0, safe_on_resume=True, help="early stopping on the selection metric, in epochs; 0 = off")
+    select: str = opt("balanced_accuracy", choices=("balanced_accuracy", "accuracy", "auc_macro", "f1_macro"),
+                      help="validation metric that chooses the kept epoch")
+    ema: float = opt(0.0, ge=0.0, le=0.99999, help="EMA decay of the weights; 0 = off")
+    mixup: float = opt(0.0, ge=0.0, help="mixup Beta(a, a) parameter; 0 = off")
+    cutmix: float = opt(0.0, ge=0.0, help="cutmix Beta(a, a) parameter; 0 = off")
+    log_interval: int = opt(50, ge=1, safe_on_resume=True, compared=False,
+                            help="steps between reads of the device accumulators")
+    max_nonfinite: int = opt(20, ge=1, safe_on_resume=True, help="consecutive non-finite losses before the run stops")
+    progress: str = opt("auto", choices=("auto", "on", "off"), safe_on_resume=True, compared=False,
+                        help="progress bar; auto = on a terminal only")
 
 
 @dataclass
 class RunConfig:
-    preset: str = ""
-    out: str = opt("", path=True)               # "" = runs/<timestamp>
-    resume: str = opt("", path=True)            # a run folder or its checkpoint.pt
-    tta: bool = False
-    plan: str = opt("auto", choices=("auto", "off"))  # auto: options not given are chosen from the data (engine/plan.py)
-    budget: float = opt(0.0, ge=0.0, le=10080.0)     # training minutes the plan sizes epochs for; 0 = engine/plan.py's default
+    preset: str = opt("", help="a named recipe applied before the other options (see presets below)")
+    out: str = opt("", path=True, compared=False, help="the run folder; '' = runs/<timestamp>")
+    resume: str = opt("", path=True, compared=False, help="continue a run: its folder or its checkpoint.pt")
+    tta: bool = opt(False, safe_on_resume=True, help="test-time augmentation in the final evaluation")
+    plan: str = opt("auto", choices=("auto", "off"),
+                    help="auto: options not given are chosen from the data (engine/plan.py, docs/plan.md)")
+    budget: float = opt(0.0, ge=0.0, le=10080.0, help="training minutes the plan sizes epochs for; 0 = the plan's default")
 
 
 @dataclass
 class EvalConfig:
-    posthoc_adjust: bool = False  # choose a class-prior correction tau on validation (engine/decisions.py); the plan sets it
-    target_sensitivity: float = opt(0.0, ge=0.0, le=0.999)  # binary: operating threshold reaching this val sensitivity; 0 = off
+    posthoc_adjust: bool = opt(False, help="choose a class-prior correction tau on validation (engine/decisions.py)")
+    target_sensitivity: float = opt(0.0, ge=0.0, le=0.999,
+                                    help="binary: operating threshold reaching this validation sensitivity; 0 = off")
     finding_threshold: str = opt("youden", choices=("youden", "f1", "half"),
                                  help="multi-label findings: per-finding decision threshold chosen on validation "
                                       "(youden: max sensitivity + specificity; f1: max F1; half: 0.5)")
@@ -143,15 +140,18 @@ class EvalConfig:
 
 @dataclass
 class WandbConfig:
-    mode: str = opt("offline", choices=("offline", "online", "disabled"))
-    project: str = "medtrain"
+    mode: str = opt("offline", choices=("offline", "online", "disabled"), safe_on_resume=True, compared=False,
+                    help="Weights & Biases tracking mode")
+    project: str = opt("medtrain", safe_on_resume=True, compared=False, help="Weights & Biases project name")
 
 
 @dataclass
 class DistConfig:
-    sync_bn: bool = False
-    timeout_s: int = opt(120, ge=1, le=86400)
-    nccl_error_handling: int = opt(2, ge=0, le=3, help="TORCH_NCCL_ASYNC_ERROR_HANDLING under torchrun, whatever "
+    sync_bn: bool = opt(False, help="DDP: synchronized batch norm across ranks")
+    timeout_s: int = opt(120, ge=1, le=86400, safe_on_resume=True, compared=False,
+                         help="DDP: seconds before a silent peer counts as lost")
+    nccl_error_handling: int = opt(2, ge=0, le=3, safe_on_resume=True,
+                                   help="TORCH_NCCL_ASYNC_ERROR_HANDLING under torchrun, whatever "
                                    "the launcher set: 2 aborts the communicator and exits with PeerLost's one line; "
                                    "1/3 kill the rank from NCCL's watchdog (SIGABRT); 0 waits forever")
 
@@ -265,51 +265,9 @@ def all_keys(cfg: Config | None = None) -> list[str]:
     return list(FIELDS)
 
 
-def _coerce(key: str, raw, kind: type):
-    if isinstance(raw, kind) and not (kind is int and isinstance(raw, bool)):
-        return raw
-    if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
-        return float(raw)
-    text = str(raw).strip()
-    try:
-        if kind is bool:
-            if text.lower() in ("1", "true", "yes", "on"):
-                return True
-            if text.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError
-        if kind is int:
-            return int(text)
-        if kind is float:
-            return float(text)
-        return text
-    except ValueError:
-        raise ConfigError(f"--{key} expects {kind.__name__}, got {text!r}") from None
-
-
-def _bound_text(meta: dict) -> str:
-    lo = ("[", meta["ge"]) if "ge" in meta else ("(", meta["gt"]) if "gt" in meta else None
-    hi = ("]", meta["le"]) if "le" in meta else (")", meta["lt"]) if "lt" in meta else None
-    if lo and hi:
-        return f"in {lo[0]}{lo[1]}, {hi[1]}{hi[0]}"
-    if lo:
-        return f"{'>=' if lo[0] == '[' else '>'} {lo[1]}"
-    return f"{'<=' if hi[0] == ']' else '<'} {hi[1]}"
-
-
 def _check(key: str, value, meta: dict) -> None:
     """The field's own rules (opt(...)): choices, finite numbers, bounds."""
-    if "choices" in meta and value not in meta["choices"]:
-        raise ConfigError(f"--{key} must be one of {', '.join(meta['choices'])}; got {value!r}"
-                          f"{suggest(str(value), list(meta['choices'])).replace('--', '')}")
-    if isinstance(value, float) and not math.isfinite(value):  # nan slips past every bound check
-        raise ConfigError(f"--{key} must be a finite number; got {value}")
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return
-    outside = (("ge" in meta and value < meta["ge"]) or ("gt" in meta and value <= meta["gt"])
-               or ("le" in meta and value > meta["le"]) or ("lt" in meta and value >= meta["lt"]))
-    if outside:
-        raise ConfigError(f"--{key} must be {_bound_text(meta)}; got {value}")
+    _check_rules(key, value, meta, suggest)
 
 
 def _as_path(key: str, value: str) -> str:
@@ -389,15 +347,20 @@ def explicit_options(cfg: Config) -> frozenset | None:
 
 
 def usage() -> str:
-    cfg = Config()
-    short = "  ".join(f"--{k}" for k in SHORT_FLAGS)
-    lines = ["usage: python -m engine.train [options]", "", f"short flags: {short}", "", "all options:"]
-    for key in all_keys(cfg):
-        section, name = key.split(".", 1)
-        default = getattr(getattr(cfg, section), name)
-        choice = f"  {{{'|'.join(CHOICES[key])}}}" if key in CHOICES else ""
-        meta = FIELDS[key].metadata
-        bound = f"  ({_bound_text(meta)})" if any(k in meta for k in ("ge", "gt", "le", "lt")) else ""
-        lines.append(f"  --{key} {json.dumps(default)}{choice}{bound}" + (f"  {meta['help']}" if meta.get("help") else ""))
-    lines.append(f"presets: {', '.join(sorted(PRESETS))}")
+    """Every option grouped by section: default, choices or bounds, and its one-line help."""
+    short = {full: flag for flag, full in SHORT_FLAGS.items()}
+    lines = ["usage: python -m engine.train [options]", "",
+             "Options are --section.key value (or --section.key=value); a flag alone means true.",
+             "With --run.plan auto (the default) options not given are chosen from the data; the",
+             "defaults below are what --run.plan off uses (docs/plan.md).", ""]
+    for section in fields(Config):
+        lines.append(f"{section.name}:")
+        for f in fields(section.default_factory):
+            key = f"{section.name}.{f.name}"
+            described = describe(key, f)
+            if key in short:
+                described[0] = described[0].replace(f"--{key}", f"--{key}, --{short[key]}", 1)
+            lines += described
+        lines.append("")
+    lines.append(f"presets (--preset NAME): {', '.join(sorted(PRESETS))}")
     return "\n".join(lines)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import numpy as np
 from engine import cv_record, run_lock
 from engine.atomic import atomic_write_bytes, atomic_write_json
 from common.cli import exit_process, run_main
+from common.options import opt, take, usage as options_usage
 from engine.config import Config, ConfigError, explicit_options, parse_args, usage
 from engine.env import setup_logging
 from engine.resolve import data_spec
@@ -34,25 +36,9 @@ HEADLINE = ("test.balanced_accuracy", "test.auc_macro", "test.accuracy", "test.f
             "val.balanced_accuracy", "epochs", "wall_seconds")
 
 
-def _take_folds(argv: list[str]) -> tuple[int, list[str]]:
-    rest, folds, i = [], None, 0
-    while i < len(argv):
-        token = argv[i]
-        if token == "--folds" or token.startswith("--folds="):
-            value = token.split("=", 1)[1] if "=" in token else (argv[i + 1] if i + 1 < len(argv) else "")
-            i += 1 if "=" in token else 2
-            try:
-                folds = int(value)
-            except ValueError:
-                raise ConfigError(f"--folds expects an integer >= 2, got {value!r}") from None
-            continue
-        rest.append(token)
-        i += 1
-    if folds is None:
-        raise ConfigError("engine.cv needs --folds K (K >= 2)")
-    if folds < 2:
-        raise ConfigError(f"--folds must be >= 2; got {folds}")
-    return folds, rest
+@dataclass
+class CvOptions:
+    folds: int = opt(0, ge=2, required=True, help="number of folds K (K >= 2); every other option is a train option")
 
 
 def fold_datasets(ds: Dataset, k: int, val_fraction: float, seed: int) -> list[Dataset]:
@@ -156,14 +142,20 @@ def _cross_validate(k: int, cfg: Config) -> dict:
 
 def _cv(argv: list[str]) -> None:
     setup_logging()
-    k, rest = _take_folds(argv)
+    own, _, rest = take(argv, CvOptions, "engine.cv")
     cfg = parse_args(rest)
     prepare_process(cfg)  # before the first fold touches cuBLAS
-    cross_validate(k, cfg)
+    cross_validate(own.folds, cfg)
+
+
+def _usage() -> str:
+    return options_usage("engine.cv", __doc__.strip().split("\n\n", 1)[1], CvOptions,
+                         "train options (as engine.train):\n" + usage().split("\n", 2)[2],
+                         line="python -m engine.cv --folds K [train options]")
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_main(_cv, argv, lambda: "usage: python -m engine.cv --folds K [train options]\n\n" + usage(),
+    return run_main(_cv, argv, _usage,
                     interrupted="interrupted: finished folds are kept; re-run the same command to continue")
 
 

@@ -14,11 +14,10 @@ from pathlib import Path
 from common.errors import ConfigError
 from engine import data_identity
 from engine.atomic import atomic_write_json
-from engine.config import Config
+from engine.config import FIELDS, Config
 
 NAME = "cv_options.json"
-NOT_COMPARED = {"run.out", "run.resume", "train.progress", "train.log_interval", "wandb.mode", "wandb.project",
-                "data.workers", "dist.timeout_s"}
+NOT_COMPARED = frozenset(k for k, f in FIELDS.items() if f.metadata.get("compared") is False)  # opt(compared=False)
 
 
 def _options(k: int, cfg: Config) -> dict:

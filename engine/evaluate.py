@@ -16,6 +16,7 @@ own metrics and other evaluations are never overwritten. TTA follows the run's o
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from common.constants import BOOTSTRAP_RESAMPLES
@@ -23,10 +24,13 @@ from engine import data_scope, eval_folder, metric_validity, report, saliency
 from engine.atomic import atomic_write_json
 from engine.env import device_name, versions
 from engine.evaluation import summarized
-from engine.inference import cli_main, score_checkpoint
+from common.options import opt
+from engine.inference import ScoreOptions, cli_main, score_checkpoint
 
-OPTIONS = {"checkpoint": "", "data": "", "out": "", "tta": False, "no_tta": False, "split": "auto", "device": "auto",
-           "batch_size": 0, "loader": "auto", "amp": False}
+
+@dataclass
+class Options(ScoreOptions):
+    out: str = opt("", path=True, help="the folder written; '' = <checkpoint>/eval-<data name>[-split][-tta]")
 
 
 def evaluate(options: dict) -> dict:
@@ -63,7 +67,7 @@ def evaluate(options: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return cli_main(argv, __doc__, OPTIONS, ("checkpoint", "data"), "engine.evaluate", evaluate)
+    return cli_main(argv, __doc__, Options, "engine.evaluate", evaluate)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from torch import nn
 
 from engine import decisions, distributed, multilabel_metrics
 from engine.metrics import summarize
+from engine.precision import autocast, autocast_dtype
 from engine.scoring import score
 from engine.tta import TTA
 
@@ -34,7 +35,7 @@ class Evaluation(Scores):
 def scores(run, split: str, tta: bool = False, model: nn.Module | None = None) -> Scores:
     """`model`: weights to score (EMA, selected); default the run's own model. With a trainer
     its evaluation forward is used (compiled once, autocast as trained); without one (a
-    restored checkpoint) the model runs eagerly, in bf16 when `run.cfg.train.amp`."""
+    restored checkpoint) the model runs eagerly, autocast as engine/precision.py rules."""
     loader = run.loaders[split]
     if run.trainer is not None:
         if tta:  # averages the 8 flips/rotations (engine/tta.py)
@@ -43,8 +44,9 @@ def scores(run, split: str, tta: bool = False, model: nn.Module | None = None) -
         return Scores(cm, probs, labels, loader)
     model = model if model is not None else run.model
     model = (TTA(model, is_multilabel(run)) if tta else model).eval()
-    autocast = lambda: torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.cfg.train.amp)  # noqa: E731
-    return Scores(*score(model, loader, len(run.dataset.classes), autocast, is_multilabel(run)), loader)
+    dtype = autocast_dtype(run.cfg, run.device)  # the training rule, CPU guard included
+    return Scores(*score(model, loader, len(run.dataset.classes), lambda: autocast(run.device, dtype), is_multilabel(run)),
+                  loader)
 
 
 def is_multilabel(run) -> bool:

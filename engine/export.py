@@ -23,6 +23,7 @@ import io
 import os
 import sys
 import warnings
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,22 +31,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.cli import doc_usage, parse_options, run_main
+from common.cli import run_main, suggest
+from common.options import opt, parse, usage
 from common.errors import ConfigError
 from engine import decisions
 from engine.atomic import atomic_write_bytes, atomic_write_json
 
 FORMATS = ("onnx", "torch")
 SUFFIX = {"onnx": ".onnx", "torch": ".pt2"}
-OPTIONS = {"checkpoint": "", "format": "onnx", "out": "", "parity_batch": 8, "opset": 18, "tolerance": 1e-4}
-HELP = {
-    "checkpoint": "run folder (or its checkpoint.pt) written by engine.train or engine.cv",
-    "format": "onnx (ONNX graph, dynamic batch) or torch (torch.export ExportedProgram, torch.export.save)",
-    "out": "file to write: .onnx for onnx, .pt2 for torch; a FILE.json sidecar is written beside it",
-    "parity_batch": "images in the fixed batch the exported file is checked on against the engine (default 8)",
-    "opset": "ONNX opset version (default 18)",
-    "tolerance": "largest allowed absolute difference in probability at the parity check (default 1e-4)",
-}
+
+
+@dataclass
+class Options:
+    checkpoint: str = opt("", path=True, required=True,
+                          help="run folder (or its checkpoint.pt) written by engine.train or engine.cv")
+    format: str = opt("onnx", choices=FORMATS,
+                      help="onnx (ONNX graph, dynamic batch) or torch (torch.export ExportedProgram, torch.export.save)")
+    out: str = opt("", path=True, required=True,
+                   help="file to write: .onnx for onnx, .pt2 for torch; a FILE.json sidecar is written beside it")
+    parity_batch: int = opt(8, ge=1, help="images in the fixed batch the exported file is checked on against the engine")
+    opset: int = opt(18, ge=7, help="ONNX opset version")
+    tolerance: float = opt(1e-4, gt=0.0, help="largest allowed absolute difference in probability at the parity check")
+
+
 PARITY_SEED = 20261203
 
 
@@ -183,21 +191,13 @@ def export(options: dict) -> dict:
     return sidecar
 
 
-def usage() -> str:
-    lines = [doc_usage(__doc__), "", __doc__.strip().split("\n\n", 1)[1], "", "options:"]
-    return "\n".join(lines + [f"  --{k.replace('_', '-'):<14} {text}" for k, text in HELP.items()])
-
-
 def _main(argv: list[str]) -> None:
-    options = parse_options(argv, OPTIONS, ("checkpoint", "out"), "engine.export",
-                            choices={"format": FORMATS}, paths=("checkpoint", "out"))
-    if options["parity_batch"] < 1:
-        raise ConfigError("engine.export: --parity-batch must be at least 1")
-    export(options)
+    export(asdict(parse(argv, Options, "engine.export", suggest)[0]))
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_main(_main, argv, usage)
+    return run_main(_main, argv, lambda: usage("engine.export", __doc__.strip().split("\n\n", 1)[1], Options,
+                                                    line=__doc__.split("`")[1]))
 
 
 if __name__ == "__main__":

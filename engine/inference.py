@@ -3,14 +3,16 @@ the checkpoint (engine/restore.py), reads the data checked against its classes a
 requested rows (engine/evaluation.py, with TTA when asked: engine/tta.py)."""
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.cli import doc_usage, parse_options, run_main
+from common.cli import run_main, suggest
+from common.options import like, opt, parse, usage
 from engine import data_scope, ensemble, run_lock
 from engine.build import Run
-from engine.config import CHECKPOINT_NAME
+from engine.config import CHECKPOINT_NAME, TrainConfig
 from engine.env import setup_logging
 from engine.evaluation import Scores, scores
 from engine.restore import Restored, checkpoint_run, load_checked, restore
@@ -18,25 +20,39 @@ from engine.restore import Restored, checkpoint_run, load_checked, restore
 SPLITS = ("test", "val", "train", "all", "auto")  # auto: the test split of the run's own data, else all
 
 
-def options_of(argv: list[str], spec: dict[str, object], required: tuple[str, ...], prog: str) -> dict:
-    """The shared option rules: split names, `~` in paths, --checkpoint as a run folder or its file."""
-    paths = tuple(k for k in ("checkpoint", "data", "out", "explain") if k in spec)
-    options = parse_options(argv, spec, required, prog, choices={"split": SPLITS}, paths=paths)
+@dataclass
+class ScoreOptions:
+    """The options engine.evaluate and engine.predict share (each overrides split and out)."""
+    checkpoint: str = opt("", path=True, required=True, help="the trained run: its folder or its checkpoint.pt")
+    data: str = opt("", path=True, required=True, help="the data to score (same classes as the run's)")
+    out: str = opt("", path=True, help="where the results go")
+    tta: bool = opt(False, help="test-time augmentation (engine/tta.py); default: as the run was trained")
+    no_tta: bool = opt(False, help="no test-time augmentation, even where the run used it")
+    split: str = opt("auto", choices=SPLITS, help="rows scored; auto = the run's test split of its own data, "
+                                                  "else every image")
+    device: str = like(TrainConfig, "device", help="where to score")
+    batch_size: int = opt(0, ge=0, help="images per batch; 0 = the run's evaluation batch")
+    loader: str = opt("auto", help="the input pipeline (as --data.loader of engine.train)")
+    amp: bool = opt(False, help="mixed precision (autocast) while scoring")
+
+
+def options_of(argv: list[str], cls, prog: str) -> dict:
+    """The declared options of `cls` as a dict, --checkpoint as a run folder or its file."""
+    options = dataclasses.asdict(parse(argv, cls, prog, suggest)[0])
     ckpt = Path(options["checkpoint"])
     if ckpt.name == CHECKPOINT_NAME:
         options["checkpoint"] = str(ckpt.parent)
     return options
 
 
-def cli_main(argv: list[str] | None, doc: str, spec: dict[str, object], required: tuple[str, ...], prog: str,
-             action) -> int:
+def cli_main(argv: list[str] | None, doc: str, cls, prog: str, action) -> int:
     """The `main` of engine.evaluate and engine.predict."""
     def act(args: list[str]) -> None:
-        options = options_of(args, spec, required, prog)
+        options = options_of(args, cls, prog)
         setup_logging()
         with run_lock.scope():  # an output folder this command locked is released when it ends
             action(options)
-    return run_main(act, argv, doc_usage(doc))
+    return run_main(act, argv, lambda: usage(prog, doc.strip().split("\n\n", 1)[1], cls))
 
 
 @dataclass

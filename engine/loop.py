@@ -20,33 +20,13 @@ from torch import nn
 from common.constants import PAD_LABEL
 from engine.config import Config
 from engine.multilabel import finding_counts, finding_loss
+from engine.precision import autocast, autocast_dtype, fast_bf16  # noqa: F401  (the one autocast rule)
 from engine.schedules import Plateau, ema_decays, lr_multipliers
 from engine.scoring import score
 from engine.tta import TTA
 
 # Tests swap in a counting backend; users keep inductor.
 COMPILE_BACKEND = os.environ.get("MEDTRAIN_COMPILE_BACKEND", "inductor")
-
-
-def autocast_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
-    if not cfg.train.amp:
-        return None
-    if cfg.train.amp_dtype == "fp16":
-        return torch.float16
-    if cfg.train.amp_dtype == "auto" and not fast_bf16(device):
-        return None  # emulated bf16 (e.g. an AVX2-only CPU) runs ~10x slower than fp32
-    return torch.bfloat16
-
-
-def fast_bf16(device: torch.device) -> bool:
-    """Whether bf16 math is native here: CUDA with bf16 support, or a CPU with AVX512-BF16/AMX."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def make_optimizer(model: nn.Module, cfg: Config, device: torch.device) -> torch.optim.Optimizer:
@@ -204,8 +184,7 @@ class Trainer:
     def _autocast(self):
         # No cast cache under CUDA graphs (as the CUDA-graph docs ask): cached casts are
         # tensors created outside the step that a replay would not refresh.
-        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None,
-                              cache_enabled=not self.cfg.train.cuda_graph)
+        return autocast(self.device, self.amp_dtype, cache=not self.cfg.train.cuda_graph)
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor, meta: torch.Tensor | None = None) -> None:
         self.model.train()

@@ -25,17 +25,23 @@ from __future__ import annotations
 import csv
 import io
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from engine import decisions, multilabel_predict, saliency, skip_list
 from engine.evaluation import is_multilabel
 from engine.atomic import atomic_write_bytes
 from engine.config import ConfigError
-from engine.inference import cli_main, relative_name, score_checkpoint
+from common.options import opt
+from engine.inference import SPLITS, ScoreOptions, cli_main, relative_name, score_checkpoint
 from loaders.unlabelled import SPLIT as UNLABELLED
 
-OPTIONS = {"checkpoint": "", "data": "", "out": "", "tta": False, "no_tta": False, "split": "all", "device": "auto",
-           "batch_size": 0, "loader": "auto", "amp": False, "explain": ""}
+
+@dataclass
+class Options(ScoreOptions):
+    out: str = opt("", path=True, required=True, help="the .csv file written (one row per image)")
+    split: str = opt("all", choices=SPLITS, help="rows scored; all = every image, whatever the run trained on")
+    explain: str = opt("", path=True, help="also write one Grad-CAM overlay PNG per image into this folder")
 
 
 def predict(options: dict) -> Path:
@@ -79,7 +85,7 @@ def predict(options: dict) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return cli_main(argv, __doc__, OPTIONS, ("checkpoint", "data", "out"), "engine.predict", predict)
+    return cli_main(argv, __doc__, Options, "engine.predict", predict)
 
 
 if __name__ == "__main__":

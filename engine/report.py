@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ import torch
 
 from engine import multilabel_report, plots, saliency
 from common.cli import run_main
+from common.options import opt, parse, usage
 from engine.atomic import WriteError, atomic_write_bytes, read_jsonl
 from engine.config import ConfigError
 from engine.metrics import calibration_bins
@@ -221,17 +223,20 @@ def markdown(metrics: dict, classes: list[str], history: list[dict], figures: li
     return "\n".join(lines)
 
 
+@dataclass
+class Options:
+    run_dir: str = opt("", positional=True, required=True, path=True, help="the run folder whose report/ is rebuilt")
+
+
 def main(argv: list[str] | None = None) -> int:
-    return run_main(_report, argv, USAGE)
-
-
-USAGE = "usage: python -m engine.report RUN_DIR\n\nRebuilds RUN_DIR/report (figures and README.md) from the run folder alone."
+    return run_main(_report, argv, lambda: usage("engine.report", "Rebuilds RUN_DIR/report (figures and README.md) "
+                                                 "from the run folder alone.", Options,
+                                                 line="python -m engine.report RUN_DIR"))
 
 
 def _report(argv: list[str]) -> None:
-    if len(argv) != 1 or argv[0].startswith("-"):
-        raise ConfigError("engine.report takes one argument, the run folder: python -m engine.report RUN_DIR")
-    print(f"report: {len(build(argv[0]))} files in {Path(argv[0]) / 'report'}")
+    run_dir = parse(argv, Options, "engine.report")[0].run_dir
+    print(f"report: {len(build(run_dir))} files in {Path(run_dir) / 'report'}")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -12,12 +12,10 @@ import torch
 from torch import nn
 
 from engine import checkpoint, cv_fold, data_scope, distributed
-from engine.build import Run, build_model_for
+from engine.build import Run, build_model_for, scoring_run
 from engine.config import Config, ConfigError
 from engine.env import pick_device
 from engine.resolve import data_spec, resolve
-from engine.writer import RunWriter
-from loaders import base as loaders
 from loaders.concat import concat_splits
 from loaders.datasets import Dataset, load_dataset, with_splits
 
@@ -111,8 +109,4 @@ def checkpoint_run(restored: Restored, ds: Dataset, batch_size: int = 0, loader:
     cfg.train.amp = amp  # bf16 autocast while scoring
     if batch_size:
         cfg.data.eval_batch_size = batch_size
-    res = resolve(cfg, ds)
-    name, why = loaders.resolve(loader, ds, restored.device)
-    test = loaders.build(name, ds, "test", res.loader, restored.device, train=False)
-    return Run(res.cfg, res, ds, name, why, {"test": test}, restored.model, None, restored.device,
-               distributed.Context(device=restored.device), RunWriter(None, True), restored.decision)
+    return scoring_run(resolve(cfg, ds), ds, loader, restored.model, restored.device, restored.decision)

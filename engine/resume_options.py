@@ -25,15 +25,12 @@ import torch
 
 from common.cli import split_argv
 from common.errors import ConfigError
-from engine.config import Config, _full_key, set_option
+from engine.config import FIELDS, Config, _full_key, set_option
 from engine.schedules import lr_multipliers
 
 log = logging.getLogger("medtrain.train")
 
-SAFE = {"train.epochs", "train.patience", "train.log_interval", "train.progress", "train.max_nonfinite",
-        "train.device", "data.workers", "data.loader", "data.eval_batch_size", "run.tta", "wandb.mode",
-        "wandb.project", "dist.timeout_s",
-        "dist.nccl_error_handling"}
+SAFE = frozenset(k for k, f in FIELDS.items() if f.metadata.get("safe_on_resume"))  # opt(safe_on_resume=True)
 ALWAYS_THE_RUNS = {"run.resume", "run.out"}  # the run continues in its own folder
 
 

@@ -88,7 +88,7 @@ def _augment_kernel(img, s_n, s_c, s_h, s_w, H, W, theta, color, partial, out, S
 
 def augment_triton(images: torch.Tensor, params: torch.Tensor, spec) -> torch.Tensor:
     """Same contract as `augment_reference`: uint8 (n, 3, H, W), any strides -> channels_last."""
-    from kernels.augment import affine_from_params
+    from kernels.augment_reference import affine_from_params
 
     if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"augment_triton expects uint8 (n, 3, H, W); got {images.dtype} {tuple(images.shape)}")

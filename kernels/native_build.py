@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 
 from common.errors import ConfigError
+from common.cache import cache_root
 
 log = logging.getLogger("medtrain.kernels")
 
@@ -34,9 +35,10 @@ _loaded: dict[str, ctypes.CDLL | None] = {}
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("MEDTRAIN_KERNEL_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "medtrain", "kernels")
-    return Path(root)
+    """$MEDTRAIN_KERNEL_CACHE, else kernels/ under the project's one cache root (common/cache.py),
+    which tests isolate with the rest of the cache."""
+    override = os.environ.get("MEDTRAIN_KERNEL_CACHE")
+    return Path(override) if override else cache_root() / "kernels"
 
 
 def _cpu_identity() -> str:

@@ -1,11 +1,5 @@
-"""The folder for files the data layer derives once and reuses (synthetic JPEGs, FFCV .betons)."""
+"""The folder for files the data layer derives once and reuses (synthetic JPEGs, FFCV .betons):
+the project's one cache root (common/cache.py)."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-
-def cache_root(cache_dir: str = "") -> Path:
-    """`--data.cache_dir`, else $MEDTRAIN_CACHE, else ~/.cache/medtrain."""
-    base = cache_dir or os.environ.get("MEDTRAIN_CACHE") or os.path.join(Path.home(), ".cache", "medtrain")
-    return Path(base).expanduser()
+from common.cache import cache_root  # noqa: F401  (loaders name it here)

@@ -21,7 +21,6 @@ FFCV TraversalOrder; FFCV's own QUASI_RANDOM is not used (it only pays off with
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -34,7 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.cli import expand_path, run_main
+from common.cli import expand_path, run_main, suggest
+from common.options import like, opt, parse, usage
 from common.errors import ConfigError
 from kernels.augment import DeviceAugment
 from loaders import hdf5_store, images
@@ -266,26 +266,25 @@ class FfcvLoader(Loader):
 
 # ----------------------------------------------------------------------------- CLI
 
+@dataclasses.dataclass
+class WriteOptions:
+    command: str = opt("", positional=True, required=True, choices=("write",), help="write: a dataset to a .beton")
+    data: str = opt("", required=True, help="a folder + CSV, class-per-folder tree or 'synthetic'")
+    out: str = opt("", required=True, help="the .beton to write")
+    max_res: int = opt(0, ge=0, help="longest side stored; 0 = the dataset's native size")
+    jpeg_quality: int = opt(-1, ge=1, le=100, help="re-encode every image at this quality; unset = keep fitting JPEGs")
+    workers: int = like(DataSpec, "workers")
+
+
 def main(argv: list[str] | None = None) -> int:
-    return run_main(_main, argv)
+    return run_main(_main, argv, lambda: usage("loaders.ffcv", __doc__.split("\n\n")[1], WriteOptions,
+                                               line="python -m loaders.ffcv write --data PATH --out FILE.beton [options]"))
 
 
 def _main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loaders.ffcv", description=__doc__.split("\n\n")[1])
-    sub = parser.add_subparsers(dest="command", required=True)
-    write = sub.add_parser("write", help="write a dataset to a .beton")
-    write.add_argument("--data", required=True, help="a folder + CSV, class-per-folder tree or 'synthetic'")
-    write.add_argument("--out", required=True, help="the .beton to write")
-    write.add_argument("--max-res", type=int, default=0, help="longest side stored; 0 = the dataset's native size")
-    write.add_argument("--jpeg-quality", type=int, default=None,
-                       help="re-encode every image at this quality (default: keep fitting JPEGs as they are)")
-    write.add_argument("--workers", type=int, default=0)
-    args = parser.parse_args(argv)
+    args, given = parse(argv, WriteOptions, "loaders.ffcv", suggest)
+    args.jpeg_quality = args.jpeg_quality if "jpeg_quality" in given else None
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    if args.jpeg_quality is not None and not 1 <= args.jpeg_quality <= 100:
-        raise ConfigError(f"--jpeg-quality {args.jpeg_quality}: expected 1..100")
-    if args.max_res < 0:
-        raise ConfigError(f"--max-res {args.max_res}: expected a positive size or 0")
     from loaders.datasets import load_dataset
 
     ds = load_dataset(DataSpec(path=expand_path(args.data), workers=args.workers))

@@ -4,7 +4,7 @@ The children (and so the state dict) are the plain nn.Sequential's; eval, autogr
 calls, GPUs, torch.compile and anything the CPU kernel does not take run that Sequential as
 written. Under torch.compile the layers are traced into the one graph the engine expects (no
 graph break; tests/engine/test_engine_runs.py), though on the CPU inductor's own fusion was
-no faster than the eager layers (95 vs 93 img/s, seed CNN 128 px) where the kernel is 1.9x. In CPU training the block folds the sign of BN's gamma
+no faster than the eager layers where the kernel is faster (figures: docs/cpu.md). In CPU training the block folds the sign of BN's gamma
 into the conv weights (a per-channel affine with a negative scale would turn max pooling
 into min pooling), so BN's affine is monotonic and commutes with the pool, and hands
 BN + pool + ReLU to kernels/bn_pool_relu_cpu.py. Values and gradients are the Sequential's

@@ -1,14 +1,13 @@
 """Max pooling that keeps no argmax indices between forward and backward.
 
 `nn.MaxPool2d` in training saves its input and an int64 index per output element for the
-backward pass: at 8 bytes an element the indices are twice the pooled float map (for the seed
-CNN at 224 px, batch 64, fp32: 360 MB of its ~2 GB of saved activations). `LeanMaxPool2d`
+backward pass: at 8 bytes an element the indices are twice the pooled float map (a large
+share of the seed CNN's saved activations at 224 px: docs/cpu.md). `LeanMaxPool2d`
 saves only the input and recomputes the indices in the backward pass with the same kernel, so
 the gradient is exactly PyTorch's own, ties included. The price is one more pooling pass,
-memory-bound: about 6% of the seed CNN's CPU step at 128 px (measured beside the plain pool in
-one run). Cheaper-looking alternatives were measured and rejected: saving one int8 window
-position per output needs an int64 division per element in eager PyTorch (7x the pooling
-itself on the CPU). It has no parameters or buffers: state dicts are unchanged.
+memory-bound and small beside the step (docs/cpu.md). Cheaper-looking alternatives were measured and rejected: saving one int8 window
+position per output needs an int64 division per element in eager PyTorch (several times the
+pooling itself on the CPU). It has no parameters or buffers: state dicts are unchanged.
 """
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ import csv
 import os
 from pathlib import Path
 
+import common  # noqa: F401  (start-up before torch, as every user entry point: common/cpu_wait.py)
 import numpy as np
 import pytest
 import torch

@@ -78,8 +78,11 @@ def test_shared_names_are_defined_once(name):
 
 
 def test_parsing_the_config_imports_nothing_heavy():
+    # loaders.spec (the data options' declarations, common/ imports only) is the one light
+    # module of the data layer the config reads.
     code = ("import sys, engine.config, common.cli; engine.config.parse_args(['--preset', 'smoke']); "
-            "heavy = [m for m in ('torch', 'numpy', 'PIL', 'loaders', 'models', 'kernels') if m in sys.modules]; "
+            "heavy = [m for m in ('torch', 'numpy', 'PIL', 'models', 'kernels') if m in sys.modules]; "
+            "heavy += [m for m in sys.modules if m.startswith('loaders.') and m != 'loaders.spec']; "
             "print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
@@ -100,3 +103,37 @@ def test_test_folders_mirror_the_packages():
     assert folders <= set(PACKAGES) | cross_cutting, folders - set(PACKAGES) - cross_cutting
     loose = sorted(p.name for p in (REPO / "tests").glob("test_*.py"))
     assert not loose, loose
+
+
+ASSEMBLY = "engine/build.py"
+ASSEMBLED = {"Run", "Trainer", "build_model"}  # the run, the trainer, the model from the registry
+
+
+def test_runs_trainers_and_models_are_assembled_in_one_module():
+    """Only engine/build.py constructs them (with keywords for Run); everything else asks it
+    (build, scoring_run, trainer_alone, bare_model, build_model_for)."""
+    offenders = []
+    for path, tree in _modules("engine", "loaders", "kernels", "models", "bench"):
+        where = str(path.relative_to(REPO))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+            if name not in ASSEMBLED or where == "models/registry.py" and name == "build_model":
+                continue
+            if where != ASSEMBLY:
+                offenders.append(f"{where}:{node.lineno} calls {name}(...)")
+            elif name == "Run" and node.args:
+                offenders.append(f"{where}:{node.lineno} builds a Run with positional arguments")
+    assert not offenders, offenders
+
+
+def test_the_augmentation_imports_one_way():
+    """The reference imports nothing of the project; the implementations import the reference,
+    never the dispatcher (kernels/augment.py), which imports them lazily."""
+    trees = {p.name: t for p, t in _modules("kernels") if p.name.startswith("augment")}
+    project = lambda t: {n.module for n in ast.walk(t) if isinstance(n, ast.ImportFrom) and n.module  # noqa: E731
+                         and n.module.split(".")[0] in PACKAGES}
+    assert project(trees["augment_reference.py"]) == set()
+    for name in ("augment_cpu.py", "augment_triton.py"):
+        assert "kernels.augment" not in project(trees[name]), name

@@ -4,11 +4,13 @@ from __future__ import annotations
 import errno
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from common.cli import parse_options, run_main
+from common.cli import run_main
+from common.options import opt, parse, take
 from common.errors import ConfigError
 
 
@@ -54,25 +56,40 @@ def test_status_of_the_action_is_returned():
     assert run_main(lambda argv: 1, []) == 1 and run_main(lambda argv: None, []) == 0
 
 
+@dataclass
+class Spec:
+    name: str = opt("", required=True, path=True, help="a name")
+    count: int = opt(0, ge=0, help="a count")
+    flag: bool = opt(False, help="a flag")
+    split: str = opt("test", choices=("test", "val"), help="a split")
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--nope", "1"], "p: unknown option --nope"),
     (["--count", "x"], "p: --count expects int, got 'x'"),
-    (["--flag", "maybe"], "p: --flag is a flag; got 'maybe'"),
+    (["--flag=maybe"], "p: --flag expects bool, got 'maybe'"),
     (["--count"], "p: --count needs a value"),
+    (["--count", "-1", "--name", "a"], "p: --count must be >= 0; got -1"),
     ([], "p: --name required"),
     (["--name", "a", "--split", "tset"], "p: --split must be one of test, val; got 'tset'"),
+    (["--name", "a", "stray"], "p: unexpected argument 'stray'"),
 ])
-def test_parse_options_mistakes(argv, message):
-    spec = {"name": "", "count": 0, "flag": False, "split": "test"}
+def test_parse_mistakes(argv, message):
     with pytest.raises(ConfigError) as err:
-        parse_options(argv, spec, ("name",), "p", choices={"split": ("test", "val")})
+        parse(argv, Spec, "p")
     assert str(err.value).startswith(message)
 
 
-def test_parse_options_types_and_paths():
-    spec = {"name": "", "count": 0, "flag": False}
-    got = parse_options(["--name", "~/a", "--count=3", "--flag"], spec, ("name",), "p", paths=("name",))
-    assert got["count"] == 3 and got["flag"] is True and not got["name"].startswith("~")
+def test_parse_types_paths_and_what_was_given():
+    got, given = parse(["--name", "~/a", "--count=3", "--flag"], Spec, "p")
+    assert got.count == 3 and got.flag is True and not got.name.startswith("~")
+    assert given == {"name", "count", "flag"}
+    assert parse(["--name", "a", "--flag", "false"], Spec, "p")[0].flag is False  # booleans read one way
+
+
+def test_take_leaves_the_other_options():
+    own, given, rest = take(["--epochs", "2", "--count", "4", "--amp", "--flag", "--name=x"], Spec, "p")
+    assert own.count == 4 and own.flag is True and given == {"count", "flag", "name"} and rest == ["--epochs", "2", "--amp"]
 
 
 def _exit_in_child(status: int) -> subprocess.CompletedProcess:

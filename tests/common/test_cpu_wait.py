@@ -85,3 +85,22 @@ def test_default_decode_workers_follow_the_cores_this_process_may_use(monkeypatc
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
     assert default_workers(0) == 1 and default_workers(5) == 5
     assert loader_spec(Config()).workers == 1
+
+
+def test_torch_first_warns_once_and_project_first_is_silent():
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env |= {"PYTHONPATH": str(REPO)}
+    late = subprocess.run([sys.executable, "-c", "import torch, engine, loaders, kernels"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert late.returncode == 0 and late.stderr.count("torch was imported before medtrain") == 1, late.stderr
+    early = subprocess.run([sys.executable, "-c", "import engine, torch, loaders"], cwd=REPO,
+                           capture_output=True, text=True, timeout=120, env=env)
+    assert early.returncode == 0 and "torch was imported before" not in early.stderr, early.stderr
+
+
+def test_the_native_kernels_share_the_one_cache_root(monkeypatch, tmp_path):
+    from kernels import native_build
+    from loaders.cache import cache_root
+    monkeypatch.delenv("MEDTRAIN_KERNEL_CACHE", raising=False)
+    monkeypatch.setenv("MEDTRAIN_CACHE", str(tmp_path))
+    assert native_build.cache_dir() == cache_root() / "kernels" == tmp_path / "kernels"

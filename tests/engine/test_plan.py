@@ -170,7 +170,8 @@ def test_calibration_gives_up_a_hopeless_candidate_before_allocating_its_probe_b
         model.register_forward_pre_hook(lambda module, inputs: batches.append(inputs[0].shape[0]))
         return model
 
-    monkeypatch.setattr(calibrate, "build_model", recording_model)
+    from engine import build as assembly  # calibration takes its model from the assembly module
+    monkeypatch.setattr(assembly, "bare_model", recording_model)
     cpu = torch.device("cpu")
     assert calibrate.seconds_per_image("mlp", 8, 3, cpu, batch=32, seconds=0.01, give_up_after=1e-12) > 0
     assert batches and set(batches) == {calibrate.SCOUT_IMAGES}  # scouted, then given up: no 32-image step

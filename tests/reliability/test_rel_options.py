@@ -55,8 +55,8 @@ def test_resume_takes_the_run_folder_or_its_checkpoint(given, expected):
     ("runs/a", "runs/a"), ("runs/a/checkpoint.pt", "runs/a"), ("~/r/checkpoint.pt", os.path.join(HOME, "r")),
 ])
 def test_checkpoint_option_takes_the_run_folder_or_its_file(given, expected):
-    options = inference.options_of(["--checkpoint", given, "--data", "~/d"], {"checkpoint": "", "data": ""},
-                                   ("checkpoint", "data"), "engine.evaluate")
+    options = inference.options_of(["--checkpoint", given, "--data", "~/d"], inference.ScoreOptions,
+                                   "engine.evaluate")
     assert options["checkpoint"] == expected and options["data"] == os.path.join(HOME, "d")
 
 
