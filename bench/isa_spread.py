@@ -28,7 +28,7 @@ TEST_FIGURES = ("test.accuracy", "test.balanced_accuracy", "test.auc_macro", "te
 _NARROW = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "MEDTRAIN_NATIVE_MARCH": "x86-64-v2"}
 _AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MEDTRAIN_NATIVE_MARCH": "x86-64-v3"}
 # name -> environment; "native" is the machine as it is.
-VARIANTS = {
+ISA_VARIANTS = {
     "off-native": {"MEDTRAIN_NATIVE_KERNELS": "off"},
     "off-avx2": {"MEDTRAIN_NATIVE_KERNELS": "off"} | _AVX2,
     "off-aten-default": {"MEDTRAIN_NATIVE_KERNELS": "off", "ATEN_CPU_CAPABILITY": "default"},
@@ -42,7 +42,7 @@ VARIANTS = {
 
 
 def run_variant(name: str, data: Path, out: Path, epochs: int) -> dict:
-    env = os.environ | VARIANTS[name] | {"WANDB_MODE": "disabled", "MEDTRAIN_CACHE": str(out / "cache"),
+    env = os.environ | ISA_VARIANTS[name] | {"WANDB_MODE": "disabled", "MEDTRAIN_CACHE": str(out / "cache"),
                                          "MEDTRAIN_KERNEL_CACHE": str(out / "kernels")}
     run = out / name
     cmd = [sys.executable, "-m", "engine.train", "--preset", "dermamnist", "--data", str(data),
@@ -53,7 +53,7 @@ def run_variant(name: str, data: Path, out: Path, epochs: int) -> dict:
         raise ConfigError(f"variant {name} failed: {done.stderr.strip().splitlines()[-1:]}")
     rows = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     metrics = json.loads((run / "metrics.json").read_text())
-    result = {"variant": name, "env": VARIANTS[name],
+    result = {"variant": name, "env": ISA_VARIANTS[name],
               "history": [{k: row[k] for k in (*FIGURES, "train.class_histogram")} for row in rows],
               "test": {k: metrics[k] for k in TEST_FIGURES}}
     (out / f"{name}.json").write_text(json.dumps(result, indent=1))
@@ -77,7 +77,7 @@ def spread(results: list[dict]) -> dict:
 class Options:
     data: str = opt("", path=True, required=True, help="the DermaMNIST npz (dermamnist28.npz)")
     out: str = opt("", path=True, required=True, help="folder for one JSON per variant (reused when present)")
-    variants: str = opt(",".join(VARIANTS), help="comma-separated names from VARIANTS")
+    variants: str = opt(",".join(ISA_VARIANTS), help="comma-separated names from ISA_VARIANTS")
     epochs: int = opt(3, ge=1, help="epochs of each golden-command run")
 
 
@@ -89,9 +89,9 @@ def _main(argv: list[str]) -> int:
     args = parse(argv, Options, "bench.isa_spread", suggest)[0]
     args.data, args.out = Path(args.data), Path(args.out)
     names = [n for n in args.variants.split(",") if n]
-    unknown = [n for n in names if n not in VARIANTS]
+    unknown = [n for n in names if n not in ISA_VARIANTS]
     if unknown:
-        raise ConfigError(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
+        raise ConfigError(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(ISA_VARIANTS)}")
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
     for name in names:
