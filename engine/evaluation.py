@@ -60,10 +60,10 @@ def summarized(run, raw: Scores, bootstrap: int = 0) -> Evaluation:
     decision = getattr(run, "decision", None)
     if is_multilabel(run):  # per-finding thresholds chosen on validation (0.5 before): engine/multilabel_metrics.py
         thresholds = (decision or {}).get("thresholds")
-        metrics = multilabel_metrics.summarize_findings(raw.probs, raw.labels, run.dataset.classes, thresholds, bootstrap)
+        probs = multilabel_metrics.calibrated(raw.probs, decision)  # per-finding temperatures, then thresholds
+        metrics = multilabel_metrics.summarize_findings(probs, raw.labels, run.dataset.classes, thresholds, bootstrap)
         cm = torch.tensor(metrics["confusion"], device=raw.probs.device)
-        return Evaluation(cm, raw.probs, raw.labels, raw.loader, metrics,
-                          multilabel_metrics.decide(raw.probs, thresholds))
+        return Evaluation(cm, probs, raw.labels, raw.loader, metrics, multilabel_metrics.decide(probs, thresholds))
     if decision is None:  # during training (validation each epoch), or a checkpoint without one
         metrics = summarize(raw.cm, raw.probs, raw.labels, run.dataset.classes, bootstrap=bootstrap)
         metrics["confusion"] = raw.cm.cpu().tolist()

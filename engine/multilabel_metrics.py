@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from engine import temperature
 from engine.metrics import _average_ranks, _nanmean, _safe_div, bootstrap_indices, resample_weights
 from engine.screening import roc_points
 
@@ -164,9 +165,19 @@ def confusions(pred: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return counts.view(-1, 2, 2)
 
 
+def calibrated(probs: torch.Tensor, decision: dict | None) -> torch.Tensor:
+    """Probabilities at the stored per-finding temperatures (unchanged in checkpoints without them)."""
+    return temperature.apply(probs, decision["temperatures"], multilabel=True) if decision and decision.get(
+        "temperatures") else probs
+
+
 def fit_decision(cfg, val_probs: torch.Tensor, val_labels: torch.Tensor) -> dict:
-    """The multi-label decision stored in the checkpoint: a threshold per finding chosen on
-    validation (--eval.finding_threshold); evaluate and predict apply it."""
+    """The multi-label decision stored in the checkpoint: a temperature per finding fitted on
+    validation (--eval.calibrate), then a threshold per finding chosen on the calibrated
+    validation scores (--eval.finding_threshold); evaluate and predict apply both, in that order."""
     rule = cfg.eval.finding_threshold
-    return {"task": "multilabel", "tau": 0.0, "rule": rule, "metric": cfg.train.select,
-            "thresholds": fit_thresholds(val_probs, val_labels, rule)}
+    decision = {"task": "multilabel", "tau": 0.0, "rule": rule, "metric": cfg.train.select}
+    if cfg.eval.calibrate and len(val_labels) > 1:
+        decision["temperatures"] = temperature.fit(val_probs, val_labels, multilabel=True).tolist()
+    decision["thresholds"] = fit_thresholds(calibrated(val_probs, decision), val_labels, rule)
+    return decision

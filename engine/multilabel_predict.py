@@ -22,8 +22,9 @@ def _joined(classes: list[str], row) -> str:
 def write(options: dict, scored) -> Path:
     ds, row_split, raw, decision = scored.run.dataset, scored.row_split, scored.scores, scored.run.decision
     thresholds = (decision or {}).get("thresholds")
-    p = raw.probs.cpu().numpy()  # sync point: once, after scoring
-    calls = multilabel_metrics.decide(raw.probs, thresholds).cpu().numpy()
+    probs = multilabel_metrics.calibrated(raw.probs, decision)  # as evaluate scores them
+    p = probs.cpu().numpy()  # sync point: once, after scoring
+    calls = multilabel_metrics.decide(probs, thresholds).cpu().numpy()
     y = raw.labels.cpu().numpy()
     files = raw.loader.split.files
     root = ds.source if Path(ds.source).is_dir() else str(Path(ds.source).parent)

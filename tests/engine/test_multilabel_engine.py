@@ -261,3 +261,24 @@ def test_single_label_options_are_refused_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(err) == 1
     assert err[0].startswith("error: --optim.logit_adjust: for single-label classes") and "multi-label" in err[0]
+
+
+def test_decision_calibrates_each_finding_then_picks_its_threshold_on_the_calibrated_scores():
+    # Over-confident scores (logits x3) on finding 0, well calibrated on finding 1: the fitted
+    # temperatures undo the first and keep the second, and evaluate/predict's scores are the
+    # calibrated ones, so the stored thresholds are chosen on what they are applied to.
+    gen = torch.Generator().manual_seed(0)
+    truth = torch.randn(4000, 2, generator=gen)
+    labels = (torch.rand(4000, 2, generator=gen) < truth.sigmoid()).float()
+    probs = torch.stack([(3 * truth[:, 0]).sigmoid(), truth[:, 1].sigmoid()], 1)
+    cfg = Config()
+    decision = multilabel_metrics.fit_decision(cfg, probs, labels)
+    t0, t1 = decision["temperatures"]
+    assert t0 == pytest.approx(3.0, rel=0.15) and t1 == pytest.approx(1.0, abs=0.15)
+    calibrated = multilabel_metrics.calibrated(probs, decision)
+    assert decision["thresholds"] == multilabel_metrics.fit_thresholds(calibrated, labels, cfg.eval.finding_threshold)
+    before = multilabel_metrics.summarize_findings(probs, labels, ["a", "b"])["log_loss"]
+    after = multilabel_metrics.summarize_findings(calibrated, labels, ["a", "b"])["log_loss"]
+    assert after < before
+    cfg.eval.calibrate = False
+    assert "temperatures" not in multilabel_metrics.fit_decision(cfg, probs, labels)
