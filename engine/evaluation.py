@@ -63,7 +63,8 @@ def summarized(run, raw: Scores, bootstrap: int = 0) -> Evaluation:
         probs = multilabel_metrics.calibrated(raw.probs, decision)  # per-finding temperatures, then thresholds
         metrics = multilabel_metrics.summarize_findings(probs, raw.labels, run.dataset.classes, thresholds, bootstrap)
         cm = torch.tensor(metrics["confusion"], device=raw.probs.device)
-        return Evaluation(cm, probs, raw.labels, raw.loader, metrics, multilabel_metrics.decide(probs, thresholds))
+        return Evaluation(cm, probs, raw.labels, raw.loader, metrics=metrics,
+                          predictions=multilabel_metrics.decide(probs, thresholds))
     if decision is None:  # during training (validation each epoch), or a checkpoint without one
         metrics = summarize(raw.cm, raw.probs, raw.labels, run.dataset.classes, bootstrap=bootstrap)
         metrics["confusion"] = raw.cm.cpu().tolist()

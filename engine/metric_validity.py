@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from loaders.split_audit import class_counts
+
 MACRO = ("balanced_accuracy", "f1_macro", "precision_macro", "recall_macro", "auc_macro")
 _MACRO_KEYS = {m + tail for m in MACRO for tail in ("", "_ci_low", "_ci_high")}
 _PER_CLASS = ("sensitivity", "f1", "auc", "precision")
@@ -22,8 +24,7 @@ _PER_CLASS = ("sensitivity", "f1", "auc", "precision")
 
 def mark(metrics: dict, prefix: str, labels, classes: list[str]) -> None:
     """Null the figures of `prefix` ('test', 'val') that its `labels` cannot support, in place."""
-    labels = np.asarray(labels)
-    counts = np.bincount(labels[labels >= 0], minlength=len(classes))
+    counts = class_counts(labels, len(classes))  # multi-label: positives per finding
     keys = [k for k in metrics if k.startswith(prefix + ".")]
     if counts.sum() == 0:
         for k in keys:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 
 MIN_T, MAX_T = 0.05, 20.0
+MIN_PER_SIDE = 20  # multi-label: positives and negatives of a finding in validation for its own fit
 EPS = 1e-7
 
 
@@ -67,6 +68,15 @@ def fit(probs: torch.Tensor, targets: torch.Tensor, multilabel: bool = False) ->
             per_label = lambda t: torch.nn.functional.binary_cross_entropy_with_logits(  # noqa: E731
                 logits / t, targets.double(), reduction="none").mean(0)
             fitted = torch.where(per_label(fitted) < per_label(one), fitted, one)
+            # A finding whose validation scores separate its positives from its negatives has no
+            # finite fit (the NLL falls towards T -> 0, saturating every score to 0 or 1, where
+            # float32 ties them and a threshold loses its ranking); nor does one seen only a few
+            # times on a side. Both keep T = 1.
+            y = targets > 0.5
+            enough = (y.sum(0) >= MIN_PER_SIDE) & ((~y).sum(0) >= MIN_PER_SIDE)
+            lowest_positive = torch.where(y, logits, torch.inf).amin(0)
+            highest_negative = torch.where(~y, logits, -torch.inf).amax(0)
+            fitted = torch.where(enough & (highest_negative >= lowest_positive), fitted, one)
         elif not nll(logits, targets, fitted) < nll(logits, targets, one):
             fitted = one
     return fitted.float()

@@ -20,8 +20,18 @@ FRACTION_SLACK = 0.05     # absolute: rounding on small data is not a warning
 FRACTION_RATIO = 0.5      # relative: off by more than half the request is
 
 
+def class_counts(labels, num_classes: int) -> np.ndarray:
+    """Images per class; for multi-label (N x K 0/1) labels, positives per finding. Padded or
+    unreadable rows (negative labels) are not counted."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2:
+        kept = labels[(labels >= 0).all(1)]
+        return (kept > 0.5).sum(0).astype(np.int64) if len(kept) else np.zeros(num_classes, np.int64)
+    return np.bincount(labels[labels >= 0].astype(np.int64), minlength=num_classes)
+
+
 def _absent(ds, split) -> list[str]:
-    counts = np.bincount(split.labels, minlength=ds.num_classes)
+    counts = class_counts(split.labels, ds.num_classes)
     return [c for c, k in zip(ds.classes, counts) if k == 0]
 
 
@@ -60,7 +70,7 @@ def audit(ds, val_fraction: float, test_fraction: float) -> list[str]:
     if ds.partition.startswith("stratified"):  # a predefined partition is used as given
         warnings += _fractions(ds, val_fraction, test_fraction)
     if len(ds.test):
-        counts = np.bincount(ds.test.labels, minlength=ds.num_classes)
+        counts = class_counts(ds.test.labels, ds.num_classes)
         rare = [(c, int(k)) for c, k in zip(ds.classes, counts) if 0 < k < MIN_TEST_PER_CLASS]
         if len(ds.test) < MIN_TEST or rare:
             detail = f", {', '.join(f'{k} of {c!r}' for c, k in rare)}" if rare else ""
