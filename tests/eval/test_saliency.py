@@ -1,6 +1,7 @@
 """Grad-CAM saliency: the per-architecture layer rule, a map that finds a planted patch, the
 report's per-class sample and `engine.predict --explain`."""
 import csv
+import importlib.util
 
 import numpy as np
 import pytest
@@ -15,7 +16,10 @@ from models.cam_layers import cam_target_layers
 from models.registry import build_model
 from tests.conftest import write_jpegs
 
-pytest.importorskip("pytorch_grad_cam")
+# Looked up, not imported: importing grad-cam imports triton.language, and the kernel tests'
+# Triton interpreter (tests/kernels/conftest.py) must be chosen before that happens.
+if importlib.util.find_spec("pytorch_grad_cam") is None:
+    pytest.skip("grad-cam is not installed (the `explain` extra)", allow_module_level=True)
 SIZE = 24
 
 
