@@ -331,7 +331,7 @@ def read_listing(root: Path, csv_path: Path, need_labels: bool = True, finder=No
         if path is None:
             listing.skipped.append((str(root / row[cols.file].strip()) if why.startswith("listed") else where, why))
             continue
-        convert = filetypes.needs_conversion(path.name)
+        convert = filetypes.needs_conversion(Path(path).name)  # a store member (str) has the store's name
         if convert:  # a DICOM listed in a CSV gets the words a DICOM in a class folder gets
             listing.skipped.append((str(path), convert))
             continue

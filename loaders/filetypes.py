@@ -45,7 +45,8 @@ def needs_conversion(name: str) -> str | None:
     """The reason a file of a type that needs converting (DICOM, NIfTI, ...) is not used, else None:
     the same words whether a tree holds it or a CSV lists it."""
     dot = name.rfind(".")
-    return not_image_reason(name) if dot > 0 and name[dot:].lower() in _CONVERT_HINTS else None
+    ext = name[dot:].lower() if dot > 0 else ""
+    return not_image_reason(name) if ext in _CONVERT_HINTS and ext not in IMAGE_EXTENSIONS else None
 
 
 def not_image_reason(name: str) -> str:
