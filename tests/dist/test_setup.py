@@ -84,5 +84,6 @@ def test_nccl_error_handling_is_set_before_the_group_is_created(monkeypatch):
     with pytest.raises(distributed.PeerLost, match="could not join"):
         distributed.setup(parse_args(["--device", "cuda", "--dist.nccl_error_handling", "3"]))
     assert seen == {"nccl": "3"}
-    documented = next(line for line in usage().splitlines() if "--dist.nccl_error_handling" in line)
-    assert "--dist.nccl_error_handling 2" in documented and "launcher" in documented
+    lines = usage().splitlines()
+    at = next(i for i, line in enumerate(lines) if "--dist.nccl_error_handling" in line)
+    assert "--dist.nccl_error_handling 2" in lines[at] and "launcher" in lines[at + 1]  # its help line follows

@@ -36,7 +36,7 @@ def test_compiled_tta_equals_eager_tta_with_one_eval_compile(tmp_path, monkeypat
     assert sorted(compiled) == ["eval", "train"], compiled  # the 8 views reuse the eval graph
     torch._dynamo.reset()
     eager_tta = _run(tmp_path, monkeypatch, "eager_tta", "--tta")
-    no_tta = _run(tmp_path, monkeypatch, "eager", )
+    no_tta = _run(tmp_path, monkeypatch, "eager", "--run.tta", "false")  # the plan turns TTA on by default
     for key in FIGURES:
         assert with_compile[key] == eager_tta[key], key
     assert any(eager_tta[key] != no_tta[key] for key in FIGURES), "TTA changed no figure: was it applied?"
