@@ -9,6 +9,10 @@ CONSTRAINTS := constraints/ci.txt
 EXTRAS ?= dev,triton,dali,ffcv,dicom,hdf5,export,explain
 FFCV_SYSDEPS := libopencv-dev libturbojpeg0-dev pkg-config
 
+# The suite in 2 processes (pytest-xdist; a file's tests stay together, so module fixtures train
+# once): 8 min instead of 14.5 on the 2-core machine. TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
+
 .PHONY: setup sysdeps run test gpu-check gpu-check-correctness gpu-check-speed gpu-pack clean
 
 $(VENV)/.installed: setup.py $(CONSTRAINTS) | sysdeps
@@ -37,7 +41,7 @@ run: setup
 	$(PY) -m engine.train --amp --compile
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 	mkdir -p .benchmarks
 	$(PY) -m pytest -q bench -m ci -p no:cacheprovider --benchmark-json .benchmarks/ci.json
 	$(PY) -m bench.compare .benchmarks/ci.json --reference bench/results/reference-cpu.json

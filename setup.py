@@ -22,7 +22,7 @@ setup(
         "psutil>=5.9",
     ],
     extras_require={
-        "dev": ["pytest>=7", "pytest-benchmark>=4", "scikit-learn>=1.3", "scipy>=1.10", "wandb>=0.16",
+        "dev": ["pytest>=7", "pytest-benchmark>=4", "pytest-xdist>=3", "scikit-learn>=1.3", "scipy>=1.10", "wandb>=0.16",
                 # reference for the CLAHE kernel tests (the GPU machine has the headless build)
                 "opencv-python-headless>=4.5"],
         "triton": ["triton>=3.0"],

@@ -56,3 +56,18 @@ def test_cli_json_lines_are_accepted(tmp_path):
     lines.write_text("\n".join(json.dumps({"benchmark": f"b{i}", "device_kind": "cpu", "ratios": {"r": 2.0}})
                                for i in range(2)))
     assert compare.ratios(compare.load(lines)) == {"b0.r": 2.0, "b1.r": 2.0}
+
+
+def test_a_cpu_kind_reads_its_own_references_where_measured():
+    from bench.compare import compare, cpu_kind, for_this_cpu
+    assert cpu_kind("flags\t: fpu avx2 avx512f amx_bf16\n") == "amx"
+    assert cpu_kind("flags\t: fpu avx2 avx512f avx512_bf16\n") == "avx512"
+    assert cpu_kind("flags\t: fpu avx avx2\n") == "avx2" and cpu_kind("") == "avx2"
+    ref = {"benchmarks": [{"name": "b", "extra_info": {"ratios": {"r": 10.0, "s": 2.0},
+                                                        "by_cpu": {"avx2": {"ratios": {"r": 6.0}, "tolerances": {"r": 0.4}}}}}]}
+    new = {"benchmarks": [{"name": "b", "extra_info": {"ratios": {"r": 4.0, "s": 2.0}}}]}
+    assert not compare(new, for_this_cpu(ref, "amx"))[0]        # 4 is 60% under the amx reference
+    assert compare(new, for_this_cpu(ref, "avx2"))[0]           # within 40% of the avx2 one
+    slower = {"benchmarks": [{"name": "b", "extra_info": {"ratios": {"r": 3.0, "s": 2.0}}}]}
+    assert not compare(slower, for_this_cpu(ref, "avx2"))[0]    # still a guard there
+    assert ref["benchmarks"][0]["extra_info"]["ratios"]["r"] == 10.0  # the loaded reference is not changed

@@ -142,8 +142,10 @@ def test_slow(benchmark):
 def test_a_pytest_step_stopped_by_sigterm_still_writes_its_finished_benchmarks(tmp_path):
     (tmp_path / "test_interrupted.py").write_text(INTERRUPTED_BENCHMARKS)
     log = tmp_path / "log"
-    env = dict(os.environ, PYTHONPATH=str(gpu_plan.REPO))
+    # As the GPU check runs it: a plain pytest (under xdist, pytest-benchmark would disable itself)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")} | {"PYTHONPATH": str(gpu_plan.REPO)}
     cmd = [sys.executable, "-m", "pytest", str(tmp_path / "test_interrupted.py"), "-q", "-s", "-p", "no:cacheprovider",
+           "-p", "no:xdist",
            "-p", "bench.sigterm_interrupt", "--rootdir", str(tmp_path), "--junitxml", str(tmp_path / "j.xml"),
            "--benchmark-json", str(tmp_path / "b.json")]
     with open(log, "w") as fh:
@@ -153,6 +155,7 @@ def test_a_pytest_step_stopped_by_sigterm_still_writes_its_finished_benchmarks(t
             time.sleep(0.2)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) != 0
+    assert (tmp_path / "b.json").exists(), log.read_text()[-3000:]
     names = [b["name"] for b in json.loads((tmp_path / "b.json").read_text())["benchmarks"]]
     assert names == ["test_fast"], log.read_text()[-2000:]
     assert junit_counts(tmp_path / "j.xml")["tests"] >= 1
