@@ -161,6 +161,20 @@ def bootstrap_intervals(probs: torch.Tensor, labels: torch.Tensor, num_classes: 
     return out
 
 
+def flat_on_host(m: dict[str, torch.Tensor], classes: list[str]) -> dict:
+    """Device figures as flat Python numbers, `per_class_<kind>` spread into `<kind>.<class>`:
+    one host transfer at evaluation end."""
+    host = {key: value.detach().cpu() for key, value in m.items()}  # sync point: evaluation end
+    out = {}
+    for key, value in host.items():
+        if key.startswith("per_class_"):
+            for name, v in zip(classes, value.tolist()):
+                out[f"{key[len('per_class_'):]}.{name}"] = int(v) if key == "per_class_support" else v
+        else:
+            out[key] = float(value)
+    return out
+
+
 def summarize(cm: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor, classes: list[str],
               bootstrap: int = 0) -> dict:
     """Flat dict of Python numbers (the one host sync of an evaluation).
@@ -176,13 +190,6 @@ def summarize(cm: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor, class
     m["log_loss"] = log_loss(probs, labels) if len(labels) else torch.tensor(float("nan"))
     if bootstrap and len(labels):
         m |= bootstrap_intervals(probs, labels, len(classes), bootstrap)
-    host = {key: value.detach().cpu() for key, value in m.items()}  # sync point: evaluation end
-    out = {}
-    for key, value in host.items():
-        if key.startswith("per_class_"):
-            for name, v in zip(classes, value.tolist()):
-                out[f"{key[len('per_class_'):]}.{name}"] = int(v) if key == "per_class_support" else v
-        else:
-            out[key] = float(value)
+    out = flat_on_host(m, classes)
     out["n"] = int(cm.sum())
     return out

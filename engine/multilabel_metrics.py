@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from engine import temperature
-from engine.metrics import _average_ranks, _nanmean, _safe_div, bootstrap_indices, resample_weights
+from engine.metrics import _average_ranks, _nanmean, _safe_div, bootstrap_indices, flat_on_host, resample_weights
 from engine.screening import roc_points
 
 THRESHOLD_RULES = ("youden", "f1", "half")
@@ -143,14 +143,7 @@ def summarize_findings(probs: torch.Tensor, labels: torch.Tensor, classes: list[
     m["log_loss"] = -(y * p.log() + (1 - y) * (1 - p).log()).mean()
     if bootstrap and len(labels):
         m |= _bootstrap(probs, labels, pred, bootstrap)
-    host = {key: value.detach().cpu() for key, value in m.items()}  # sync point: evaluation end
-    out = {}
-    for key, value in host.items():
-        if key.startswith("per_class_"):
-            for name, v in zip(classes, value.tolist()):
-                out[f"{key[len('per_class_'):]}.{name}"] = int(v) if key == "per_class_support" else v
-        else:
-            out[key] = float(value)
+    out = flat_on_host(m, classes)  # sync point: evaluation end
     out["n"] = int(len(labels))
     out["findings"] = len(classes)
     out["confusion"] = confusions(pred, labels).cpu().tolist()
