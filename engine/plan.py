@@ -95,22 +95,26 @@ def imbalance(fp: dict) -> dict:
     return out
 
 
-def derive(fp: dict, cost, budget_s: float, device_type: str, model: str = "", size: int = 0) -> dict:
+def derive(fp: dict, cost, budget_s: float, device_type: str, model: str = "", size: int = 0,
+           epochs: int = 0) -> dict:
     """Option values (dotted keys) and the candidates tried, from a fingerprint and a cost function.
-    A `model` or `size` the user gave replaces that part of every candidate."""
+    A `model`, `size` or `epochs` the user gave replaces that part of every candidate; with all
+    three given the budget decides nothing, so nothing is timed (`cost` is not called)."""
     tried, choice = [], None
     ladder = [(model or m, size or s) for m, s in candidates(fp["native_size"], device_type)]
-    for model, size in dict.fromkeys(ladder):  # de-duplicated, order kept
+    if model and size and epochs:
+        tried = [{"model": model, "size": size, "seconds_per_image": None, "epochs_affordable": None}]
+    for model, size in [] if tried else dict.fromkeys(ladder):  # de-duplicated, order kept
         spi = cost(model, size)
-        epochs = epochs_affordable(spi, fp, budget_s)
-        tried.append({"model": model, "size": size, "seconds_per_image": spi, "epochs_affordable": epochs})
-        if epochs >= MIN_EPOCHS:
+        affordable = epochs_affordable(spi, fp, budget_s)
+        tried.append({"model": model, "size": size, "seconds_per_image": spi, "epochs_affordable": affordable})
+        if affordable >= MIN_EPOCHS:
             choice = tried[-1]
             break
     choice = choice or tried[-1]  # nothing fits: the cheapest, for at least a few epochs
     model, size = choice["model"], choice["size"]
     batch = batch_size(fp["n_train"])
-    epochs = max(min(choice["epochs_affordable"], MAX_EPOCHS), 4)
+    epochs = epochs or max(min(choice["epochs_affordable"], MAX_EPOCHS), 4)  # the EMA below follows the epochs run
     steps = epochs * max(fp["n_train"] // batch, 1)
     base_lr = 2e-3 if model == "seedcnn" else 1e-3
     options = {"model.name": model, "data.image_size": size, "data.batch_size": batch,
@@ -181,7 +185,8 @@ def make_plan(cfg: Config, ds, device: torch.device, explicit: frozenset, loader
 
     with torch.random.fork_rng(devices=devices):  # calibration draws random inputs: the run's RNG is untouched
         plan = derive(fp, cost, budget_s, device.type, model=cfg.model.name if "model.name" in explicit else "",
-                      size=cfg.data.image_size if "data.image_size" in explicit else 0)
+                      size=cfg.data.image_size if "data.image_size" in explicit else 0,
+                      epochs=cfg.train.epochs if "train.epochs" in explicit else 0)
     plan["input_seconds_per_image"] = {str(size): value for size, value in input_costs.items()}
     from loaders.base import CLAHE_LOADERS
     if loader not in CLAHE_LOADERS:  # colour constancy runs in the device augmentation this loader skips

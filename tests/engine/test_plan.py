@@ -40,6 +40,20 @@ def test_epochs_follow_the_budget():
     assert longer > short and longer <= plan.MAX_EPOCHS
 
 
+def test_model_size_and_epochs_given_leave_nothing_to_time_and_the_ema_follows_the_given_epochs():
+    def never(model, size):
+        raise AssertionError("timed a step whose result decides nothing")
+
+    short = plan.derive(_fp(), never, 300, "cpu", model="seedcnn", size=28, epochs=2)
+    assert short["candidates"] == [{"model": "seedcnn", "size": 28, "seconds_per_image": None,
+                                    "epochs_affordable": None}]
+    assert short["options"]["train.epochs"] == 2 and short["options"]["train.ema"] == 0.0  # 2 x 54 steps
+    many = plan.derive(_fp(), never, 300, "cpu", model="seedcnn", size=28, epochs=20)["options"]
+    assert many["train.ema"] == 0.99  # 20 x 54 steps: the EMA of a run that long
+    timed = plan.derive(_fp(), lambda m, s: 0.001, 300, "cpu", model="seedcnn", epochs=2)  # size left: timed
+    assert timed["candidates"][0]["seconds_per_image"] == 0.001 and timed["options"]["train.epochs"] == 2
+
+
 def test_large_photographs_get_zoom_crops_colour_jitter_and_colour_constancy():
     fp = _fp(native_size=450, illuminant_spread=0.03)
     p = plan.derive(fp, lambda m, s: 0.0001 * (s / 64) ** 2 * (10 if m == "resnet18" else 1), 300, "cpu")["options"]
