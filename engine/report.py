@@ -207,6 +207,8 @@ def markdown(metrics: dict, classes: list[str], history: list[dict], figures: li
         lines += ["## Warnings", ""] + [f"- {w}" for w in warnings] + [""]
     if metrics.get("selection"):
         lines += [f"**selection** {metrics['selection']}", ""]
+    if metrics.get("calibration.note"):  # temperature scaling was asked for but had nothing meaningful to fit
+        lines += [f"**calibration** {metrics['calibration.note']}", ""]
     lines += ["## Metrics", "", "Test figures use the selected (best validation) weights; brackets are "
               "bootstrap 95% intervals (1,000 resamples of the test images).", ""]
     lines += ["| metric | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]

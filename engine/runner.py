@@ -307,6 +307,8 @@ def _finish(run: Run, state: Progress, epoch: int, wall0: float) -> dict:
         "data.skipped": len(ds.skipped) + len(bad_runtime), **peak_memory(run.device),
         "selection": _selection(run, state), "data.warnings": _split_warnings(run),
     }
+    if run.decision.get("temperature_note"):  # calibration was asked for and kept T = 1: why
+        metrics["calibration.note"] = run.decision["temperature_note"]
     metric_validity.mark(metrics, "test", ds.test.labels, ds.classes)
     metric_validity.mark(metrics, "val", ds.val.labels, ds.classes)
     if not writer.is_main:
@@ -333,6 +335,8 @@ def _finish(run: Run, state: Progress, epoch: int, wall0: float) -> dict:
     if run.decision.get("temperature", 1.0) != 1.0:
         writer.say(f"calibration: temperature {run.decision['temperature']:.3f} (fitted on val); test ECE "
                    f"{test['ece_uncalibrated']:.4f} before, {test['ece']:.4f} after")
+    elif run.decision.get("temperature_note"):
+        writer.say(f"calibration: {run.decision['temperature_note']}")
     if run.decision["tau"]:
         writer.say(f"prior correction tau {run.decision['tau']:g} (chosen on val for {cfg.train.select}); uncorrected: "
                    f"accuracy {test['uncorrected.accuracy']:.4f}  "

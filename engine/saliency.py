@@ -211,7 +211,8 @@ def grid_figure(sample: Path, classes: list[str], path: Path) -> Path:
             if i is None:
                 continue
             ax.imshow(pics[i])
-            verdict = ("found" if findings else "correct") if correct[i] else ("missed" if findings else f"as {classes[preds[i]]}")
+            wrong = "missed" if findings else f"as {classes[preds[i]]}"
+            verdict = ("found" if findings else "correct") if correct[i] else wrong
             ax.set_title(f"{classes[c]}: {verdict} ({conf[i]:.2f})", fontsize=7, color="black" if correct[i] else "red")
     fig.suptitle("Grad-CAM per finding: its positives found (left) and missed (right), test images" if findings else
                  "Grad-CAM for the decided class: correct (left) and misclassified (right) test images", fontsize=9)
