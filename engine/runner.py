@@ -306,6 +306,7 @@ def _finish(run: Run, state: Progress, epoch: int, wall0: float) -> dict:
         "image_size": cfg.data.image_size, "classes": ds.classes, "world_size": run.context.world_size,
         "data.skipped": len(ds.skipped) + len(bad_runtime), **peak_memory(run.device),
         "selection": _selection(run, state), "data.warnings": _split_warnings(run),
+        "tta": cfg.run.tta,  # the test figures' scoring, as engine.evaluate records it
     }
     if run.decision.get("temperature_note"):  # calibration was asked for and kept T = 1: why
         metrics["calibration.note"] = run.decision["temperature_note"]

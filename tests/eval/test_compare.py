@@ -93,3 +93,14 @@ def test_wandb_summary_carries_every_compared_figure(runs):
     run = RecordingRun()
     tracking.Tracker(run).finish(m)
     assert len(keys) >= 9 and all(run.summary[k] == m[k] for k in keys)
+
+
+def test_wandb_summary_carries_the_calibration_and_tta_fields_of_a_real_run(runs):
+    """Built before wandb is touched, so checked with or without wandb installed."""
+    m = _metrics(runs / "run_a")
+    summary = tracking.summary_of(m)
+    fields = [f"{s}.{k}" for s in ("test", "val") for k in ("ece", "ece_uncalibrated", "temperature")] + ["tta"]
+    assert all(k in m and summary[k] == m[k] for k in fields if m.get(k) is not None)
+    assert "test.temperature" in summary and summary["tta"] is m["tta"]
+    scalars = {k for k, v in m.items() if isinstance(v, (bool, int, float, str))}
+    assert set(summary) == scalars and all(summary[k] == m[k] for k in scalars)
