@@ -21,6 +21,9 @@ def runs(tmp_path_factory):
     data = write_jpegs(root / "data", n=36, size=16)
     for name, extra in VARIANTS.items():
         assert train_main(["--data", str(data), "--out", str(root / "runs" / name)] + TINY + extra) == 0
+    # a third learning rate, outside the run_* glob: with run_a and run_b, three runs that differ in one option
+    assert train_main(["--data", str(data), "--out", str(root / "runs" / "lr_d")] + TINY
+                      + ["--epochs", "1", "--lr", "0.1"]) == 0
     (root / "runs" / "unfinished").mkdir()  # a glob passes over folders without metrics.json
     return root / "runs"
 
@@ -47,6 +50,19 @@ def test_three_runs_table_options_and_figure(runs, tmp_path, capsys):
     assert "run.out" not in options and "model.name" not in options  # the same everywhere, or where it went
     with Image.open(out) as im:
         assert im.format == "PNG" and im.size[0] > 200
+
+
+def test_three_runs_differing_in_one_option_print_that_option_alone_and_write_the_figure(runs, tmp_path, capsys):
+    out = tmp_path / "one_option.png"
+    names = ["run_a", "run_b", "lr_d"]
+    assert compare.main([str(runs / n) for n in names] + ["--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert all(any(line.startswith(n + " ") for line in text.splitlines()) for n in names)
+    options = text[text.index("options that differ"):].split("\n\n")[0].splitlines()[1:]  # the table, to its end
+    assert [line.split()[0] for line in options] == ["option", "optim.lr"], options
+    assert options[1].split()[1:] == ["0.01", "0.001", "0.1"]  # each run's value, in the order given
+    with Image.open(out) as im:
+        assert im.format == "PNG" and im.size[0] > 200 and im.getextrema() != ((255, 255),) * 3
 
 
 def test_runs_named_one_by_one_and_checked(runs, tmp_path, capsys):
