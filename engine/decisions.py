@@ -82,8 +82,10 @@ def fit(cfg, counts, val_probs: torch.Tensor, val_labels: torch.Tensor) -> dict:
     prior = training_prior(counts, cfg.sampler.kind, cfg.sampler.alpha)
     decision = {"tau": 0.0, "log_prior": np.log(prior).tolist(), "metric": cfg.train.select,
                 "loss_tau": cfg.optim.logit_adjust, "temperature": 1.0}
-    if cfg.eval.calibrate and len(val_labels) > 1:  # first: tau and the threshold see calibrated scores
-        decision["temperature"] = float(temperature.fit(val_probs, val_labels))
+    if cfg.eval.calibrate:  # first: tau and the threshold see calibrated scores
+        decision["temperature"], note = temperature.fit_softmax(val_probs, val_labels)
+        if note:  # why T = 1 was kept: the log, metrics.json (`calibration.note`) and the report say it
+            decision["temperature_note"] = note
     if cfg.eval.posthoc_adjust and len(val_labels):
         scores = [(_score(adjust(val_probs, decision | {"tau": t}), val_labels, cfg.train.select), -t) for t in TAU_GRID]
         best, neg_tau = max(scores)  # ties: the smallest tau, the least change

@@ -45,6 +45,8 @@ def evaluate(options: dict) -> dict:
         "wall_seconds": seconds, "test.images_per_second": test["n"] / max(seconds, 1e-9),
     }
     metric_validity.mark(metrics, "test", result.labels.cpu().numpy(), run.dataset.classes)  # sync point: once
+    if (run.decision or {}).get("temperature_note"):  # the checkpoint kept T = 1, and why
+        metrics["calibration.note"] = run.decision["temperature_note"]
     if "ensemble" in (run.decision or {}):  # a cv folder: the mean of its folds (engine/ensemble.py)
         metrics["ensemble_folds"] = run.decision["ensemble"]["folds"]
     usual = data_scope.default_split(scored.restored, options["data"])

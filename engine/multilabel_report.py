@@ -1,7 +1,8 @@
 """The run report of multi-label findings: what `engine/report.py` writes for single-label runs,
 per finding. Figures: ROC and precision-recall curves per finding, sensitivity and specificity
 at each finding's validation-chosen threshold, learning curves, positives per finding per split,
-the test images with the largest total error. README.md holds the whole-task figures and a
+the test images with the largest total error, Grad-CAM overlays per finding (engine/saliency.py)
+when the model has a convolutional layer. README.md holds the whole-task figures and a
 per-finding table (keys: engine/multilabel_metrics.py)."""
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ FIGURES = {
     "learning_curves.png": "Learning curves: loss, exact-match accuracy, mean per-finding balanced accuracy",
     "class_distribution.png": "Positives per finding per split",
     "misclassified.png": "Test images with the largest total error over findings",
+    "gradcam.png": "Grad-CAM per finding: where the model looked, for positives found and missed",
 }
 SUMMARY_ROWS = (("mean AUC over findings (auc_macro)", "auc_macro"), ("mean average precision (map)", "map"),
                 ("mean per-finding balanced accuracy", "balanced_accuracy"),
@@ -39,7 +41,8 @@ def _get(metrics: dict, key: str) -> str:
     return str(value) if isinstance(value, int) else f"{value:.4f}"
 
 
-def build(metrics: dict, history: list[dict], saved: dict, out: Path) -> list[Path]:
+def build(metrics: dict, history: list[dict], saved: dict, out: Path, extra: list[Path] = ()) -> list[Path]:
+    """`extra`: figures already drawn into `out` (the Grad-CAM sample), listed after these."""
     classes = list(metrics["classes"])
     probs, labels = saved["probs"], saved["labels"]
     t = np.array([metrics.get(f"test.threshold.{c}", 0.5) for c in classes])
@@ -60,7 +63,7 @@ def build(metrics: dict, history: list[dict], saved: dict, out: Path) -> list[Pa
         plots.class_distribution(classes, counts, sampled, out / "class_distribution.png"),
         plots.misclassified(saved["error_images"], names(labels[rows] > 0.5), names(decided),
                             np.abs(probs[rows] - labels[rows]).max(1) if len(rows) else [], out / "misclassified.png"),
-    ]
+    ] + list(extra)
     readme = out / "README.md"
     text = markdown(metrics, classes, history, [p.name for p in written]).encode()
     atomic_write_bytes(readme, lambda fh: fh.write(text))

@@ -19,6 +19,7 @@ engine.cv folder: the folds' calibrated, corrected probabilities averaged (engin
 `--explain DIR` also writes one Grad-CAM overlay PNG per image for its predicted class
 (engine/saliency.py), named after the image: its relative path with `.png`, or
 `<split>_<index>.png` for array datasets. The map is of the image as scored without TTA.
+Multi-label findings: the map is for each image's top finding, named in an `explained` column.
 """
 from __future__ import annotations
 

@@ -108,9 +108,11 @@ def build(run_dir: str | Path) -> list[Path]:
         saved = {k: npz[k] for k in npz.files}
     classes = list(metrics["classes"])
     probs, labels = saved["probs"], saved["labels"]
-    if labels.ndim == 2:  # multi-label findings: their own figures and table
+    if labels.ndim == 2:  # multi-label findings: their own figures and table, the Grad-CAM sample per finding
         (run / "report").mkdir(exist_ok=True)
-        return multilabel_report.build(metrics, history, saved, run / "report")
+        extra = [saliency.grid_figure(run / saliency.SAMPLE_FILE, classes, run / "report" / saliency.FIGURE)
+                 ] if (run / saliency.SAMPLE_FILE).exists() else []
+        return multilabel_report.build(metrics, history, saved, run / "report", extra)
     pred = probs.argmax(1)
     cm = np.zeros((len(classes), len(classes)), np.int64)
     np.add.at(cm, (labels, pred), 1)
@@ -205,6 +207,8 @@ def markdown(metrics: dict, classes: list[str], history: list[dict], figures: li
         lines += ["## Warnings", ""] + [f"- {w}" for w in warnings] + [""]
     if metrics.get("selection"):
         lines += [f"**selection** {metrics['selection']}", ""]
+    if metrics.get("calibration.note"):  # temperature scaling was asked for but had nothing meaningful to fit
+        lines += [f"**calibration** {metrics['calibration.note']}", ""]
     lines += ["## Metrics", "", "Test figures use the selected (best validation) weights; brackets are "
               "bootstrap 95% intervals (1,000 resamples of the test images).", ""]
     lines += ["| metric | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]

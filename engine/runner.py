@@ -306,7 +306,10 @@ def _finish(run: Run, state: Progress, epoch: int, wall0: float) -> dict:
         "image_size": cfg.data.image_size, "classes": ds.classes, "world_size": run.context.world_size,
         "data.skipped": len(ds.skipped) + len(bad_runtime), **peak_memory(run.device),
         "selection": _selection(run, state), "data.warnings": _split_warnings(run),
+        "tta": cfg.run.tta,  # the test figures' scoring, as engine.evaluate records it
     }
+    if run.decision.get("temperature_note"):  # calibration was asked for and kept T = 1: why
+        metrics["calibration.note"] = run.decision["temperature_note"]
     metric_validity.mark(metrics, "test", ds.test.labels, ds.classes)
     metric_validity.mark(metrics, "val", ds.val.labels, ds.classes)
     if not writer.is_main:
@@ -333,6 +336,8 @@ def _finish(run: Run, state: Progress, epoch: int, wall0: float) -> dict:
     if run.decision.get("temperature", 1.0) != 1.0:
         writer.say(f"calibration: temperature {run.decision['temperature']:.3f} (fitted on val); test ECE "
                    f"{test['ece_uncalibrated']:.4f} before, {test['ece']:.4f} after")
+    elif run.decision.get("temperature_note"):
+        writer.say(f"calibration: {run.decision['temperature_note']}")
     if run.decision["tau"]:
         writer.say(f"prior correction tau {run.decision['tau']:g} (chosen on val for {cfg.train.select}); uncorrected: "
                    f"accuracy {test['uncorrected.accuracy']:.4f}  "

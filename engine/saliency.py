@@ -9,6 +9,10 @@ run's eval preprocessing, `kernels.augment` reference implementation: crop, resi
 CLAHE/colour constancy when on, normalization), and the overlay is drawn on that input,
 de-normalized, so map and picture line up pixel for pixel. The map is for the class the
 run decided (argmax of the corrected probabilities, or the stored threshold).
+
+Multi-label findings (an N x K 0/1 label matrix) have no single decided class: the report's
+sample is per finding, its test positives the run found and those it missed (each mapped for
+that finding's logit), and `--explain` maps each image's top finding (`top_findings`).
 """
 from __future__ import annotations
 
@@ -118,17 +122,50 @@ def sample_rows(probs: np.ndarray, labels: np.ndarray, predictions: np.ndarray, 
     return np.asarray(rows, np.int64)
 
 
+def sample_findings(probs: np.ndarray, labels: np.ndarray, decided: np.ndarray, per_class: int = PER_CLASS):
+    """Multi-label: per finding (in order), its `per_class` test positives found with the highest
+    probability, then its `per_class` positives missed with the lowest (the most confidently
+    missed); ties broken by row order. Returns rows, finding per row, found per row, probability."""
+    rows, shown, found = [], [], []
+    for k in range(labels.shape[1] if labels.ndim == 2 else 0):
+        positive = labels[:, k] > 0.5
+        for hit in (True, False):
+            pick = np.flatnonzero(positive & ((decided[:, k] > 0) == hit))
+            pick = pick[np.argsort(-probs[pick, k] if hit else probs[pick, k], kind="stable")][:per_class]
+            rows += pick.tolist()
+            shown += [k] * len(pick)
+            found += [hit] * len(pick)
+    rows, shown = np.asarray(rows, np.int64), np.asarray(shown, np.int64)
+    return rows, shown, np.asarray(found, bool), probs[rows, shown] if len(rows) else np.zeros(0)
+
+
+def top_findings(probs: np.ndarray, decided: np.ndarray) -> np.ndarray:
+    """Per image, the finding an --explain overlay maps: the most probable of the findings decided
+    present, or the most probable finding when none is."""
+    return np.where(decided.any(1), np.where(decided > 0, probs, -np.inf).argmax(1), probs.argmax(1)).astype(np.int64)
+
+
+def _sample(probs: np.ndarray, labels: np.ndarray, predictions: np.ndarray):
+    """rows, class mapped per row, correct per row, confidence per row; single- or multi-label."""
+    if labels.ndim == 2:
+        return sample_findings(probs, labels, predictions)
+    rows = sample_rows(probs, labels, predictions)
+    return rows, predictions[rows], predictions[rows] == labels[rows], probs[rows].max(1) if len(rows) else np.zeros(0)
+
+
 def save_sample(run_dir, model, model_name: str, resolved, device, dataset, evaluation) -> Path:
-    """Overlays for the report's fixed sample of test images, saved as `saliency_sample.npz`."""
+    """Overlays for the report's fixed sample of test images, saved as `saliency_sample.npz`:
+    `labels` the class (finding) each row stands for, `predictions` the class mapped, `correct`."""
     probs = evaluation.probs.detach().float().cpu().numpy()  # sync point: once, after the final evaluation
     labels = evaluation.labels.detach().cpu().numpy()
     predictions = evaluation.predictions.detach().cpu().numpy()
-    rows = sample_rows(probs, labels, predictions)
+    rows, targets, correct, confidence = _sample(probs, labels, predictions)
     pictures = explain(model, model_name, resolved, device,
-                       raw_images(evaluation.loader.split, rows, dataset.native_size), predictions[rows])
+                       raw_images(evaluation.loader.split, rows, dataset.native_size), targets)
+    shown = targets if labels.ndim == 2 else labels[rows]
     buf = io.BytesIO()
-    np.savez_compressed(buf, overlays=pictures, rows=rows, labels=labels[rows], predictions=predictions[rows],
-                        confidence=probs[rows].max(1) if len(rows) else np.zeros(0))
+    np.savez_compressed(buf, overlays=pictures, rows=rows, labels=shown, predictions=targets, correct=correct,
+                        confidence=confidence, multilabel=np.bool_(labels.ndim == 2))
     path = Path(run_dir) / SAMPLE_FILE
     atomic_write_bytes(path, lambda fh: fh.write(buf.getbuffer()))
     return path
@@ -152,18 +189,21 @@ def save_sample_or_warn(run_dir, model, model_name: str, resolved, device, datas
 
 
 def grid_figure(sample: Path, classes: list[str], path: Path) -> Path:
-    """One PNG: a row per class, its correct overlays then its misclassified ones."""
+    """One PNG: a row per class, its correct overlays then its misclassified ones (multi-label:
+    a row per finding, its positives found then those missed)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     with np.load(sample, allow_pickle=False) as npz:
         pics, labels, preds, conf = npz["overlays"], npz["labels"], npz["predictions"], npz["confidence"]
+        correct = npz["correct"] if "correct" in npz.files else preds == labels  # older samples: single-label
+        findings = bool(npz["multilabel"]) if "multilabel" in npz.files else False
     present = [c for c in range(len(classes)) if (labels == c).any()] or [0]
     cols = 2 * PER_CLASS
     fig, axes = plt.subplots(len(present), cols, figsize=(2.2 * cols, 2.4 * len(present)), squeeze=False)
     for r, c in enumerate(present):
         mine = np.flatnonzero(labels == c)
-        right, wrong = [i for i in mine if preds[i] == c], [i for i in mine if preds[i] != c]
+        right, wrong = [i for i in mine if correct[i]], [i for i in mine if not correct[i]]
         slots = right[:PER_CLASS] + [None] * (PER_CLASS - len(right[:PER_CLASS])) + wrong[:PER_CLASS]
         for k, ax in enumerate(axes[r]):
             ax.axis("off")
@@ -171,9 +211,11 @@ def grid_figure(sample: Path, classes: list[str], path: Path) -> Path:
             if i is None:
                 continue
             ax.imshow(pics[i])
-            verdict = "correct" if preds[i] == c else f"as {classes[preds[i]]}"
-            ax.set_title(f"{classes[c]}: {verdict} ({conf[i]:.2f})", fontsize=7, color="black" if preds[i] == c else "red")
-    fig.suptitle("Grad-CAM for the decided class: correct (left) and misclassified (right) test images", fontsize=9)
+            wrong = "missed" if findings else f"as {classes[preds[i]]}"
+            verdict = ("found" if findings else "correct") if correct[i] else wrong
+            ax.set_title(f"{classes[c]}: {verdict} ({conf[i]:.2f})", fontsize=7, color="black" if correct[i] else "red")
+    fig.suptitle("Grad-CAM per finding: its positives found (left) and missed (right), test images" if findings else
+                 "Grad-CAM for the decided class: correct (left) and misclassified (right) test images", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))  # room for the title above the first row
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)

@@ -31,6 +31,15 @@ def effective_mode(configured: str) -> str:
     return max(modes, key=STRICTNESS.index) if modes else "offline"
 
 
+def summary_of(metrics: dict) -> dict:
+    """What a run's wandb summary holds: every scalar of metrics.json under its own key (figures,
+    intervals, calibration: `*.ece`, `*.ece_uncalibrated`, `*.temperature`, `calibration.note`;
+    `tta`, `ensemble_folds`; notes; flags), so wandb and engine.compare read the same figures.
+    Left out: nulls (not computable, engine/metric_validity.py) and lists or tables (classes,
+    confusion matrices, versions), which stay in metrics.json."""
+    return {k: v for k, v in metrics.items() if isinstance(v, (bool, int, float, str))}
+
+
 class Tracker:
     """No-op unless wandb is installed and the mode allows it; every call is safe either way."""
 
@@ -53,9 +62,8 @@ class Tracker:
             return
         import wandb
         with self._abandon_on_failure():
-            for key, value in metrics.items():
-                if isinstance(value, (int, float, str)) and not isinstance(value, bool):
-                    self.run.summary[key] = value
+            for key, value in summary_of(metrics).items():
+                self.run.summary[key] = value
             if report_dir is not None and Path(report_dir).is_dir():
                 images = {f"report/{p.stem}": wandb.Image(str(p)) for p in sorted(Path(report_dir).glob("*.png"))}
                 if images:

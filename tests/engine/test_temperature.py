@@ -133,3 +133,73 @@ def test_the_binary_threshold_is_chosen_on_calibrated_scores():
     assert decision["temperature"] != 1.0
     assert float((cal[y == 1] >= decision["threshold"]).float().mean()) >= 0.9
     assert torch.equal(decisions.decide(p, decision), (cal >= decision["threshold"]).long())
+
+
+# ----------------------------------------------------------------------------- no meaningful fit: T = 1, said
+
+def _margins(n=400, classes=3, margin=0.5, wrong=None):
+    """Every row's true class ahead by `margin`; with `wrong`, row 0 lost by that tiny margin."""
+    y = torch.arange(n) % classes
+    z = torch.nn.functional.one_hot(y, classes).double() * margin
+    if wrong is not None:
+        z[0] = 0.0
+        z[0, 1] = wrong
+    return z, y
+
+
+def _reference_nll(z, y):
+    zz, yy = z.double().numpy(), y.numpy()
+
+    def nll(t):
+        s = zz / t
+        s = s - s.max(1, keepdims=True)
+        return -(s[np.arange(len(yy)), yy] - np.log(np.exp(s).sum(1))).mean()
+    return nll
+
+
+def test_a_separable_validation_set_keeps_one_and_says_why():
+    z, y = _margins()
+    nll = _reference_nll(z, y)
+    assert nll(1e-3) < nll(temperature.MIN_T) < nll(1.0)  # the NLL only falls as T -> 0: no finite optimum
+    t, note = temperature.fit_softmax(z.softmax(1), y)
+    assert t == 1.0 and "classified correctly" in note and "no finite minimum" in note
+    assert float(temperature.fit(z.softmax(1), y)) == 1.0  # not the bound 0.05 the search ends at
+
+
+def test_a_nearly_separable_set_whose_optimum_is_below_the_bound_keeps_one():
+    z, y = _margins(wrong=1e-4)  # one image lost by a hair: the optimum is finite but below MIN_T
+    ref = minimize_scalar(_reference_nll(z, y), bounds=(1e-5, temperature.MAX_T), method="bounded",
+                          options={"xatol": 1e-12}).x
+    assert ref < temperature.MIN_T
+    t, note = temperature.fit_softmax(z.softmax(1), y)
+    assert t == 1.0 and f"bound {temperature.MIN_T:g}" in note and "separable" in note
+
+
+def test_too_few_validation_images_keep_one_and_a_normal_set_fits_as_scipy_without_a_note():
+    z, y = _overconfident(n=temperature.MIN_IMAGES - 1)
+    t, note = temperature.fit_softmax(z.softmax(1), y)
+    assert t == 1.0 and f"{temperature.MIN_IMAGES - 1} validation images" in note
+    z, y = _overconfident(n=2000, true_t=2.0, seed=9)
+    t, note = temperature.fit_softmax(z.softmax(1), y)
+    assert note == "" and t == pytest.approx(_reference(z.double().numpy(), y.numpy()), rel=1e-3)
+
+
+def test_the_reason_reaches_the_decision_metrics_report_and_log(tmp_path, capsys):
+    import json
+    from engine.train import main as train_main
+    from engine_testkit import FAST
+    z, y = _margins(n=60)
+    decision = decisions.fit(_cfg(), np.array([20, 20, 20]), z.softmax(1).float(), y)
+    assert decision["temperature"] == 1.0 and "classified correctly" in decision["temperature_note"]
+    # a run whose validation split is too small to fit: FAST's 100 synthetic images leave fewer than MIN_IMAGES
+    assert train_main(FAST + ["--out", str(tmp_path / "run"), "--epochs", "1", "--run.plan", "off"]) == 0
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["val.n"] < temperature.MIN_IMAGES and m["test.temperature"] == 1.0
+    note = m["calibration.note"]
+    assert note.startswith("temperature kept at 1: ") and f"fewer than the {temperature.MIN_IMAGES}" in note
+    assert f"**calibration** {note}" in (tmp_path / "run" / "report" / "README.md").read_text()
+    assert f"calibration: {note}" in capsys.readouterr().out
+    from engine.evaluate import main as evaluate_main  # the checkpoint carries the reason to engine.evaluate
+    assert evaluate_main(["--checkpoint", str(tmp_path / "run"), "--data", "synthetic", "--device", "cpu",
+                          "--out", str(tmp_path / "eval")]) == 0
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["calibration.note"] == note

@@ -21,6 +21,9 @@ def runs(tmp_path_factory):
     data = write_jpegs(root / "data", n=36, size=16)
     for name, extra in VARIANTS.items():
         assert train_main(["--data", str(data), "--out", str(root / "runs" / name)] + TINY + extra) == 0
+    # a third learning rate, outside the run_* glob: with run_a and run_b, three runs that differ in one option
+    assert train_main(["--data", str(data), "--out", str(root / "runs" / "lr_d")] + TINY
+                      + ["--epochs", "1", "--lr", "0.1"]) == 0
     (root / "runs" / "unfinished").mkdir()  # a glob passes over folders without metrics.json
     return root / "runs"
 
@@ -47,6 +50,19 @@ def test_three_runs_table_options_and_figure(runs, tmp_path, capsys):
     assert "run.out" not in options and "model.name" not in options  # the same everywhere, or where it went
     with Image.open(out) as im:
         assert im.format == "PNG" and im.size[0] > 200
+
+
+def test_three_runs_differing_in_one_option_print_that_option_alone_and_write_the_figure(runs, tmp_path, capsys):
+    out = tmp_path / "one_option.png"
+    names = ["run_a", "run_b", "lr_d"]
+    assert compare.main([str(runs / n) for n in names] + ["--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert all(any(line.startswith(n + " ") for line in text.splitlines()) for n in names)
+    options = text[text.index("options that differ"):].split("\n\n")[0].splitlines()[1:]  # the table, to its end
+    assert [line.split()[0] for line in options] == ["option", "optim.lr"], options
+    assert options[1].split()[1:] == ["0.01", "0.001", "0.1"]  # each run's value, in the order given
+    with Image.open(out) as im:
+        assert im.format == "PNG" and im.size[0] > 200 and im.getextrema() != ((255, 255),) * 3
 
 
 def test_runs_named_one_by_one_and_checked(runs, tmp_path, capsys):
@@ -93,3 +109,14 @@ def test_wandb_summary_carries_every_compared_figure(runs):
     run = RecordingRun()
     tracking.Tracker(run).finish(m)
     assert len(keys) >= 9 and all(run.summary[k] == m[k] for k in keys)
+
+
+def test_wandb_summary_carries_the_calibration_and_tta_fields_of_a_real_run(runs):
+    """Built before wandb is touched, so checked with or without wandb installed."""
+    m = _metrics(runs / "run_a")
+    summary = tracking.summary_of(m)
+    fields = [f"{s}.{k}" for s in ("test", "val") for k in ("ece", "ece_uncalibrated", "temperature")] + ["tta"]
+    assert all(k in m and summary[k] == m[k] for k in fields if m.get(k) is not None)
+    assert "test.temperature" in summary and summary["tta"] is m["tta"]
+    scalars = {k for k, v in m.items() if isinstance(v, (bool, int, float, str))}
+    assert set(summary) == scalars and all(summary[k] == m[k] for k in scalars)

@@ -72,7 +72,22 @@ def test_offline_run_writes_its_files_into_the_run_folder(monkeypatch, tmp_path)
     assert tracker.active and dict(tracker.run.config)["train"] == {"epochs": 2}
     for epoch in range(2):
         tracker.log_epoch({"epoch": epoch, "train.loss": 1.0 / (epoch + 1)})
-    tracker.finish({"test.accuracy": 0.75}, tmp_path / "report")
+    tracker.finish({"test.accuracy": 0.75, "tta": True, "test.temperature": 1.5}, tmp_path / "report")
     run_dirs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(run_dirs) == 1 and list(run_dirs[0].glob("run-*.wandb"))
     assert list(run_dirs[0].glob("files/media/images/report/confusion_matrix_*.png"))
+
+
+def test_the_summary_carries_every_scalar_of_metrics_json_calibration_tta_and_ensemble_included():
+    """The dict handed to wandb's summary (tested without wandb: it is built before wandb is touched)."""
+    metrics = {"test.accuracy": 0.75, "test.ece": 0.05, "test.ece_uncalibrated": 0.12, "test.temperature": 1.7,
+               "val.ece": 0.04, "val.ece_uncalibrated": 0.1, "val.temperature": 1.7, "tta": True,
+               "ensemble_folds": 5, "calibration.note": "temperature kept at 1: ...", "epochs": 3,
+               "test.auc_macro": None, "classes": ["a", "b"], "test.confusion": [[1, 0], [0, 1]],
+               "versions": {"torch": "2"}}
+    summary = tracking.summary_of(metrics)
+    scalars = {k: v for k, v in metrics.items() if not isinstance(v, (list, dict, type(None)))}
+    assert summary == scalars and summary["tta"] is True
+    run = RecordingRun()
+    tracking.Tracker(run).finish(metrics)
+    assert run.summary == scalars and run.finished

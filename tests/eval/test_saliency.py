@@ -149,3 +149,70 @@ def test_gpu_maps_match_the_cpu_maps(patch_model):
     gpu_model.load_state_dict(patch_model.state_dict())
     gpu = saliency.cam_maps(gpu_model.cuda().eval(), "seedcnn", x.cuda(), [1] * 4)
     assert np.abs(cpu - gpu).max() < 1e-2
+
+
+# ----------------------------------------------------------------------------- multi-label findings
+
+def test_the_findings_sample_is_per_finding_found_then_missed():
+    probs = np.array([[.9, .2], [.6, .7], [.3, .1], [.8, .4], [.1, .95]])
+    labels = np.array([[1, 0], [1, 1], [1, 1], [0, 1], [1, 0]])
+    decided = (probs >= np.array([.5, .5])).astype(int)
+    rows, findings, found, confidence = saliency.sample_findings(probs, labels, decided)
+    # finding 0: found 0 (.9), 1 (.6); missed 4 (.1), 2 (.3). finding 1: found 1 (.7); missed 2 (.1), 3 (.4)
+    assert rows.tolist() == [0, 1, 4, 2, 1, 2, 3]
+    assert findings.tolist() == [0, 0, 0, 0, 1, 1, 1]
+    assert found.tolist() == [True, True, False, False, True, False, False]
+    assert confidence.tolist() == [.9, .6, .1, .3, .7, .1, .4]
+    # --explain: the most probable decided finding, else the most probable one
+    assert saliency.top_findings(probs, decided).tolist() == [0, 1, 0, 0, 1]
+
+
+@pytest.fixture(scope="module")
+def trained_findings(tmp_path_factory):
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "loaders"))
+    from multilabel_testdata import findings, learnable_images
+    root = tmp_path_factory.mktemp("saliency_findings")
+    y = findings(120)
+    data = root / "chest_tiny.npz"
+    np.savez(data, train_images=learnable_images(y), train_labels=y)
+    run = root / "run"
+    assert train_main(["--data", str(data), "--out", str(run), "--model", "seedcnn", "--epochs", "2", "--image-size",
+                       "16", "--batch-size", "24", "--device", "cpu", "--wandb", "disabled", "--train.progress", "off",
+                       "--run.plan", "off", "--lr", "0.003"]) == 0
+    return data, run
+
+
+def test_a_multilabel_report_shows_overlays_per_finding(trained_findings):
+    _, run = trained_findings
+    with np.load(run / "test_predictions.npz") as saved:
+        probs, labels = saved["probs"], saved["labels"]
+    m = __import__("json").loads((run / "metrics.json").read_text())
+    decided = (probs >= np.array([m[f"test.threshold.{c}"] for c in m["classes"]])).astype(int)
+    rows, findings, found, _ = saliency.sample_findings(probs, labels, decided)
+    assert len(rows) > 0
+    with np.load(run / saliency.SAMPLE_FILE) as sample:  # before the fix: an IndexError, warned, no sample
+        assert sample["rows"].tolist() == rows.tolist() and sample["labels"].tolist() == findings.tolist()
+        assert sample["correct"].tolist() == found.tolist() and bool(sample["multilabel"])
+        assert sample["overlays"].shape == (len(rows), 16, 16, 3)
+    with Image.open(run / "report" / saliency.FIGURE) as im:
+        assert im.size[0] > 300 and np.asarray(im.convert("L")).std() > 5
+    assert f"]({saliency.FIGURE})" in (run / "report" / "README.md").read_text()
+
+
+def test_predict_explain_on_findings_writes_one_overlay_per_image_for_its_top_finding(trained_findings, tmp_path):
+    data, run = trained_findings
+    out, explain = tmp_path / "p.csv", tmp_path / "maps"
+    assert predict.main(["--checkpoint", str(run), "--data", str(data), "--out", str(out), "--device", "cpu",
+                         "--explain", str(explain)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    written = sorted(str(p.relative_to(explain)) for p in explain.rglob("*.png"))
+    assert len(rows) == 120 and written == sorted(f"{r['split']}_{int(r['index']):05d}.png" for r in rows)
+    classes = [c[2:] for c in rows[0] if c.startswith("p_")]
+    for r in rows:
+        p = np.array([float(r[f"p_{c}"]) for c in classes])
+        d = np.array([int(r[f"decision_{c}"]) for c in classes])
+        assert r["explained"] == classes[int(saliency.top_findings(p[None], d[None])[0])]
+    with Image.open(explain / written[0]) as im:
+        assert im.size == (16, 16) and im.mode == "RGB"
