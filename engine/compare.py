@@ -4,7 +4,8 @@ Compares finished runs side by side from their folders alone (`metrics.json`, `c
 prints a table of the key figures (accuracy, balanced accuracy, macro F1, macro AUC, expected
 calibration error when recorded, epochs, wall time), each with the bootstrap 95% interval the
 run recorded (balanced accuracy and AUC), then the options whose values differ between the
-runs' resolved configs, and writes one figure comparing them (a panel per figure, each run a
+runs' resolved configs, then each run's difference from the first on the same test images
+with a paired bootstrap interval (narrower than the two runs' own intervals suggest), and writes one figure comparing them (a panel per figure, each run a
 point with its interval). RUN may be a glob (`'runs/*'`, quoted or expanded by the shell);
 folders without `metrics.json` named directly are refused, those a glob finds are passed over.
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 from common.cli import run_main, suggest
 from common.options import opt, parse, usage
 from common.errors import ConfigError
+from engine.paired import paired_differences, paired_table
 
 
 
@@ -177,6 +179,8 @@ def compare(patterns: list[str], options: dict) -> str:
     configs = [_read_json(r / "config.json") if (r / "config.json").is_file() else {} for r in runs]
     labels = labels_of(runs)
     text = table(labels, metrics, options["split"]) + "\n\n" + options_table(labels, differing_options(configs))
+    if options["split"] == "test" and len(runs) > 1:  # only the test split's predictions are kept per image
+        text += "\n\n" + paired_table(labels[0], *paired_differences(runs, labels))
     print(text)
     draw(labels, metrics, options["split"], out)
     print(f"\ncompare: {len(runs)} runs -> {out}")
