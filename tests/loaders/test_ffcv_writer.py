@@ -1,21 +1,31 @@
-"""`python -m loaders.ffcv write`: a real .beton written and read back (FFCV's own reader)."""
+"""`python -m loaders.ffcv write`: a real .beton written and read back (FFCV's own reader).
+
+The CLI's `main` runs in this process: importing FFCV compiles numba's typed dict (about 8 s
+on 2 cores), paid once per test process instead of once per write."""
 import json
-import subprocess
-import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from loaders import images
 
-from conftest import REPO_ROOT, needs
+from conftest import needs
 
 pytestmark = pytest.mark.skipif(needs("ffcv").marks[0].args[0], reason="ffcv not installed")
 
 
-def _write(args):
-    return subprocess.run([sys.executable, "-m", "loaders.ffcv", "write", *args], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=300)
+@pytest.fixture
+def write(capsys):
+    """`python -m loaders.ffcv write ARGS`, through the module's `main`."""
+    from loaders.ffcv import main
+
+    def run(args):
+        capsys.readouterr()
+        code = main(["write", *args])
+        out, err = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+    return run
 
 
 def _read_back(beton):
@@ -28,10 +38,10 @@ def _read_back(beton):
     return np.concatenate(xs), np.concatenate(ys)[:, 0]
 
 
-def test_write_keeps_original_jpegs_and_labels(tiny_csv, tmp_path):
+def test_write_keeps_original_jpegs_and_labels(tiny_csv, tmp_path, write):
     open(tiny_csv / "images" / "im005.jpg", "wb").close()  # left out, reported
     out = tmp_path / "tiny.beton"
-    run = _write(["--data", str(tiny_csv), "--out", str(out)])
+    run = write(["--data", str(tiny_csv), "--out", str(out)])
     assert run.returncode == 0, run.stderr
     summary = json.loads(run.stdout.strip().splitlines()[-1])
     assert summary["images"] == 35 and summary["skipped"] == 1
@@ -43,16 +53,16 @@ def test_write_keeps_original_jpegs_and_labels(tiny_csv, tmp_path):
         assert np.abs(x[row].astype(int) - original.astype(int)).mean() < 2
 
 
-def test_write_reencodes_and_shrinks_when_asked(tiny_csv, tmp_path):
+def test_write_reencodes_and_shrinks_when_asked(tiny_csv, tmp_path, write):
     out = tmp_path / "small.beton"
-    run = _write(["--data", str(tiny_csv), "--out", str(out), "--max-res", "16", "--jpeg-quality", "75"])
+    run = write(["--data", str(tiny_csv), "--out", str(out), "--max-res", "16", "--jpeg-quality", "75"])
     assert run.returncode == 0, run.stderr
     x, _ = _read_back(out)
     assert x.shape[1:] == (16, 16, 3)
 
 
-def test_bad_arguments_are_one_line_exit_2(tiny_csv, tmp_path):
-    run = _write(["--data", str(tiny_csv), "--out", str(tmp_path / "x.beton"), "--jpeg-quality", "0"])
+def test_bad_arguments_are_one_line_exit_2(tiny_csv, tmp_path, write):
+    run = write(["--data", str(tiny_csv), "--out", str(tmp_path / "x.beton"), "--jpeg-quality", "0"])
     assert run.returncode == 2 and run.stderr.strip().count("\n") == 0 and "--jpeg-quality" in run.stderr
-    run = _write(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.beton")])
+    run = write(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.beton")])
     assert run.returncode == 2 and "nowhere" in run.stderr
