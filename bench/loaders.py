@@ -74,7 +74,7 @@ def _main(argv: list[str]) -> int:
         raise ConfigError("--batch-size and --seconds must be positive, --contend N at least 0")
     cfg = parse_args(["--data", args.data, "--loader", args.loader, "--batch-size", str(args.batch_size),
                       "--workers", str(args.workers), "--image-size", str(args.image_size), "--device", args.device,
-                      "--data.vflip", "false", "--data.rot90", "false"])  # random-resized-crop + horizontal flip only
+                      "--data.vflip", "false", "--data.rot90", "false"]).config  # random-resized-crop + horizontal flip only
     # build() lays out the CPU as a training run does (allocator, threads: engine.env.pick_device)
     run = build(cfg, splits=("train",), model=False, out_dtype=getattr(torch, args.dtype))
     ds, device, name, why, loader = run.dataset, run.device, run.loader_name, run.loader_reason, run.loaders["train"]

@@ -89,8 +89,9 @@ def _class_histogram(loader, num_classes: int) -> list[int]:
     return distributed.sum_counts(counts, loader.device)
 
 
-def train(cfg: Config, dataset=None) -> dict | None:
-    """One run; under torchrun one rank of it (a failed peer becomes `distributed.PeerLost`)."""
+def train(cfg: Config, dataset=None, explicit: frozenset[str] | None = None) -> dict | None:
+    """One run; under torchrun one rank of it (a failed peer becomes `distributed.PeerLost`).
+    `explicit`: the options the user gave (engine.config.Parsed); the plan chooses the others."""
     run = None
     with distributed.guard(), run_lock.scope():  # the --out lock (engine/build.py) is released when the run ends
         try:
@@ -98,7 +99,7 @@ def train(cfg: Config, dataset=None) -> dict | None:
             cfg, saved = _resume_config(cfg)
             if saved is None and cfg.run.out and os.environ.get("RANK", "0") == "0":
                 _refuse_used_out(Path(cfg.run.out))
-            run = build(cfg, dataset, out=str(_out_dir(cfg)), plan=True)
+            run = build(cfg, dataset, out=str(_out_dir(cfg)), plan=explicit)
             return fit(run, saved)
         except torch.OutOfMemoryError as exc:  # advice in the resolved sizes when the run got built
             raise ConfigError(_out_of_memory_advice(run.cfg if run else cfg, exc)) from None

@@ -80,7 +80,7 @@ def test_shared_names_are_defined_once(name):
 def test_parsing_the_config_imports_nothing_heavy():
     # loaders.spec (the data options' declarations, common/ imports only) is the one light
     # module of the data layer the config reads.
-    code = ("import sys, engine.config, common.cli; engine.config.parse_args(['--preset', 'smoke']); "
+    code = ("import sys, engine.config, common.cli; engine.config.parse_args(['--preset', 'smoke']).config; "
             "heavy = [m for m in ('torch', 'numpy', 'PIL', 'models', 'kernels') if m in sys.modules]; "
             "heavy += [m for m in sys.modules if m.startswith('loaders.') and m != 'loaders.spec']; "
             "print(heavy)")

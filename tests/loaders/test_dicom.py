@@ -150,7 +150,7 @@ def test_a_csv_of_dicom_files_and_the_fingerprint_read_them(dicom_run, tmp_path)
     table = data / "labels.csv"
     table.write_text("file,label\n" + "".join(f"{f.relative_to(data)},{f.parent.name}\n" for f in files))
     try:
-        ds = load_dataset(parse_args(["--data", str(table), "--data.workers", "1"]).data)
+        ds = load_dataset(parse_args(["--data", str(table), "--data.workers", "1"]).config.data)
     finally:
         table.unlink()
     assert len(ds.train) + len(ds.val) + len(ds.test) == len(files) and ds.native_size == 24
@@ -172,7 +172,7 @@ def test_every_file_loader_decodes_dicom_on_the_cpu(dicom_run, backend):
         pytest.skip("nvidia.dali not installed")
     _, data, _ = dicom_run
     cfg = parse_args(["--data", str(data), "--batch-size", "4", "--device", "cpu", "--data.workers", "1",
-                      "--image-size", "16"])
+                      "--image-size", "16"]).config
     ds = load_dataset(cfg.data)
     loader = base.build(backend, ds, "test", loader_spec(cfg), torch.device("cpu"), train=False)
     batches = list(loader)
