@@ -13,12 +13,15 @@ from engine.startup import prepare as prepare_process
 def _train(argv: list[str]) -> int:
     parsed = parse_args(argv)
     cfg = parsed.config
+    saved = None
     if cfg.run.resume:  # a new config: the run's own settings plus the options given that are safe to change
+        from engine import checkpoint
         from engine.resume_options import resolve
-        cfg = resolve(argv, cfg.run.resume)
+        saved = checkpoint.load(cfg.run.resume)  # read once: the config, then the state to continue from
+        cfg = resolve(argv, cfg.run.resume, saved)
     prepare_process(cfg)  # before torch can touch cuBLAS
     from engine.runner import train  # heavy imports only after the arguments are valid
-    return EXIT_OK if train(cfg, explicit=parsed.explicit) is not None else EXIT_FAULT  # None: stopped by a signal, state saved
+    return EXIT_OK if train(cfg, explicit=parsed.explicit, saved=saved) is not None else EXIT_FAULT  # None: stopped by a signal, state saved
 
 
 def main(argv: list[str] | None = None) -> int:
