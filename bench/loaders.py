@@ -12,6 +12,10 @@ Batches are consumed as a training step would: the device is synchronized once a
 """
 from __future__ import annotations
 
+from common.startup import start
+
+start()  # first, before the imports below can load torch (common/startup.py)
+
 import logging
 import sys
 from dataclasses import dataclass

@@ -11,6 +11,10 @@ the options and data they were trained with, and a rerun with others is refused.
 """
 from __future__ import annotations
 
+from common.startup import start
+
+start()  # first, before the imports below can load torch (common/startup.py)
+
 import json
 import logging
 from dataclasses import dataclass

@@ -22,6 +22,10 @@ engine.cv folder: the folds' calibrated, corrected probabilities averaged (engin
 """
 from __future__ import annotations
 
+from common.startup import start
+
+start()  # first, before the imports below can load torch (common/startup.py)
+
 import csv
 import io
 import sys

@@ -5,6 +5,10 @@ outputs). `--help` lists every option; docs/engine.md describes the files a run 
 """
 from __future__ import annotations
 
+from common.startup import start
+
+start()  # first, before the imports below can load torch (common/startup.py)
+
 from common.cli import EXIT_FAULT, EXIT_OK, exit_process, run_main
 from engine.config import parse_args, usage
 from engine.startup import prepare as prepare_process

@@ -5,11 +5,14 @@ import csv
 import os
 from pathlib import Path
 
-import common  # noqa: F401  (start-up before torch, as every user entry point: common/cpu_wait.py)
-import numpy as np
-import pytest
-import torch
-from PIL import Image
+from common.startup import start
+
+start()  # the start-up every entry point makes, before torch loads (common/startup.py)
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MEDTRAIN_SHARED_DATA", REPO.parent / "shared" / "data"))

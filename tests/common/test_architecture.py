@@ -137,3 +137,39 @@ def test_the_augmentation_imports_one_way():
     assert project(trees["augment_reference.py"]) == set()
     for name in ("augment_cpu.py", "augment_triton.py"):
         assert "kernels.augment" not in project(trees[name]), name
+
+
+# -- start-up (common/startup.py) ----------------------------------------------------------------
+
+PACKAGES = ("common", "engine", "loaders", "kernels", "models", "bench")
+LOADS_TORCH = ("torch", "engine", "loaders", "kernels", "models", "bench", "torchvision", "timm")
+
+
+def _entry_modules() -> list[Path]:
+    return sorted(p for pkg in PACKAGES for p in (REPO / pkg).rglob("*.py")
+                  if 'if __name__ == "__main__"' in p.read_text())
+
+
+def test_every_entry_point_calls_start_before_anything_can_load_torch():
+    entries = _entry_modules()
+    assert len(entries) >= 20 and REPO / "engine" / "train.py" in entries and REPO / "bench" / "gpu_check.py" in entries
+    late = []
+    for path in entries:
+        body = ast.parse(path.read_text()).body
+        calls = [i for i, node in enumerate(body) if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)
+                 and getattr(node.value.func, "id", None) == "start"]
+        imported_before = [n.module if isinstance(n, ast.ImportFrom) else a.name
+                           for n in body[:calls[0] if calls else len(body)] if isinstance(n, (ast.Import, ast.ImportFrom))
+                           for a in (n.names if isinstance(n, ast.Import) else [None])]
+        if not calls or any(m and m.split(".")[0] in LOADS_TORCH for m in imported_before):
+            late.append(str(path.relative_to(REPO)))
+    assert not late, f"entry points that do not call common.startup.start() first: {late}"
+
+
+def test_package_inits_have_no_side_effects():
+    busy = []
+    for pkg in PACKAGES:
+        body = ast.parse((REPO / pkg / "__init__.py").read_text()).body
+        busy += [f"{pkg}/__init__.py:{n.lineno}" for n in body
+                 if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))]  # a docstring only
+    assert not busy, f"package __init__ statements (start-up is common.startup.start(), called by entry points): {busy}"
