@@ -4,6 +4,7 @@ shared constants defined once, a light config, tests laid out like the packages.
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -173,3 +174,16 @@ def test_package_inits_have_no_side_effects():
         busy += [f"{pkg}/__init__.py:{n.lineno}" for n in body
                  if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))]  # a docstring only
     assert not busy, f"package __init__ statements (start-up is common.startup.start(), called by entry points): {busy}"
+
+
+# Figures belong in bench/results, where they say how they were measured (docs/design.md).
+FIGURE = re.compile(r"\b\d[\d,.]*\s?(ms|us|img/s|it/s)\b|\bmeasured\b", re.IGNORECASE)
+
+
+@pytest.mark.parametrize("module", ["engine/env.py", "engine/memory.py", "common/cpu_wait.py", "kernels/augment_cpu.py"])
+def test_no_measured_figures_in_docstrings(module):
+    tree = ast.parse((REPO / module).read_text())
+    docs = [ast.get_docstring(n) or "" for n in ast.walk(tree)
+            if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))]
+    hits = [m.group(0) for d in docs for m in FIGURE.finditer(d)]
+    assert not hits, f"{module}: figures in docstrings (move them to bench/results): {hits}"
