@@ -187,3 +187,12 @@ def test_no_measured_figures_in_docstrings(module):
             if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))]
     hits = [m.group(0) for d in docs for m in FIGURE.finditer(d)]
     assert not hits, f"{module}: figures in docstrings (move them to bench/results): {hits}"
+
+
+def test_shared_test_set_up_lives_in_tests_helpers():
+    # conftest.py files hold fixtures; helpers that tests import live in tests/helpers.py.
+    tests = REPO / "tests"
+    others = [p for p in tests.rglob("*.py") if p not in (Path(__file__).resolve(), tests / "helpers.py")]
+    wrong = [str(p.relative_to(REPO)) for p in others
+             if "from tests.conftest import" in p.read_text() or "def write_jpegs(" in p.read_text()]
+    assert not wrong, f"import shared set-up from tests.helpers: {wrong}"

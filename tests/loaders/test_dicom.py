@@ -13,13 +13,12 @@ import pytest
 pytest.importorskip("pydicom")
 
 from engine import fingerprint_data, predict  # noqa: E402
-from engine.train import main as train_main  # noqa: E402
+from tests.helpers import tiny_args, train  # noqa: E402
 from loaders import filetypes, images  # noqa: E402
 
 import dicom_files  # noqa: E402  (tests/loaders is on sys.path: no package here)
 
-RUN = ["--model", "mlp", "--image-size", "16", "--batch-size", "8", "--epochs", "1", "--device", "cpu",
-       "--wandb", "disabled", "--train.progress", "off", "--data.workers", "1", "--run.plan", "off"]
+RUN = tiny_args("mlp", "--image-size", "16", "--data.workers", "1", "--run.plan", "off")
 
 
 def _pixels(path: Path) -> np.ndarray:
@@ -111,10 +110,7 @@ def _lesion_tree(root: Path) -> Path:
 def dicom_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("dicom")
     data = _lesion_tree(root / "data")
-    with pytest.MonkeyPatch.context() as mp:
-        from engine import runner
-        mp.setattr(runner.report, "build_or_warn", lambda out: True)  # figures are not under test here
-        assert train_main(["--data", str(data), "--out", str(root / "run")] + RUN) == 0
+    train(data, root / "run", RUN, report=False)  # figures are not under test here
     return root, data, root / "run"
 
 

@@ -18,12 +18,11 @@ h5py = pytest.importorskip("h5py")
 
 from engine import predict  # noqa: E402
 from engine.config import parse_args  # noqa: E402
-from engine.train import main as train_main  # noqa: E402
+from tests.helpers import tiny_args, train  # noqa: E402
 from loaders import hdf5_store, images  # noqa: E402
 from loaders.datasets import load_dataset  # noqa: E402
 
-RUN = ["--model", "mlp", "--image-size", "16", "--batch-size", "8", "--epochs", "1", "--device", "cpu",
-       "--wandb", "disabled", "--train.progress", "off", "--data.workers", "1", "--run.plan", "off"]
+RUN = tiny_args("mlp", "--image-size", "16", "--data.workers", "1", "--run.plan", "off")
 
 
 def _jpeg(seed: int, positive: bool) -> bytes:
@@ -111,10 +110,7 @@ def test_a_store_without_a_csv_is_refused_in_one_line(tmp_path):
 def isic_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("hdf5")
     data = isic_folder(root / "isic")
-    with pytest.MonkeyPatch.context() as mp:
-        from engine import runner
-        mp.setattr(runner.report, "build_or_warn", lambda out: True)  # figures are not under test here
-        assert train_main(["--data", str(data), "--out", str(root / "run")] + RUN) == 0
+    train(data, root / "run", RUN, report=False)  # figures are not under test here
     return data, root / "run"
 
 

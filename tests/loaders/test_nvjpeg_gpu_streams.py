@@ -13,7 +13,7 @@ import pytest
 import torch
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from tests.conftest import write_jpegs
+from tests.helpers import write_jpegs
 from engine.config import parse_args
 from engine.resolve import loader_spec, sampler_spec
 from loaders import base

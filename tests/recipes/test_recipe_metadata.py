@@ -15,7 +15,7 @@ from loaders.tabular import MetaLoader, attach_metadata, encode_column, fit_colu
 from engine.resolve import loader_spec, sampler_spec
 from models.metadata import MetadataFusion, fuse
 from models.registry import build_model
-from tests.conftest import write_jpegs
+from tests.helpers import write_jpegs
 
 
 def _with_metadata(root, n):
