@@ -55,3 +55,14 @@ def trained_on_jpegs(root: Path, model: str, n: int, size: int) -> tuple[Path, P
     """(data, run): a tiny JPEG folder under `root` and a one-epoch `model` run trained on it."""
     data = write_jpegs(root / "data", n=n, size=size)
     return data, train(data, root / "run", tiny_args(model))
+
+
+def step_batch(seed: int, poison: bool = False, batch: int = 8, classes: int = 5, size: int = 16):
+    """A seeded channels-last image batch and labels for one train step; `poison` puts one NaN in
+    the first image (a non-finite loss the step must skip)."""
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randn(batch, 3, size, size, generator=g).contiguous(memory_format=torch.channels_last)
+    if poison:
+        images[0, 0, 0, 0] = float("nan")
+    return images, torch.randint(0, classes, (batch,), generator=g)
