@@ -36,9 +36,9 @@ def sleep_while_waiting() -> bool:
             _state["short_waits"] = user_policy == "passive" or os.environ.get("GOMP_SPINCOUNT", "").strip() == "0"
         elif "torch" in sys.modules:  # too late: libgomp has read its environment already
             _state["short_waits"] = False
-            warnings.warn("torch was imported before medtrain, so OpenMP waits keep spinning (slow on a "
-                          f"shared CPU); import medtrain first or set GOMP_SPINCOUNT={SPIN_COUNT} "
-                          "(common/cpu_wait.py)", RuntimeWarning, stacklevel=3)
+            warnings.warn("torch was imported before medtrain's start-up, so OpenMP waits keep spinning (slow "
+                          "on a shared CPU); call common.startup.start() before importing torch or set "
+                          f"GOMP_SPINCOUNT={SPIN_COUNT} (common/startup.py)", RuntimeWarning, stacklevel=3)
         else:
             # A short spin, then sleep: a peer that is running arrives within the spin (idle speed
             # kept), a descheduled one costs SPIN_COUNT iterations instead of a time slice.

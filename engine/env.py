@@ -53,7 +53,7 @@ def layout_cpu_threads() -> int:
     else:
         busy = busy_cores(cores)
         threads = max(1, min(share, len(cores) - busy))
-        why = (f"OpenMP threads spin while waiting (torch was imported before the engine, or "
+        why = (f"OpenMP threads spin while waiting (torch was imported before common.startup.start(), or "
                f"OMP_WAIT_POLICY is set); {busy} of {len(cores)} cores busy now")
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
