@@ -21,6 +21,10 @@ read from the new result (cpu, nvidia-h100, ...).
 """
 from __future__ import annotations
 
+from common.startup import start
+
+start()  # first, before the imports below can load torch (common/startup.py)
+
 import copy
 import json
 import sys

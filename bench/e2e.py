@@ -29,6 +29,10 @@ Documented runs (bench/results/):
 """
 from __future__ import annotations
 
+from common.startup import start
+
+start()  # first, before the imports below can load torch (common/startup.py)
+
 import copy
 import logging
 import sys

@@ -19,6 +19,10 @@ budget (the CI test's quick rehearsal). `--steps a,b` runs named steps instead o
 """
 from __future__ import annotations
 
+from common.startup import start
+
+start()  # first, before the imports below can load torch (common/startup.py)
+
 import json
 import os
 import sys

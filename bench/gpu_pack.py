@@ -6,6 +6,10 @@ subset (default 2,500 JPEGs with their labels.csv) and dermamnist28.npz within a
 """
 from __future__ import annotations
 
+from common.startup import start
+
+start()  # first, before the imports below can load torch (common/startup.py)
+
 import csv
 import random
 import shutil

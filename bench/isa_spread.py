@@ -10,6 +10,10 @@ native kernels' setting (JSON, one line): the spread the golden test's tolerance
 """
 from __future__ import annotations
 
+from common.startup import start
+
+start()  # first, before the imports below can load torch (common/startup.py)
+
 import json
 import os
 import subprocess

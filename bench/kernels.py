@@ -15,6 +15,10 @@ Options: --device auto|cpu|cuda, --batch N, --size N, --samples N, --rounds N, -
 """
 from __future__ import annotations
 
+from common.startup import start
+
+start()  # first, before the imports below can load torch (common/startup.py)
+
 import json
 import statistics
 import sys

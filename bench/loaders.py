@@ -12,6 +12,10 @@ Batches are consumed as a training step would: the device is synchronized once a
 """
 from __future__ import annotations
 
+from common.startup import start
+
+start()  # first, before the imports below can load torch (common/startup.py)
+
 import logging
 import sys
 from dataclasses import dataclass
@@ -74,7 +78,7 @@ def _main(argv: list[str]) -> int:
         raise ConfigError("--batch-size and --seconds must be positive, --contend N at least 0")
     cfg = parse_args(["--data", args.data, "--loader", args.loader, "--batch-size", str(args.batch_size),
                       "--workers", str(args.workers), "--image-size", str(args.image_size), "--device", args.device,
-                      "--data.vflip", "false", "--data.rot90", "false"])  # random-resized-crop + horizontal flip only
+                      "--data.vflip", "false", "--data.rot90", "false"]).config  # random-resized-crop + horizontal flip only
     # build() lays out the CPU as a training run does (allocator, threads: engine.env.pick_device)
     run = build(cfg, splits=("train",), model=False, out_dtype=getattr(torch, args.dtype))
     ds, device, name, why, loader = run.dataset, run.device, run.loader_name, run.loader_reason, run.loaders["train"]

@@ -9,7 +9,11 @@ repo (default /work/scale-data); never commit the output.
 
     python bench/make_isic_scale.py --sizes 40000,100000,400000 --out /work/scale-data
 """
-import csv
+from common.startup import start
+
+start()  # first, like every entry point (common/startup.py); nothing here loads torch
+
+import csv  # noqa: E402
 import io
 import os
 import random

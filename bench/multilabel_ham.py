@@ -11,6 +11,10 @@ and bkl image is taken first, the rest filled with other diagnoses. Then train o
 """
 from __future__ import annotations
 
+from common.startup import start
+
+start()  # first, before the imports below can load torch (common/startup.py)
+
 import csv
 import sys
 from dataclasses import dataclass

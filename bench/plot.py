@@ -6,6 +6,10 @@ a horizontal bar chart of every ratio on a log scale, one colour per device kind
 """
 from __future__ import annotations
 
+from common.startup import start
+
+start()  # first, before the imports below can load torch (common/startup.py)
+
 import sys
 from dataclasses import dataclass
 from pathlib import Path

@@ -19,6 +19,10 @@ the summary is also printed as one JSON line.
 """
 from __future__ import annotations
 
+from common.startup import start
+
+start()  # first, before the imports below can load torch (common/startup.py)
+
 import gzip
 import os
 import shutil

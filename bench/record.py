@@ -153,7 +153,7 @@ def train_options_cli(argv: list[str] | None, doc: str, own, prog: str,
 
     def action(args: list[str]) -> None:
         values, _, rest = take(args, own, prog, suggest)
-        cfg = parse_args(rest + ["--train.progress", "off"])
+        cfg = parse_args(rest + ["--train.progress", "off"]).config
         setup_logging()
         box.append(run(dataclasses.asdict(values), cfg))
 

@@ -27,6 +27,10 @@ The dataset comes from bench/make_isic_scale.py (never committed). Documented ru
 """
 from __future__ import annotations
 
+from common.startup import start
+
+start()  # first, before the imports below can load torch (common/startup.py)
+
 import time
 from dataclasses import dataclass
 

@@ -10,6 +10,10 @@ tests already run) and a CLI's own handler writes what it has.
 """
 from __future__ import annotations
 
+from common.startup import start
+
+start()  # first, before the imports below can load torch (common/startup.py)
+
 import runpy
 import signal
 import sys

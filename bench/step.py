@@ -10,6 +10,10 @@ the device, so the figure is the step alone (bench/loaders.py measures the input
 """
 from __future__ import annotations
 
+from common.startup import start
+
+start()  # first, before the imports below can load torch (common/startup.py)
+
 import sys
 import time
 from dataclasses import dataclass

@@ -10,7 +10,7 @@ from loaders import base
 
 
 def run_e2e(benchmark, argv: list[str], rounds: int, warmup_steps: int = 2) -> dict:
-    cfg = parse_args(argv + ["--train.progress", "off"])
+    cfg = parse_args(argv + ["--train.progress", "off"]).config
     ds, engine, baseline, device = e2e.prepare(cfg, warmup_steps)
     timer = RoundTimer({"engine": engine.epoch, "baseline": baseline.epoch}, device)
     # pytest-benchmark's stats time one round (an engine epoch plus a baseline epoch);

@@ -11,7 +11,7 @@ TARGET = 0.75
 
 
 def run_tta(benchmark, argv: list[str], max_seconds: float, warmup_steps: int) -> dict:
-    cfg = parse_args(argv + ["--train.progress", "off"])
+    cfg = parse_args(argv + ["--train.progress", "off"]).config
     holder = {}
     benchmark.pedantic(lambda: holder.update(tta.time_to_accuracy(cfg, TARGET, max_seconds, warmup_steps)),
                        rounds=1, iterations=1)

@@ -11,6 +11,10 @@ so a run that reaches the target early still followed its full schedule's shape 
 """
 from __future__ import annotations
 
+from common.startup import start
+
+start()  # first, before the imports below can load torch (common/startup.py)
+
 import copy
 import logging
 import sys

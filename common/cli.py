@@ -83,18 +83,29 @@ def suggest(word: str, candidates: list[str]) -> str:
     return f" (did you mean --{close[0]}?)" if close else ""
 
 
-def split_argv(argv: list[str]) -> list[tuple[str, str | None]]:
-    """`--key value`, `--key=value` and bare boolean `--flag` into (key, raw-or-None) pairs."""
+TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def split_argv(argv: list[str], flags=frozenset(), positional_ok: bool = False) -> list[tuple[str | None, str | None]]:
+    """`--key value`, `--key=value`, `-k value` and bare boolean `--flag` into (key, raw-or-None)
+    pairs, for every CLI (engine.config and common.options). A value may start with one dash (a
+    negative number); a key in `flags` takes the next token only when it reads as a boolean.
+    Positionals: (None, token) when `positional_ok`, else one error line."""
     pairs, i = [], 0
     while i < len(argv):
         token = argv[i]
-        if not token.startswith("--") or token == "--":
-            raise ConfigError(f"unexpected argument {token!r}: options look like --key value")
-        key, eq, value = token[2:].partition("=")
+        if not token.startswith("-") or token in ("-", "--"):
+            if not positional_ok:
+                raise ConfigError(f"unexpected argument {token!r}: options look like --key value")
+            pairs.append((None, token))
+            i += 1
+            continue
+        key, eq, value = token.lstrip("-").partition("=")
         if eq:
             pairs.append((key, value))
             i += 1
-        elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+        elif i + 1 < len(argv) and not argv[i + 1].startswith("--") and (
+                key not in flags or argv[i + 1].lower() in TRUE + FALSE):
             pairs.append((key, argv[i + 1]))
             i += 2
         else:

@@ -5,14 +5,13 @@ that reaches the end of its share of a region spin (busy-wait, ~300,000 iteratio
 peers. When another process holds one of the cores, the peer it waits for is descheduled, so
 the waiting thread burns its own time slice spinning and each tiny region of the per-sample
 CPU augmentation costs a scheduler slice instead of microseconds: with one busy process the
-tensor loader fell by an order of magnitude, and OMP_WAIT_POLICY=PASSIVE brought it back
-(figures: bench/results/cpu-contention.md).
+tensor loader fell by an order of magnitude, and sleeping waits brought it back.
 
 Fully passive slowed the idle engine, so a short spin (SPIN_COUNT) before sleeping is the
-compromise chosen. libgomp reads the policy once, when torch loads it, so this must run
-before the first `import torch`: every package of the project calls `sleep_while_waiting()` from its
-`__init__.py`, which runs before any of its modules import torch. A policy the user set
-(OMP_WAIT_POLICY or GOMP_SPINCOUNT) is kept. Imports nothing heavy.
+compromise chosen (the measurements: bench/results/cpu-contention.md). libgomp reads the policy
+once, when torch loads it, so this must run before the first `import torch`: the start-up call
+every entry point makes first (common/startup.py). A policy the user set (OMP_WAIT_POLICY or
+GOMP_SPINCOUNT) is kept. Imports nothing heavy.
 """
 from __future__ import annotations
 
@@ -20,12 +19,8 @@ import os
 import sys
 import warnings
 
-# libgomp's busy-wait before a waiting thread sleeps. Measured on the 2-core Intel machine
-# (idle but for the benchmark; single runs, noisy +-20%): e2e CI pair, engine/baseline ratio
-# 8.6-10.2x at libgomp's default 300,000, 9.3x at 30,000, 7.2-8.5x at 3,000, 6.4-6.7x fully
-# passive (0); tensor loader on HAM-224 with one busy core: 464 img/s at 30,000, 1,021 at
-# 3,000, 1,664 passive, 22-97 at the default (cpu-contention.md); the CI contended guard fails
-# at 30,000 (2.9x vs 29.5x) and the idle e2e ratio at 0 (5.9-6.7x). 3,000 keeps most of both.
+# libgomp's busy-wait before a waiting thread sleeps: most of the idle speed and most of the
+# contended speed kept (bench/results/cpu-contention.md has the figures behind the choice).
 SPIN_COUNT = 3000
 
 # Whether waits in this process's OpenMP pool are short (a bounded spin, then sleep): None until decided.
@@ -41,9 +36,9 @@ def sleep_while_waiting() -> bool:
             _state["short_waits"] = user_policy == "passive" or os.environ.get("GOMP_SPINCOUNT", "").strip() == "0"
         elif "torch" in sys.modules:  # too late: libgomp has read its environment already
             _state["short_waits"] = False
-            warnings.warn("torch was imported before medtrain, so OpenMP waits keep spinning (slow on a "
-                          f"shared CPU); import medtrain first or set GOMP_SPINCOUNT={SPIN_COUNT} "
-                          "(common/cpu_wait.py)", RuntimeWarning, stacklevel=3)
+            warnings.warn("torch was imported before medtrain's start-up, so OpenMP waits keep spinning (slow "
+                          "on a shared CPU); call common.startup.start() before importing torch or set "
+                          f"GOMP_SPINCOUNT={SPIN_COUNT} (common/startup.py)", RuntimeWarning, stacklevel=3)
         else:
             # A short spin, then sleep: a peer that is running arrives within the spin (idle speed
             # kept), a descheduled one costs SPIN_COUNT iterations instead of a time slice.

@@ -18,9 +18,9 @@ import math
 import os
 from dataclasses import field, fields
 
+from common.cli import FALSE, TRUE, split_argv
 from common.errors import ConfigError
 
-TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 def opt(default, *, help: str = "", choices: tuple | None = None, ge=None, gt=None, le=None, lt=None,
@@ -146,32 +146,6 @@ def _flag(name: str) -> str:
     return name.replace("_", "-")
 
 
-def tokens(argv: list[str], flags: set[str] = frozenset(), positional_ok: bool = False):
-    """`--key value`, `--key=value`, bare boolean `--flag` into (key, raw-or-None) pairs; a key
-    in `flags` takes the next token only when it reads as a boolean. Positionals: (None, token)."""
-    pairs, i = [], 0
-    while i < len(argv):
-        token = argv[i]
-        if not token.startswith("-") or token in ("-", "--"):
-            if not positional_ok:
-                raise ConfigError(f"unexpected argument {token!r}: options look like --key value")
-            pairs.append((None, token))
-            i += 1
-            continue
-        key, eq, value = token.lstrip("-").partition("=")
-        if eq:
-            pairs.append((key, value))
-            i += 1
-        elif i + 1 < len(argv) and not argv[i + 1].startswith("--") and (
-                key not in flags or argv[i + 1].lower() in TRUE + FALSE):
-            pairs.append((key, argv[i + 1]))
-            i += 2
-        else:
-            pairs.append((key, None))
-            i += 1
-    return pairs
-
-
 def parse(argv: list[str], cls, prog: str, suggest_fn=None):
     """(an instance of `cls` from argv, the set of field names given). One ConfigError line on
     a mistake, naming `prog`."""
@@ -181,7 +155,7 @@ def parse(argv: list[str], cls, prog: str, suggest_fn=None):
     positionals = [n for n, f in table.items() if f.metadata.get("positional")]
     values, given = {n: default_of(f) for n, f in table.items()}, set()
     try:
-        for key, raw in tokens(argv, flags, bool(positionals)):
+        for key, raw in split_argv(argv, flags, bool(positionals)):
             if key is None:
                 name = _next_positional(positionals, given, values, raw)
                 continue

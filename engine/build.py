@@ -55,13 +55,13 @@ class Run:
 
 
 def build(cfg: Config, dataset: Dataset | None = None, *, out: str | None = None, splits: tuple[str, ...] = SPLITS,
-          model: bool = True, out_dtype: torch.dtype | None = None, plan: bool = False) -> Run:
+          model: bool = True, out_dtype: torch.dtype | None = None, plan: frozenset[str] | None = None) -> Run:
     """Assemble a run. `dataset`: given splits (engine.cv's folds) instead of reading `--data`;
     `out`: the run folder (made, the same on every rank); `model=False`: data only (bench.loaders);
     `out_dtype`: what the loaders write, by default the run's autocast dtype under AMP (half the
-    bytes, no cast in the model), else float32; `plan`: options the user did not give are chosen
-    from the data (engine/plan.py) before the config is resolved (engine.train and engine.cv;
-    benchmarks measure what they are told)."""
+    bytes, no cast in the model), else float32; `plan`: the options the user gave
+    (engine.config.Parsed.explicit), the others are chosen from the data (engine/plan.py) before
+    the config is resolved (engine.train and engine.cv; None: benchmarks measure what they are told)."""
     ctx, device = distributed.setup(cfg)  # torchrun: join the group, one device per rank
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     cuda_math.configure(device, cfg.train.deterministic)  # TF32 matmuls, cuDNN autotuning
@@ -80,9 +80,9 @@ def build(cfg: Config, dataset: Dataset | None = None, *, out: str | None = None
     name, why = loaders.resolve(cfg.data.loader, ds, device)
     log.info("dataset %s: %d %s, train/val/test %d/%d/%d, native %dpx; loader %s (%s)", ds.name, ds.num_classes,
              "findings (multi-label)" if ds.multilabel else "classes", len(ds.train), len(ds.val), len(ds.test), ds.native_size, name, why)
-    if plan and out_dir is not None:  # a new Config: the parsed one is never changed
+    if plan is not None and out_dir is not None:  # a new Config: the parsed one is never changed
         from engine.plan import planned
-        cfg = planned(cfg, ds, device, out_dir, loader=name)
+        cfg = planned(cfg, plan, ds, device, out_dir, loader=name)
     out_dtype = out_dtype or autocast_dtype(cfg, device) or torch.float32  # after the plan: it may set --amp
     res = resolve(cfg, ds, ctx.world_size, out=str(out_dir) if out_dir else "")
     built = {}

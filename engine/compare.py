@@ -11,6 +11,10 @@ folders without `metrics.json` named directly are refused, those a glob finds ar
 """
 from __future__ import annotations
 
+from common.startup import start
+
+start()  # first, before the imports below can load torch (common/startup.py)
+
 import glob
 import io
 import json

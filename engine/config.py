@@ -322,12 +322,18 @@ def _apply_preset(cfg: Config, pairs: list[tuple[str, str, str | None]]) -> None
         PRESETS[name](cfg)
 
 
-def parse_args(argv: list[str], base: Config | None = None) -> Config:
-    """Build the parsed Config; raises ConfigError with a one-line message on any mistake."""
+@dataclass(frozen=True)
+class Parsed:
+    """A command line read: the Config and the dotted keys the user gave (the plan, engine/plan.py,
+    fills in only the others)."""
+    config: Config
+    explicit: frozenset[str]
+
+
+def parse_args(argv: list[str], base: Config | None = None) -> Parsed:
+    """Read the command line; raises ConfigError with a one-line message on any mistake."""
     cfg = base or Config()
     pairs = [(key, _full_key(key), raw) for key, raw in split_argv(argv)]
-    # Which options the user gave: the plan (engine/plan.py) fills in only the others.
-    cfg._explicit = frozenset(full for _, full, _ in pairs)
     _apply_preset(cfg, pairs)  # presets first, whatever the order: options override them
     for key, full, raw in pairs:
         if raw is None:
@@ -338,12 +344,7 @@ def parse_args(argv: list[str], base: Config | None = None) -> Config:
             raw = "true"
         set_option(cfg, full, raw)
     check_combinations(cfg)
-    return cfg
-
-
-def explicit_options(cfg: Config) -> frozenset | None:
-    """The dotted keys given on the command line; None for a Config not built by parse_args."""
-    return getattr(cfg, "_explicit", None)
+    return Parsed(cfg, frozenset(full for _, full, _ in pairs))
 
 
 def usage() -> str:

@@ -11,6 +11,10 @@ the options and data they were trained with, and a rerun with others is refused.
 """
 from __future__ import annotations
 
+from common.startup import start
+
+start()  # first, before the imports below can load torch (common/startup.py)
+
 import json
 import logging
 from dataclasses import dataclass
@@ -23,7 +27,7 @@ from engine import cv_record, run_lock
 from engine.atomic import atomic_write_bytes, atomic_write_json
 from common.cli import exit_process, run_main
 from common.options import opt, take, usage as options_usage
-from engine.config import Config, ConfigError, explicit_options, parse_args, usage
+from engine.config import Config, ConfigError, parse_args, usage
 from engine.env import setup_logging
 from engine.resolve import data_spec
 from engine.startup import prepare as prepare_process
@@ -91,12 +95,13 @@ def _markdown(summary: dict, k: int, cfg: Config, group_note: str, setups: str) 
     return "\n".join(lines) + "\n"
 
 
-def cross_validate(k: int, cfg: Config) -> dict:
+def cross_validate(k: int, cfg: Config, explicit: frozenset[str] | None = None) -> dict:
+    """`explicit`: the options the user gave (engine.config.Parsed); each fold plans the others."""
     with run_lock.scope():  # one cv per folder at a time; released when it ends
-        return _cross_validate(k, cfg)
+        return _cross_validate(k, cfg, explicit)
 
 
-def _cross_validate(k: int, cfg: Config) -> dict:
+def _cross_validate(k: int, cfg: Config, explicit: frozenset[str] | None) -> dict:
     from engine.runner import train  # heavy imports only after the arguments are valid
     if cfg.run.resume:
         raise ConfigError("engine.cv: --resume is not a cv option; re-run the same command to finish missing folds")
@@ -115,7 +120,6 @@ def _cross_validate(k: int, cfg: Config) -> dict:
     per_fold = []
     for i, fold_ds in enumerate(fold_datasets(ds, k, cfg.data.val_fraction, cfg.train.seed)):
         fold_cfg = Config.from_dict(cfg.to_dict())
-        fold_cfg._explicit = explicit_options(cfg)  # each fold is planned from its own data
         fold_cfg.run.out = str(root / f"fold{i}")
         done = Path(fold_cfg.run.out) / "metrics.json"
         if done.exists():
@@ -123,7 +127,7 @@ def _cross_validate(k: int, cfg: Config) -> dict:
             per_fold.append(json.loads(done.read_text()))
             continue
         log.info("fold %d/%d: train/val/test %d/%d/%d", i + 1, k, len(fold_ds.train), len(fold_ds.val), len(fold_ds.test))
-        metrics = train(fold_cfg, dataset=fold_ds)
+        metrics = train(fold_cfg, dataset=fold_ds, explicit=explicit)  # each fold is planned from its own data
         if metrics is None:
             raise KeyboardInterrupt  # stopped by a signal: the finished folds are kept
         per_fold.append(metrics)
@@ -143,9 +147,9 @@ def _cross_validate(k: int, cfg: Config) -> dict:
 def _cv(argv: list[str]) -> None:
     setup_logging()
     own, _, rest = take(argv, CvOptions, "engine.cv")
-    cfg = parse_args(rest)
-    prepare_process(cfg)  # before the first fold touches cuBLAS
-    cross_validate(own.folds, cfg)
+    parsed = parse_args(rest)
+    prepare_process(parsed.config)  # before the first fold touches cuBLAS
+    cross_validate(own.folds, parsed.config, parsed.explicit)
 
 
 def _usage() -> str:

@@ -38,10 +38,10 @@ def layout_cpu_threads() -> int:
 
     With short OpenMP waits (common/cpu_wait.py: a brief spin, then sleep; the normal case) a
     region whose peer thread is descheduled costs the waiting thread little, and every
-    available core still helps when it is free: one thread per core (measured under one busy process: 2 threads 570-890 img/s,
-    1 thread 290-420). When torch was loaded before the engine and its threads spin while they
-    wait, a thread on a core another process holds stalls every region (22-97 img/s), so the
-    pool takes only the cores that are not busy now.
+    available core still helps when it is free: one thread per core. When torch was loaded
+    before the start-up call (common/startup.py) and its threads spin while they wait, a thread
+    on a core another process holds stalls every region, so the pool takes only the cores that
+    are not busy now (the figures: bench/results/host-memory-threads.md).
     """
     cores = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set(range(available_cores()))
     # Processes of one torchrun share the machine's cores (torchrun itself sets OMP_NUM_THREADS).
@@ -53,7 +53,7 @@ def layout_cpu_threads() -> int:
     else:
         busy = busy_cores(cores)
         threads = max(1, min(share, len(cores) - busy))
-        why = (f"OpenMP threads spin while waiting (torch was imported before the engine, or "
+        why = (f"OpenMP threads spin while waiting (torch was imported before common.startup.start(), or "
                f"OMP_WAIT_POLICY is set); {busy} of {len(cores)} cores busy now")
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)

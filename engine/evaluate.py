@@ -15,6 +15,10 @@ own metrics and other evaluations are never overwritten. TTA follows the run's o
 """
 from __future__ import annotations
 
+from common.startup import start
+
+start()  # first, before the imports below can load torch (common/startup.py)
+
 import sys
 from dataclasses import dataclass
 from pathlib import Path

@@ -19,6 +19,10 @@ largest absolute difference in probability is printed, and above --tolerance the
 """
 from __future__ import annotations
 
+from common.startup import start
+
+start()  # first, before the imports below can load torch (common/startup.py)
+
 import io
 import os
 import sys

@@ -3,10 +3,10 @@ and a warning when a batch's activations will not fit.
 
 Host allocator. glibc serves each allocation above its mmap threshold (32 MiB at most, by
 default) with a fresh mmap and unmaps it on free, so a CPU batch of 64 x 3 x 224 x 224 floats
-page-faults on every step (0.26 ms an image measured, a third of the CPU augmentation). The
-engine used to raise that threshold and the trim threshold to 1 GiB for good: every freed
-block stayed resident, 1.2-1.6 GB above the live peak after one 224 px epoch, spread over the
-per-thread arenas the decode threads create. `bound_host_allocator` keeps the gain with a
+page-faults on every step (a third of the CPU augmentation's time). The engine used to raise
+that threshold and the trim threshold to 1 GiB for good: every freed block stayed resident,
+above the live peak, spread over the per-thread arenas the decode threads create (the figures:
+bench/results/host-memory-threads.md). `bound_host_allocator` keeps the gain with a
 bound: blocks up to `MMAP_BELOW` (a few batches, never an activation of a large layer) come
 from the heap and are reused; the heap gives back free memory above `TRIM_ABOVE`; and the
 number of arenas is capped so decode threads share them instead of each keeping its own.
@@ -23,8 +23,8 @@ import torch
 log = logging.getLogger("medtrain.memory")
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # glibc mallopt parameters (malloc.h)
-# Measured (4 seed-CNN steps at 224 px, batch 64, fp32; peak RSS): glibc's defaults 2,501 MiB,
-# 96/128 MiB here 2,635, 48/64 MiB 2,572. Larger values only keep more freed activations.
+# Chosen by peak RSS against glibc's defaults (bench/results/host-memory-threads.md): larger
+# values only keep more freed activations.
 MMAP_BELOW = 48 << 20   # > one float batch at 224 px, batch 64 (38.5 MB) and its uint8 source
 TRIM_ABOVE = 64 << 20   # free heap beyond this goes back to the kernel
 ARENAS = 2              # main thread + the loader threads, shared

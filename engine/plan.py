@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from engine.atomic import atomic_write_json
-from engine.config import Config, explicit_options, set_option
+from engine.config import Config, set_option
 
 log = logging.getLogger("medtrain.plan")
 
@@ -130,10 +130,11 @@ def derive(fp: dict, cost, budget_s: float, device_type: str, model: str = "", s
 
 # ----------------------------------------------------------------------------- hook
 
-def planned(cfg: Config, ds, device: torch.device, out: Path, loader: str = "plain") -> Config:
-    """A copy of `cfg` with the options the user left unset taken from the plan; `cfg` itself
-    when the plan does not run (a preset, --run.plan off, --resume, torchrun, not parsed)."""
-    explicit = explicit_options(cfg)
+def planned(cfg: Config, explicit: frozenset[str] | None, ds, device: torch.device, out: Path,
+            loader: str = "plain") -> Config:
+    """A copy of `cfg` with the options the user left out of `explicit` (engine.config.Parsed) taken
+    from the plan; `cfg` itself when the plan does not run (a preset, --run.plan off, --resume,
+    torchrun, `explicit` None: not from a command line)."""
     if explicit is None or cfg.run.plan == "off" or "run.preset" in explicit or cfg.run.resume:
         return cfg
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -143,7 +144,7 @@ def planned(cfg: Config, ds, device: torch.device, out: Path, loader: str = "pla
     chosen = {k: v for k, v in plan["options"].items() if k not in explicit}
     if "model.pretrained" in explicit and "optim.lr" not in explicit:
         chosen["optim.lr"] = 3e-4  # fine-tuning: a pretrained backbone is moved, not rebuilt
-    new = copy.deepcopy(cfg)  # keeps `_explicit`: what the user gave stays known downstream
+    new = copy.deepcopy(cfg)
     for key, value in chosen.items():
         set_option(new, key, value)
     plan |= {"applied": chosen, "kept_from_command_line": sorted(explicit & set(plan["options"]))}

@@ -23,6 +23,10 @@ Multi-label findings: the map is for each image's top finding, named in an `expl
 """
 from __future__ import annotations
 
+from common.startup import start
+
+start()  # first, before the imports below can load torch (common/startup.py)
+
 import csv
 import io
 import sys

@@ -7,6 +7,10 @@ indices, per-split class counts and thumbnails of the most confidently wrong ima
 """
 from __future__ import annotations
 
+from common.startup import start
+
+start()  # first, before the imports below can load torch (common/startup.py)
+
 import io
 import json
 import sys

@@ -45,10 +45,12 @@ def _same(key: str, a, b) -> bool:
     return a == b
 
 
-def resolve(argv: list[str], resume_dir: str) -> Config:
-    """The run's saved config with the safe options of `argv` applied; ConfigError otherwise."""
-    from engine import checkpoint
-    saved = checkpoint.load(resume_dir)
+def resolve(argv: list[str], resume_dir: str, saved: dict | None = None) -> Config:
+    """The run's saved config with the safe options of `argv` applied; ConfigError otherwise.
+    `saved`: the run's checkpoint when the caller has read it already (a resume reads it once)."""
+    if saved is None:
+        from engine import checkpoint
+        saved = checkpoint.load(resume_dir)
     cfg = Config.from_dict(saved["config"])
     refused = []
     for typed, full, raw in _given(argv):

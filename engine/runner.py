@@ -65,6 +65,7 @@ class Progress:
     data_identity: dict = field(default_factory=dict)  # what the run trains on; a resume on other data is refused
     data_contents: dict = field(default_factory=dict)  # content digest -> split: evaluate knows its own images
     schedule: dict = field(default_factory=dict)       # the learning-rate plan, re-planned by --resume --epochs
+    checkpoint: dict | None = None  # the last epoch end's, written once by _finish with the decision
 
 
 def _out_dir(cfg: Config) -> Path:
@@ -89,16 +90,19 @@ def _class_histogram(loader, num_classes: int) -> list[int]:
     return distributed.sum_counts(counts, loader.device)
 
 
-def train(cfg: Config, dataset=None) -> dict | None:
-    """One run; under torchrun one rank of it (a failed peer becomes `distributed.PeerLost`)."""
+def train(cfg: Config, dataset=None, explicit: frozenset[str] | None = None,
+          saved: dict | None = None) -> dict | None:
+    """One run; under torchrun one rank of it (a failed peer becomes `distributed.PeerLost`).
+    `explicit`: the options the user gave (engine.config.Parsed); the plan chooses the others.
+    `saved`: --resume's checkpoint when the caller has read it already (read once per resume)."""
     run = None
     with distributed.guard(), run_lock.scope():  # the --out lock (engine/build.py) is released when the run ends
         try:
             setup_logging()
-            cfg, saved = _resume_config(cfg)
+            cfg, saved = _resume_config(cfg, saved)
             if saved is None and cfg.run.out and os.environ.get("RANK", "0") == "0":
                 _refuse_used_out(Path(cfg.run.out))
-            run = build(cfg, dataset, out=str(_out_dir(cfg)), plan=True)
+            run = build(cfg, dataset, out=str(_out_dir(cfg)), plan=explicit)
             return fit(run, saved)
         except torch.OutOfMemoryError as exc:  # advice in the resolved sizes when the run got built
             raise ConfigError(_out_of_memory_advice(run.cfg if run else cfg, exc)) from None
@@ -115,11 +119,11 @@ def _refuse_used_out(out: Path) -> None:
                           "--epochs N (more epochs than it has), or choose another --out for a new run")
 
 
-def _resume_config(cfg: Config) -> tuple[Config, dict | None]:
+def _resume_config(cfg: Config, saved: dict | None) -> tuple[Config, dict | None]:
     """--resume: the run continues with its own settings, in the folder it was resumed from."""
     if not cfg.run.resume:
         return cfg, None
-    saved = checkpoint.load(cfg.run.resume)
+    saved = saved if saved is not None else checkpoint.load(cfg.run.resume)
     return resume_options.continued(saved, cfg), saved  # plus the safe options given (engine.train resolves them)
 
 
@@ -169,6 +173,10 @@ def fit(run: Run, saved: dict | None = None) -> dict | None:
         if cfg.train.patience and state.bad_epochs >= cfg.train.patience:
             log.info("early stopping: no val %s gain for %d epochs", cfg.train.select, state.bad_epochs)
             break
+        if epoch + 1 < cfg.train.epochs:  # the last one is written once, by _finish, with the decision
+            _write(run, state.checkpoint)
+    if state.checkpoint is None:  # resumed with nothing left to train: the state as it was read
+        _snapshot(run, state, state.epoch, state.step)
     return _finish(run, state, epoch, wall0)
 
 
@@ -198,14 +206,25 @@ def _start(run: Run, saved: dict | None) -> Progress:
 
 
 def _save(run: Run, state: Progress, epoch: int, step: int) -> None:
+    _write(run, _snapshot(run, state, epoch, step))
+
+
+def _snapshot(run: Run, state: Progress, epoch: int, step: int) -> dict | None:
+    """The checkpoint's contents now (rank 0; None elsewhere), kept as `state.checkpoint`."""
     if not run.writer.is_main:
-        return
+        return None
     resume = {"trainer": run.trainer.state_dict(), "rng": checkpoint.rng_state(run.device), "epoch": epoch,
               "step": step, "best": state.best, "bad_epochs": state.bad_epochs}
-    checkpoint.save(run.out, {"model": state.best_weights, "classes": run.dataset.classes, "config": run.cfg.to_dict(),
-                              "image_size": run.cfg.data.image_size, "model_name": run.cfg.model.name,
-                              "state": resume, "data_identity": state.data_identity, "schedule": state.schedule,
-                              "data_contents": state.data_contents})
+    state.checkpoint = {"model": state.best_weights, "classes": run.dataset.classes, "config": run.cfg.to_dict(),
+                        "image_size": run.cfg.data.image_size, "model_name": run.cfg.model.name,
+                        "state": resume, "data_identity": state.data_identity, "schedule": state.schedule,
+                        "data_contents": state.data_contents}
+    return state.checkpoint
+
+
+def _write(run: Run, payload: dict | None) -> None:
+    if payload is not None and run.writer.is_main:
+        checkpoint.save(run.out, payload)
 
 
 def _train_epoch(run: Run, state: Progress, epoch: int, stop: StopFlag) -> bool:
@@ -241,7 +260,7 @@ def _train_epoch(run: Run, state: Progress, epoch: int, stop: StopFlag) -> bool:
     state.train_seconds += seconds
     state.images_seen += stats["seen"]
     _validate(run, state, epoch, stats, seconds)
-    _save(run, state, epoch + 1, 0)
+    _snapshot(run, state, epoch + 1, 0)  # written by fit, or by _finish after the last epoch
     return True
 
 
@@ -318,7 +337,7 @@ def _finish(run: Run, state: Progress, epoch: int, wall0: float) -> dict:
     if bad_runtime:
         writer.skipped(skipped)
     writer.json("metrics.json", metrics)
-    checkpoint.save(run.out, checkpoint.load(run.out) | {"decision": run.decision})  # evaluate and predict apply it
+    checkpoint.save(run.out, state.checkpoint | {"decision": run.decision})  # evaluate and predict apply it
     report.save_test_outputs(run.out, scored.probs, scored.labels, scored.loader.split, _split_counts(ds),
                               uncalibrated=scored.uncalibrated)
     saliency.save_sample_or_warn(run.out, final_model, cfg.model.name, run.resolved, run.device, ds, scored)

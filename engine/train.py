@@ -5,19 +5,27 @@ outputs). `--help` lists every option; docs/engine.md describes the files a run 
 """
 from __future__ import annotations
 
+from common.startup import start
+
+start()  # first, before the imports below can load torch (common/startup.py)
+
 from common.cli import EXIT_FAULT, EXIT_OK, exit_process, run_main
 from engine.config import parse_args, usage
 from engine.startup import prepare as prepare_process
 
 
 def _train(argv: list[str]) -> int:
-    cfg = parse_args(argv)
+    parsed = parse_args(argv)
+    cfg = parsed.config
+    saved = None
     if cfg.run.resume:  # a new config: the run's own settings plus the options given that are safe to change
+        from engine import checkpoint
         from engine.resume_options import resolve
-        cfg = resolve(argv, cfg.run.resume)
+        saved = checkpoint.load(cfg.run.resume)  # read once: the config, then the state to continue from
+        cfg = resolve(argv, cfg.run.resume, saved)
     prepare_process(cfg)  # before torch can touch cuBLAS
     from engine.runner import train  # heavy imports only after the arguments are valid
-    return EXIT_OK if train(cfg) is not None else EXIT_FAULT  # None: stopped by a signal, state saved
+    return EXIT_OK if train(cfg, explicit=parsed.explicit, saved=saved) is not None else EXIT_FAULT  # None: stopped by a signal, state saved
 
 
 def main(argv: list[str] | None = None) -> int:

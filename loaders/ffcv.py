@@ -21,6 +21,10 @@ FFCV TraversalOrder; FFCV's own QUASI_RANDOM is not used (it only pays off with
 """
 from __future__ import annotations
 
+from common.startup import start
+
+start()  # first, before the imports below can load torch (common/startup.py)
+
 import dataclasses
 import hashlib
 import json

@@ -1,15 +1,17 @@
 """Shared fixtures: the real data beside the checkout, tiny generated datasets, gpu skipping."""
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 
-import common  # noqa: F401  (start-up before torch, as every user entry point: common/cpu_wait.py)
-import numpy as np
-import pytest
-import torch
-from PIL import Image
+from common.startup import start
+
+start()  # the start-up every entry point makes, before torch loads (common/startup.py)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from tests.helpers import write_jpegs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MEDTRAIN_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -46,25 +48,6 @@ def dermamnist_npz():
     if not DERMAMNIST.exists():
         pytest.skip(f"real DermaMNIST npz not found at {DERMAMNIST}")
     return DERMAMNIST
-
-
-def write_jpegs(root: Path, n: int = 24, size: int = 32, classes=("a", "b", "c"), seed: int = 0,
-                groups: bool = True) -> Path:
-    """A tiny folder + labels.csv dataset with class-dependent colours."""
-    rng = np.random.default_rng(seed)
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    rows = []
-    for i in range(n):
-        label = i % len(classes)
-        img = np.full((size, size, 3), 40 + 80 * label, np.uint8) + rng.integers(0, 30, (size, size, 3), dtype=np.uint8)
-        name = f"images/im{i:03d}.jpg"
-        Image.fromarray(img).save(root / name, quality=90)
-        rows.append([name, classes[label]] + ([f"g{i // 2}"] if groups else []))
-    with open(root / "labels.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["file", "label"] + (["group"] if groups else []))
-        w.writerows(rows)
-    return root
 
 
 @pytest.fixture

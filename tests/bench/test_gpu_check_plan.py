@@ -37,12 +37,12 @@ def test_each_call_fits_its_budget_with_margins_and_every_step_has_commands(call
 def test_call_one_trains_with_the_plan_off_and_an_explicit_compiled_graphed_recipe(tmp_path):
     argv = gpu_plan.train_command(tmp_path, rehearse=False)
     given = argv[argv.index("engine.train") + 1:]
-    cfg = parse_args(given)
+    cfg = parse_args(given).config
     assert (cfg.data.loader, cfg.train.compile, cfg.train.cuda_graph, cfg.train.amp) == ("nvjpeg", True, True, True)
     assert cfg.run.plan == "off" and cfg.train.ema == 0 and cfg.sampler.kind == "uniform"
     for option in ("--lr", "--epochs", "--batch-size", "--image-size", "--data.color_constancy", "--schedule.name"):
         assert option in given, option  # explicit: nothing left for a default to change
-    twin = parse_args(gpu_plan.train_command(tmp_path, rehearse=True)[3:])
+    twin = parse_args(gpu_plan.train_command(tmp_path, rehearse=True)[3:]).config
     assert (twin.train.device, twin.train.cuda_graph, twin.run.plan, twin.data.loader) == ("cpu", False, "off", "plain")
 
 

@@ -4,6 +4,7 @@ shared constants defined once, a light config, tests laid out like the packages.
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -80,7 +81,7 @@ def test_shared_names_are_defined_once(name):
 def test_parsing_the_config_imports_nothing_heavy():
     # loaders.spec (the data options' declarations, common/ imports only) is the one light
     # module of the data layer the config reads.
-    code = ("import sys, engine.config, common.cli; engine.config.parse_args(['--preset', 'smoke']); "
+    code = ("import sys, engine.config, common.cli; engine.config.parse_args(['--preset', 'smoke']).config; "
             "heavy = [m for m in ('torch', 'numpy', 'PIL', 'models', 'kernels') if m in sys.modules]; "
             "heavy += [m for m in sys.modules if m.startswith('loaders.') and m != 'loaders.spec']; "
             "print(heavy)")
@@ -137,3 +138,61 @@ def test_the_augmentation_imports_one_way():
     assert project(trees["augment_reference.py"]) == set()
     for name in ("augment_cpu.py", "augment_triton.py"):
         assert "kernels.augment" not in project(trees[name]), name
+
+
+# -- start-up (common/startup.py) ----------------------------------------------------------------
+
+PACKAGES = ("common", "engine", "loaders", "kernels", "models", "bench")
+LOADS_TORCH = ("torch", "engine", "loaders", "kernels", "models", "bench", "torchvision", "timm")
+
+
+def _entry_modules() -> list[Path]:
+    return sorted(p for pkg in PACKAGES for p in (REPO / pkg).rglob("*.py")
+                  if 'if __name__ == "__main__"' in p.read_text())
+
+
+def test_every_entry_point_calls_start_before_anything_can_load_torch():
+    entries = _entry_modules()
+    assert len(entries) >= 20 and REPO / "engine" / "train.py" in entries and REPO / "bench" / "gpu_check.py" in entries
+    late = []
+    for path in entries:
+        body = ast.parse(path.read_text()).body
+        calls = [i for i, node in enumerate(body) if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)
+                 and getattr(node.value.func, "id", None) == "start"]
+        imported_before = [n.module if isinstance(n, ast.ImportFrom) else a.name
+                           for n in body[:calls[0] if calls else len(body)] if isinstance(n, (ast.Import, ast.ImportFrom))
+                           for a in (n.names if isinstance(n, ast.Import) else [None])]
+        if not calls or any(m and m.split(".")[0] in LOADS_TORCH for m in imported_before):
+            late.append(str(path.relative_to(REPO)))
+    assert not late, f"entry points that do not call common.startup.start() first: {late}"
+
+
+def test_package_inits_have_no_side_effects():
+    busy = []
+    for pkg in PACKAGES:
+        body = ast.parse((REPO / pkg / "__init__.py").read_text()).body
+        busy += [f"{pkg}/__init__.py:{n.lineno}" for n in body
+                 if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))]  # a docstring only
+    assert not busy, f"package __init__ statements (start-up is common.startup.start(), called by entry points): {busy}"
+
+
+# Figures belong in bench/results, where they say how they were measured (docs/design.md).
+FIGURE = re.compile(r"\b\d[\d,.]*\s?(ms|us|img/s|it/s)\b|\bmeasured\b", re.IGNORECASE)
+
+
+@pytest.mark.parametrize("module", ["engine/env.py", "engine/memory.py", "common/cpu_wait.py", "kernels/augment_cpu.py"])
+def test_no_measured_figures_in_docstrings(module):
+    tree = ast.parse((REPO / module).read_text())
+    docs = [ast.get_docstring(n) or "" for n in ast.walk(tree)
+            if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))]
+    hits = [m.group(0) for d in docs for m in FIGURE.finditer(d)]
+    assert not hits, f"{module}: figures in docstrings (move them to bench/results): {hits}"
+
+
+def test_shared_test_set_up_lives_in_tests_helpers():
+    # conftest.py files hold fixtures; helpers that tests import live in tests/helpers.py.
+    tests = REPO / "tests"
+    others = [p for p in tests.rglob("*.py") if p not in (Path(__file__).resolve(), tests / "helpers.py")]
+    wrong = [str(p.relative_to(REPO)) for p in others
+             if "from tests.conftest import" in p.read_text() or "def write_jpegs(" in p.read_text()]
+    assert not wrong, f"import shared set-up from tests.helpers: {wrong}"

@@ -111,3 +111,22 @@ def test_exit_after_a_lost_peer_skips_teardown_but_keeps_stdio():
 def test_other_statuses_exit_normally(status):
     done = _exit_in_child(status)
     assert done.returncode == status and "teardown ran" in done.stdout
+
+
+def test_one_tokenizer_reads_single_dash_keys_and_negative_values_for_every_cli():
+    # engine.config and common.options share common.cli.split_argv: `-k value` is a key for both,
+    # a value may start with one dash, and a second dash always starts the next option.
+    from common.cli import split_argv
+    from engine.config import parse_args
+    assert split_argv(["-o", "f.png", "--lr", "-0.5", "--amp", "--x=-1"]) == [
+        ("o", "f.png"), ("lr", "-0.5"), ("amp", None), ("x", "-1")]
+    assert split_argv(["-o", "-", "a"], positional_ok=True) == [("o", "-"), (None, "a")]
+
+    @dataclass
+    class Short:
+        output: str = opt("", short="o", help="where")
+        scale: float = opt(1.0, help="factor")
+    assert parse(["-o", "plot.png", "--scale", "-2"], Short, "p")[0] == Short("plot.png", -2.0)
+    with pytest.raises(ConfigError, match="unknown option --x"):
+        parse_args(["-x", "1"])  # a single-dash train option is an unknown key, named as one
+    assert parse_args(["-epochs", "3"]).config.train.epochs == 3

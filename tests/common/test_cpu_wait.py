@@ -1,4 +1,4 @@
-"""OpenMP waits are short (a brief spin, then sleep) in every process that imports the project before torch (issue 19)."""
+"""OpenMP waits are short (a brief spin, then sleep) in every process whose start-up call (common/startup.py) runs before torch loads (issues 19, 28)."""
 from __future__ import annotations
 
 import os
@@ -20,11 +20,13 @@ def libgomp_settings(code: str, **env) -> str:
     return out.stderr
 
 
-@pytest.mark.parametrize("package", ["common", "engine", "loaders", "kernels", "models", "bench"])
-def test_importing_any_package_first_makes_waits_sleep(package):
+@pytest.mark.parametrize("first", ["from common.startup import start; start()", "import engine.evaluate",
+                                   "import bench.step"])
+def test_the_start_up_call_makes_waits_sleep(first):
     # libgomp's own account of its spin count: the short spin took effect (default: 300000).
+    # Entry modules (engine.evaluate, bench.step) make the call first, before their imports load torch.
     from common.cpu_wait import SPIN_COUNT
-    stderr = libgomp_settings(f"import {package}, torch; torch.ones(4).sum()")
+    stderr = libgomp_settings(f"{first}; import torch; torch.ones(4).sum()")
     if "GOMP_SPINCOUNT" not in stderr:
         pytest.skip("this torch build's OpenMP runtime does not report its settings")
     assert f"GOMP_SPINCOUNT = '{SPIN_COUNT}'" in stderr
@@ -36,10 +38,19 @@ def test_torch_first_is_detected_and_the_user_policy_kept():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
                          env={k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | {"PYTHONPATH": str(REPO)})
     assert out.stdout == "False"  # too late to change: engine.env then sizes threads by the free cores
-    stderr = libgomp_settings("import engine, torch; torch.ones(4).sum()", OMP_WAIT_POLICY="active")
+    stderr = libgomp_settings("from common.startup import start; start(); import torch; torch.ones(4).sum()",
+                              OMP_WAIT_POLICY="active")
     if "GOMP_SPINCOUNT" in stderr:
         from common.cpu_wait import SPIN_COUNT
         assert f"GOMP_SPINCOUNT = '{SPIN_COUNT}'" not in stderr
+
+
+def test_importing_a_package_has_no_side_effect():
+    code = "import os, common, engine, loaders, models, kernels, bench; print('GOMP_SPINCOUNT' in os.environ)"
+    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                         env=clean | {"PYTHONPATH": str(REPO)})
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr[-2000:]
 
 
 def test_thread_layout_uses_the_available_cores(monkeypatch):
@@ -87,13 +98,13 @@ def test_default_decode_workers_follow_the_cores_this_process_may_use(monkeypatc
     assert loader_spec(Config()).workers == 1
 
 
-def test_torch_first_warns_once_and_project_first_is_silent():
+def test_torch_first_warns_once_and_start_up_first_is_silent():
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     env |= {"PYTHONPATH": str(REPO)}
-    late = subprocess.run([sys.executable, "-c", "import torch, engine, loaders, kernels"], cwd=REPO,
+    late = subprocess.run([sys.executable, "-c", "import torch; from common.startup import start; start(); start()"], cwd=REPO,
                           capture_output=True, text=True, timeout=120, env=env)
     assert late.returncode == 0 and late.stderr.count("torch was imported before medtrain") == 1, late.stderr
-    early = subprocess.run([sys.executable, "-c", "import engine, torch, loaders"], cwd=REPO,
+    early = subprocess.run([sys.executable, "-c", "from common.startup import start; start(); import torch, engine"], cwd=REPO,
                            capture_output=True, text=True, timeout=120, env=env)
     assert early.returncode == 0 and "torch was imported before" not in early.stderr, early.stderr
 

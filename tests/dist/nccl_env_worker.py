@@ -9,7 +9,7 @@ from engine import distributed
 from engine.config import parse_args
 
 launcher = os.environ.get("TORCH_NCCL_ASYNC_ERROR_HANDLING")
-cfg = parse_args(["--device", "cpu", "--dist.timeout_s", "60", *sys.argv[1:]])
+cfg = parse_args(["--device", "cpu", "--dist.timeout_s", "60", *sys.argv[1:]]).config
 ctx, _ = distributed.setup(cfg)
 print(f"rank={ctx.rank} launcher={launcher} engine={os.environ.get('TORCH_NCCL_ASYNC_ERROR_HANDLING')}", flush=True)
 distributed.shutdown()

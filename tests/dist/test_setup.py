@@ -14,7 +14,7 @@ def test_no_torchrun_environment_means_one_process(monkeypatch):
     for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
         monkeypatch.delenv(name, raising=False)
     assert distributed.env_ranks() == (0, 0, 1)
-    ctx, device = distributed.setup(parse_args(["--device", "cpu"]))
+    ctx, device = distributed.setup(parse_args(["--device", "cpu"]).config)
     assert (ctx.world_size, ctx.is_main, ctx.enabled, device.type) == (1, True, False, "cpu")
 
 
@@ -41,7 +41,7 @@ def test_broken_environment_is_one_clear_error(monkeypatch, env, words):
 ])
 def test_refused_combinations_name_the_reason(argv, words):
     with pytest.raises(ConfigError, match=words.replace("-", r"\-").replace(".", r"\.")):
-        distributed.check_config(parse_args(["--batch-size", "32", *argv]), 4, torch.device("cpu"))
+        distributed.check_config(parse_args(["--batch-size", "32", *argv]).config, 4, torch.device("cpu"))
 
 
 def test_one_process_merges_are_identity():
@@ -78,11 +78,11 @@ def test_nccl_error_handling_is_set_before_the_group_is_created(monkeypatch):
     monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
     monkeypatch.setattr(distributed.dist, "init_process_group", fake_init)
     with pytest.raises(distributed.PeerLost, match="could not join"):
-        distributed.setup(parse_args(["--device", "cuda"]))
+        distributed.setup(parse_args(["--device", "cuda"]).config)
     assert seen == {"nccl": "2"}
     # Another value only through the engine's option.
     with pytest.raises(distributed.PeerLost, match="could not join"):
-        distributed.setup(parse_args(["--device", "cuda", "--dist.nccl_error_handling", "3"]))
+        distributed.setup(parse_args(["--device", "cuda", "--dist.nccl_error_handling", "3"]).config)
     assert seen == {"nccl": "3"}
     lines = usage().splitlines()
     at = next(i for i, line in enumerate(lines) if "--dist.nccl_error_handling" in line)

@@ -15,7 +15,7 @@ WORLD = 2
 @pytest.fixture
 def setup(tiny_csv):
     cfg = parse_args(["--data", str(tiny_csv), "--batch-size", "8", "--image-size", "16", "--device", "cpu",
-                      "--data.eval_batch_size", "6"])
+                      "--data.eval_batch_size", "6"]).config
     return cfg, load_dataset(cfg.data), torch.device("cpu")
 
 

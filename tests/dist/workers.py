@@ -40,7 +40,7 @@ def in_memory_dataset(n_train: int = 53, n_val: int = 37, seed: int = 0) -> Data
 
 def config(*extra: str):
     return parse_args(["--device", "cpu", "--batch-size", str(GLOBAL_BATCH), "--model.dropout", "0",
-                       "--train.epochs", "2", "--train.progress", "off", *extra])
+                       "--train.epochs", "2", "--train.progress", "off", *extra]).config
 
 
 def global_batch(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:

@@ -43,7 +43,7 @@ def _digest(*arrays) -> str:
 def build_golden(data: Path, out: Path, extra=(), model: bool = True):
     from engine.build import build
     from engine.config import parse_args
-    cfg = parse_args([*GOLDEN_ARGS, "--data", str(data), "--out", str(out), *extra])
+    cfg = parse_args([*GOLDEN_ARGS, "--data", str(data), "--out", str(out), *extra]).config
     return build(cfg, out=str(out), model=model)
 
 

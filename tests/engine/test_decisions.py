@@ -14,7 +14,7 @@ from engine import decisions
 from engine.config import Config
 from engine.screening import (pauc_above_tpr, roc_points, screening_summary, sensitivity_at_specificity,
                               specificity_at_sensitivity, threshold_for_sensitivity)
-from tests.conftest import write_jpegs
+from tests.helpers import write_jpegs
 
 
 def isic2024_pauc(y, s, min_tpr=0.8):

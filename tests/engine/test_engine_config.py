@@ -11,15 +11,15 @@ REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
 
 def test_short_flags_and_dotted_overrides():
     cfg = parse_args(["--data", "x.npz", "--epochs", "3", "--amp", "--lr=0.01", "--optim.weight_decay", "0",
-                      "--data.hflip", "false", "--batch-size", "16"])
+                      "--data.hflip", "false", "--batch-size", "16"]).config
     assert cfg.data.path == "x.npz" and cfg.train.epochs == 3 and cfg.train.amp is True
     assert cfg.optim.lr == 0.01 and cfg.optim.weight_decay == 0.0 and cfg.data.hflip is False
     assert cfg.data.batch_size == 16
 
 
 def test_preset_applies_before_overrides_whatever_the_order():
-    preset_only = parse_args(["--preset", "dermamnist"])
-    cfg = parse_args(["--epochs", "1", "--preset", "dermamnist"])
+    preset_only = parse_args(["--preset", "dermamnist"]).config
+    cfg = parse_args(["--epochs", "1", "--preset", "dermamnist"]).config
     assert preset_only.train.epochs != 1 and cfg.train.epochs == 1
     assert cfg.data.image_size == preset_only.data.image_size == 28
 
@@ -38,13 +38,13 @@ def test_preset_applies_before_overrides_whatever_the_order():
 ])
 def test_mistakes_are_one_line_errors(argv, fragment):
     with pytest.raises(ConfigError) as err:
-        parse_args(argv)
+        parse_args(argv).config
     assert fragment in str(err.value)
     assert "\n" not in str(err.value)
 
 
 def test_round_trip_through_dict():
-    cfg = parse_args(["--preset", "ham10000", "--seed", "7"])
+    cfg = parse_args(["--preset", "ham10000", "--seed", "7"]).config
     again = Config.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert again == cfg
 

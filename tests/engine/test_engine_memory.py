@@ -72,7 +72,7 @@ def test_building_a_training_run_tells_the_user_when_the_batch_will_not_fit(monk
     from engine.build import build
     from engine.config import parse_args
     from engine_testkit import FAST
-    cfg = parse_args(FAST)
+    cfg = parse_args(FAST).config
     monkeypatch.setattr(memory, "available_mb", lambda device: 0.01)
     with caplog.at_level(logging.WARNING, logger="medtrain.memory"):
         build(cfg, splits=("val",))  # evaluation only: no training batch to hold

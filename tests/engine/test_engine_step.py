@@ -8,6 +8,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from engine.config import Config
 from engine.loop import Mixer, Trainer
 from models.registry import build_model
+from tests.helpers import step_batch
 
 CLASSES, SIZE, BATCH = 5, 16, 8
 
@@ -24,11 +25,7 @@ def make_trainer(**train) -> Trainer:
 
 
 def batch(seed: int = 1, poison: bool = False):
-    g = torch.Generator().manual_seed(seed)
-    images = torch.randn(BATCH, 3, SIZE, SIZE, generator=g).contiguous(memory_format=torch.channels_last)
-    if poison:
-        images[0, 0, 0, 0] = float("nan")
-    return images, torch.randint(0, CLASSES, (BATCH,), generator=g)
+    return step_batch(seed, poison, BATCH, CLASSES, SIZE)
 
 
 def snapshot(trainer: Trainer) -> dict:

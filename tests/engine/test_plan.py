@@ -1,13 +1,14 @@
 """The plan's rules on fingerprints of several kinds of data, and the parser's record of explicit options."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 
 from engine import plan
-from engine.config import explicit_options, parse_args
+from engine.config import Config, parse_args
 from engine.fingerprint_data import colour_stats, fingerprint, pose_stats
 from loaders.datasets import Dataset, Split
 
@@ -140,16 +141,20 @@ def test_fingerprint_of_an_array_dataset():
     assert fp["imbalance_ratio"] == 9.0 and fp["class_counts"] == [90, 10] and fp["groups"] is False
 
 
-def test_parser_records_explicit_options_and_the_plan_keeps_them(tmp_path):
-    cfg = parse_args(["--data", "synthetic", "--epochs", "3", "--data.hflip", "false"])
-    assert {"data.path", "train.epochs", "data.hflip"} <= explicit_options(cfg)
-    assert explicit_options(parse_args([])) == frozenset()
+def test_parser_returns_the_explicit_options_beside_the_config_and_attaches_nothing(tmp_path):
+    parsed = parse_args(["--data", "synthetic", "--epochs", "3", "--data.hflip", "false"])
+    assert parsed.explicit == {"data.path", "train.epochs", "data.hflip"}
+    assert parse_args([]).explicit == frozenset()
+    assert set(vars(parsed.config)) == {f.name for f in dataclasses.fields(Config)}  # nothing attached after construction
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        parsed.explicit = frozenset()
 
 
 @pytest.mark.parametrize("argv", [["--preset", "smoke"], ["--run.plan", "off"]])
 def test_presets_and_plan_off_skip_the_plan(tmp_path, argv):
-    cfg = parse_args(argv + ["--data", "synthetic"])
-    assert plan.planned(cfg, None, None, tmp_path) is cfg and not (tmp_path / "plan.json").exists()
+    parsed = parse_args(argv + ["--data", "synthetic"])
+    cfg = parsed.config
+    assert plan.planned(cfg, parsed.explicit, None, None, tmp_path) is cfg and not (tmp_path / "plan.json").exists()
 
 
 def test_planned_writes_plan_json_respects_explicit_options_and_leaves_the_parsed_config(tmp_path, capsys):
@@ -158,11 +163,12 @@ def test_planned_writes_plan_json_respects_explicit_options_and_leaves_the_parse
     labels = np.r_[np.zeros(150), np.ones(50), np.full(10, 2)].astype(np.int64)
     split = Split(labels=labels, images=rng.integers(0, 255, (210, 16, 16, 3), dtype=np.uint8))
     ds = Dataset("t", "t", ["a", "b", "c"], split, split.subset(np.arange(20)), split.subset(np.arange(20)), 16)
-    cfg = parse_args(["--data", "x.npz", "--epochs", "2", "--lr", "0.01", "--budget", "0.05"])
+    parsed = parse_args(["--data", "x.npz", "--epochs", "2", "--lr", "0.01", "--budget", "0.05"])
+    cfg = parsed.config
     before = cfg.to_dict()
-    new = plan.planned(cfg, ds, torch.device("cpu"), tmp_path)
+    new = plan.planned(cfg, parsed.explicit, ds, torch.device("cpu"), tmp_path)
     assert cfg.to_dict() == before  # the parsed config is never changed: the plan returns a new one
-    assert explicit_options(new) == explicit_options(cfg)
+    assert plan.planned(cfg, None, ds, torch.device("cpu"), tmp_path / "none") is cfg  # not from a command line
     cfg = new
     assert cfg.train.epochs == 2 and cfg.optim.lr == 0.01  # the user's options win
     assert cfg.data.crop_scale_min == 1.0 and cfg.data.image_size == 16 and cfg.train.select == "balanced_accuracy"
@@ -199,7 +205,7 @@ def test_augmentation_is_timed_and_costs_more_from_larger_native_images():
 
     from engine.calibrate import input_seconds_per_image
     fp = _fp(native_size=224, illuminant_spread=0.03)
-    spec = plan._augment_spec(parse_args(["--data", "x.npz"]), fp, 64)
+    spec = plan._augment_spec(parse_args(["--data", "x.npz"]).config, fp, 64)
     assert spec.color_constancy and spec.jitter == 0.2 and spec.scale_min == 0.4  # the plan's options, as loaders read them
     cpu = torch.device("cpu")
     small = input_seconds_per_image(96, spec, cpu, batch=16, seconds=0.2)

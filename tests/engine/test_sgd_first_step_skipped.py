@@ -10,6 +10,7 @@ import torch
 from engine.config import Config
 from engine.loop import Trainer
 from models.registry import build_model
+from tests.helpers import step_batch
 
 CLASSES, SIZE, BATCH = 5, 16, 8
 
@@ -24,11 +25,7 @@ def sgd_trainer() -> Trainer:
 
 
 def batch(seed: int, poison: bool = False):
-    g = torch.Generator().manual_seed(seed)
-    images = torch.randn(BATCH, 3, SIZE, SIZE, generator=g).contiguous(memory_format=torch.channels_last)
-    if poison:
-        images[0, 0, 0, 0] = float("nan")
-    return images, torch.randint(0, CLASSES, (BATCH,), generator=g)
+    return step_batch(seed, poison, BATCH, CLASSES, SIZE)
 
 
 def _dirty_the_allocator(trainer: Trainer) -> None:

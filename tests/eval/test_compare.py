@@ -8,7 +8,7 @@ from PIL import Image
 
 from engine import compare, tracking
 from engine.train import main as train_main
-from tests.conftest import write_jpegs
+from tests.helpers import write_jpegs
 
 TINY = ["--model", "mlp", "--batch-size", "8", "--device", "cpu", "--wandb", "disabled", "--train.progress", "off"]
 VARIANTS = {"run_a": ["--epochs", "1", "--lr", "0.01"], "run_b": ["--epochs", "1", "--lr", "0.001"],

@@ -11,10 +11,9 @@ import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
 from engine import cv, decisions, ensemble, evaluate, predict
-from tests.conftest import write_jpegs
+from tests.helpers import tiny_args, write_jpegs
 
-TINY = ["--model", "mlp", "--epochs", "1", "--batch-size", "8", "--device", "cpu", "--wandb", "disabled",
-        "--train.progress", "off", "--run.plan", "off"]
+TINY = tiny_args("mlp", "--run.plan", "off")
 
 
 @pytest.fixture(scope="module")

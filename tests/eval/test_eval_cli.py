@@ -10,19 +10,14 @@ from torch import nn
 from engine import cv, evaluate, predict
 from engine.tta import TTA, dihedral_views
 from engine.train import main as train_main
-from tests.conftest import write_jpegs
+from tests.helpers import tiny_args, trained_on_jpegs, write_jpegs
 
-TINY = ["--model", "mlp", "--epochs", "1", "--batch-size", "8", "--device", "cpu", "--wandb", "disabled",
-        "--train.progress", "off"]
+TINY = tiny_args("mlp")
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("eval")
-    data = write_jpegs(root / "data", n=48, size=24)
-    run = root / "run"
-    assert train_main(["--data", str(data), "--out", str(run)] + TINY) == 0
-    return data, run
+    return trained_on_jpegs(tmp_path_factory.mktemp("eval"), "mlp", n=48, size=24)
 
 
 def test_evaluate_reproduces_the_training_test_metrics(trained, tmp_path):

@@ -69,7 +69,7 @@ def test_saved_errors_are_the_most_confident_wrong_predictions(tmp_path):
 
 
 def test_file_datasets_get_decoded_thumbnails(tmp_path):
-    from tests.conftest import write_jpegs
+    from tests.helpers import write_jpegs
     root = write_jpegs(tmp_path / "data", n=6, size=40)
     files = sorted(str(p) for p in (root / "images").glob("*.jpg"))
     labels = torch.tensor([0, 1, 2, 0, 1, 2])

@@ -10,23 +10,15 @@ import torch
 
 from engine import export, predict
 from engine.restore import restore
-from engine.train import main as train_main
 from kernels.augment import AugmentSpec
 from loaders import images
 from models.registry import build_model
-from tests.conftest import write_jpegs
-
-TINY = ["--model", "seedcnn", "--epochs", "1", "--batch-size", "8", "--device", "cpu", "--wandb", "disabled",
-        "--train.progress", "off"]
+from tests.helpers import trained_on_jpegs
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("export")
-    data = write_jpegs(root / "data", n=36, size=24)
-    run = root / "run"
-    assert train_main(["--data", str(data), "--out", str(run)] + TINY) == 0
-    return data, run
+    return trained_on_jpegs(tmp_path_factory.mktemp("export"), "seedcnn", n=36, size=24)
 
 
 def test_onnx_matches_engine_predict_on_the_test_images(trained, tmp_path):

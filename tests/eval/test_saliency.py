@@ -14,7 +14,7 @@ from engine import predict, saliency
 from engine.train import main as train_main
 from models.cam_layers import cam_target_layers
 from models.registry import build_model
-from tests.conftest import write_jpegs
+from tests.helpers import write_jpegs
 
 # Looked up, not imported: importing grad-cam imports triton.language, and the kernel tests'
 # Triton interpreter (tests/kernels/conftest.py) must be chosen before that happens.

@@ -25,7 +25,7 @@ def test_amp_takes_bf16_exactly_where_the_cpu_has_it(monkeypatch, flags, native)
     monkeypatch.setattr(engine.precision, "open", lambda *a, **k: io.StringIO(f"flags\t: {flags}\n"), raising=False)
     cpu = torch.device("cpu")
     assert engine.precision.fast_bf16(cpu) is native
-    cfg = parse_args(["--preset", "dermamnist", "--amp"])
+    cfg = parse_args(["--preset", "dermamnist", "--amp"]).config
     assert engine.precision.autocast_dtype(cfg, cpu) == (torch.bfloat16 if native else None)
 
 

@@ -97,7 +97,7 @@ def test_data_clahe_reaches_the_loaders(tiny_csv):
     from loaders.datasets import load_dataset
 
     def first_val_batch(extra, name="tensor"):
-        cfg = parse_args(["--data", str(tiny_csv), "--batch-size", "4", "--device", "cpu", *extra])
+        cfg = parse_args(["--data", str(tiny_csv), "--batch-size", "4", "--device", "cpu", *extra]).config
         ds = load_dataset(cfg.data)
         return next(iter(base.build(name, ds, "val", loader_spec(cfg), torch.device("cpu"), train=False)))[0]
 

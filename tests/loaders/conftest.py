@@ -24,7 +24,7 @@ ALL = [needs(n) for n in BACKENDS]
 
 @pytest.fixture
 def tiny(tiny_csv):
-    cfg = parse_args(["--data", str(tiny_csv), "--batch-size", "8", "--device", "cpu", "--data.workers", "2"])
+    cfg = parse_args(["--data", str(tiny_csv), "--batch-size", "8", "--device", "cpu", "--data.workers", "2"]).config
     return cfg, load_dataset(cfg.data), torch.device("cpu")
 
 

@@ -82,7 +82,7 @@ def test_in_memory_dataset_is_one_clear_error_or_works(tmp_path, name):
     x = np.random.default_rng(0).integers(0, 255, (40, 16, 16, 3), dtype=np.uint8)
     y = np.arange(40) % 2
     np.savez(tmp_path / "d.npz", train_images=x, train_labels=y)
-    cfg = parse_args(["--data", str(tmp_path / "d.npz"), "--batch-size", "8", "--device", "cpu"])
+    cfg = parse_args(["--data", str(tmp_path / "d.npz"), "--batch-size", "8", "--device", "cpu"]).config
     ds = load_dataset(cfg.data)
     try:
         loader = base.build(name, ds, "val", loader_spec(cfg), torch.device("cpu"), train=False)

@@ -19,7 +19,7 @@ GPU_BACKENDS = [needs("dali"), needs("nvjpeg")]
 
 @pytest.fixture
 def on_gpu(tiny_csv):
-    cfg = parse_args(["--data", str(tiny_csv), "--batch-size", "8", "--device", "cuda"])
+    cfg = parse_args(["--data", str(tiny_csv), "--batch-size", "8", "--device", "cuda"]).config
     return cfg, load_dataset(cfg.data), torch.device("cuda")
 
 
@@ -66,7 +66,7 @@ def test_gpu_bad_file_masked(on_gpu, name):
 
 @pytest.mark.gpu
 def test_auto_picks_a_gpu_decoder(tiny_csv):
-    cfg = parse_args(["--data", str(tiny_csv), "--device", "cuda"])
+    cfg = parse_args(["--data", str(tiny_csv), "--device", "cuda"]).config
     ds = load_dataset(cfg.data)
     name, why = base.resolve("auto", ds, torch.device("cuda"))
     assert name in ("dali", "nvjpeg", "tensor") and name != "baseline" and why

@@ -27,7 +27,7 @@ BOUNDS = {"dali": (0.5, 1.0, 1.0), "ffcv": (2.0, 8.0, 24.0), "nvjpeg": (0.5, 1.0
 @pytest.mark.parametrize("name", [needs("dali"), needs("ffcv"), needs("nvjpeg")])
 def test_eval_parity_with_plain_on_real_ham(ham_dir, name):
     cfg = parse_args(["--data", str(ham_dir), "--batch-size", "32", "--device", "cpu",
-                      "--data.max_samples", "400", "--data.workers", "2"])
+                      "--data.max_samples", "400", "--data.workers", "2"]).config
     ds = load_dataset(cfg.data)
     device = torch.device("cpu")
     ref_x, ref_y = zip(*base.build("plain", ds, "val", loader_spec(cfg), device, train=False))
@@ -104,7 +104,7 @@ def _check_upright(tmp_path, name: str, device: str) -> None:
     with open(tmp_path / "labels.csv", "w", newline="") as fh:
         csv.writer(fh).writerows([["file", "label", "split"]] + rows)
     cfg = parse_args(["--data", str(tmp_path), "--batch-size", "8", "--device", device, "--data.workers", "1",
-                      "--data.eval_crop", "1.0"])
+                      "--data.eval_crop", "1.0"]).config
     ds = load_dataset(cfg.data)
     assert [f.rsplit("/", 1)[-1] for f in ds.val.files] == [f"o{o}.jpg" for o in range(1, 9)]
     batches = [x for x, _ in base.build(name, ds, "val", loader_spec(cfg, ds.native_size), torch.device(device), train=False)]

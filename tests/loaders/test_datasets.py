@@ -6,7 +6,7 @@ from engine.config import ConfigError, DataConfig
 from loaders import splits
 from loaders.datasets import load_dataset
 from loaders.synthetic import CLASSES, ensure_synthetic
-from tests.conftest import write_jpegs
+from tests.helpers import write_jpegs
 
 
 def _npz(path, gray=False, official=True, n=60):

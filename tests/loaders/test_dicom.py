@@ -13,13 +13,12 @@ import pytest
 pytest.importorskip("pydicom")
 
 from engine import fingerprint_data, predict  # noqa: E402
-from engine.train import main as train_main  # noqa: E402
+from tests.helpers import tiny_args, train  # noqa: E402
 from loaders import filetypes, images  # noqa: E402
 
 import dicom_files  # noqa: E402  (tests/loaders is on sys.path: no package here)
 
-RUN = ["--model", "mlp", "--image-size", "16", "--batch-size", "8", "--epochs", "1", "--device", "cpu",
-       "--wandb", "disabled", "--train.progress", "off", "--data.workers", "1", "--run.plan", "off"]
+RUN = tiny_args("mlp", "--image-size", "16", "--data.workers", "1", "--run.plan", "off")
 
 
 def _pixels(path: Path) -> np.ndarray:
@@ -111,10 +110,7 @@ def _lesion_tree(root: Path) -> Path:
 def dicom_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("dicom")
     data = _lesion_tree(root / "data")
-    with pytest.MonkeyPatch.context() as mp:
-        from engine import runner
-        mp.setattr(runner.report, "build_or_warn", lambda out: True)  # figures are not under test here
-        assert train_main(["--data", str(data), "--out", str(root / "run")] + RUN) == 0
+    train(data, root / "run", RUN, report=False)  # figures are not under test here
     return root, data, root / "run"
 
 
@@ -150,7 +146,7 @@ def test_a_csv_of_dicom_files_and_the_fingerprint_read_them(dicom_run, tmp_path)
     table = data / "labels.csv"
     table.write_text("file,label\n" + "".join(f"{f.relative_to(data)},{f.parent.name}\n" for f in files))
     try:
-        ds = load_dataset(parse_args(["--data", str(table), "--data.workers", "1"]).data)
+        ds = load_dataset(parse_args(["--data", str(table), "--data.workers", "1"]).config.data)
     finally:
         table.unlink()
     assert len(ds.train) + len(ds.val) + len(ds.test) == len(files) and ds.native_size == 24
@@ -172,7 +168,7 @@ def test_every_file_loader_decodes_dicom_on_the_cpu(dicom_run, backend):
         pytest.skip("nvidia.dali not installed")
     _, data, _ = dicom_run
     cfg = parse_args(["--data", str(data), "--batch-size", "4", "--device", "cpu", "--data.workers", "1",
-                      "--image-size", "16"])
+                      "--image-size", "16"]).config
     ds = load_dataset(cfg.data)
     loader = base.build(backend, ds, "test", loader_spec(cfg), torch.device("cpu"), train=False)
     batches = list(loader)

@@ -18,12 +18,11 @@ h5py = pytest.importorskip("h5py")
 
 from engine import predict  # noqa: E402
 from engine.config import parse_args  # noqa: E402
-from engine.train import main as train_main  # noqa: E402
+from tests.helpers import tiny_args, train  # noqa: E402
 from loaders import hdf5_store, images  # noqa: E402
 from loaders.datasets import load_dataset  # noqa: E402
 
-RUN = ["--model", "mlp", "--image-size", "16", "--batch-size", "8", "--epochs", "1", "--device", "cpu",
-       "--wandb", "disabled", "--train.progress", "off", "--data.workers", "1", "--run.plan", "off"]
+RUN = tiny_args("mlp", "--image-size", "16", "--data.workers", "1", "--run.plan", "off")
 
 
 def _jpeg(seed: int, positive: bool) -> bytes:
@@ -67,7 +66,7 @@ def isic_folder(root: Path, n: int = 60) -> Path:
 def test_the_training_pair_is_chosen_and_the_log_says_so(tmp_path, caplog):
     root = isic_folder(tmp_path / "isic")
     with caplog.at_level(logging.INFO, logger="medtrain.data"):
-        ds = load_dataset(parse_args(["--data", str(root), "--data.workers", "1"]).data)
+        ds = load_dataset(parse_args(["--data", str(root), "--data.workers", "1"]).config.data)
     assert "train-image.hdf5 with train-metadata.csv chosen for training" in caplog.text
     assert ds.classes == ["0", "1"] and len(ds.train) + len(ds.val) + len(ds.test) == 59
     assert all(hdf5_store.is_member(f) for f in ds.train.files)
@@ -104,17 +103,14 @@ def test_a_store_without_a_csv_is_refused_in_one_line(tmp_path):
     root.mkdir()
     _store(root / "images.hdf5", ["a", "b"], set())
     with pytest.raises(ConfigError, match="no CSV of its ids and labels"):
-        load_dataset(parse_args(["--data", str(root)]).data)
+        load_dataset(parse_args(["--data", str(root)]).config.data)
 
 
 @pytest.fixture(scope="module")
 def isic_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("hdf5")
     data = isic_folder(root / "isic")
-    with pytest.MonkeyPatch.context() as mp:
-        from engine import runner
-        mp.setattr(runner.report, "build_or_warn", lambda out: True)  # figures are not under test here
-        assert train_main(["--data", str(data), "--out", str(root / "run")] + RUN) == 0
+    train(data, root / "run", RUN, report=False)  # figures are not under test here
     return data, root / "run"
 
 
@@ -153,7 +149,7 @@ def test_every_file_loader_reads_store_members(isic_run, backend, tmp_path, monk
     monkeypatch.setenv("MEDTRAIN_CACHE", str(tmp_path / "cache"))
     data, _ = isic_run
     cfg = parse_args(["--data", str(data), "--batch-size", "4", "--device", "cpu", "--data.workers", "2",
-                      "--image-size", "16"])
+                      "--image-size", "16"]).config
     ds = load_dataset(cfg.data)
     loader = base.build(backend, ds, "test", loader_spec(cfg), torch.device("cpu"), train=False)
     batches = list(loader)
@@ -173,17 +169,17 @@ def test_a_large_store_checks_a_sample_first_and_the_rest_as_decoded(tmp_path, m
     monkeypatch.setattr(datasets, "STORE_SAMPLE", 10)
     with caplog.at_level(logging.INFO, logger="medtrain.data"):
         ds = load_dataset(parse_args(["--data", str(root), "--data.workers", "1", "--data.val_fraction", "0",
-                                      "--data.test_fraction", "0"]).data)
+                                      "--data.test_fraction", "0"]).config.data)
     assert "headers of a 10-image sample checked" in caplog.text
     cut = hdf5_store.member((root / "train-image.hdf5").resolve(), "ISIC_0000007")
     if cut in ds.train.files:  # not in the sample: found when the loader decodes it, listed as skipped
-        cfg = parse_args(["--data", str(root), "--batch-size", "8", "--device", "cpu", "--data.workers", "1"])
+        cfg = parse_args(["--data", str(root), "--batch-size", "8", "--device", "cpu", "--data.workers", "1"]).config
         loader = base.build("plain", ds, "train", loader_spec(cfg), torch.device("cpu"), train=False)
         list(loader)
         assert "truncated" in loader.bad.items[cut].lower()  # the decoder's own words
     else:
         assert dict(ds.skipped)[cut].startswith("truncated JPEG")
-    full = load_dataset(parse_args(["--data", str(root), "--data.verify", "full", "--data.workers", "1"]).data)
+    full = load_dataset(parse_args(["--data", str(root), "--data.verify", "full", "--data.workers", "1"]).config.data)
     assert dict(full.skipped)[cut].startswith("truncated JPEG")
 
 
@@ -195,5 +191,5 @@ def test_a_stray_h5_beside_a_labelled_folder_is_not_a_store(tmp_path):
         (root / label / f"{i}.jpg").write_bytes(_jpeg(i, label == "pos"))
     with h5py.File(root / "model_weights.h5", "w") as fh:  # Keras weights, say
         fh["dense/kernel"] = np.zeros((4, 4), np.float32)
-    ds = load_dataset(parse_args(["--data", str(root), "--data.workers", "1"]).data)
+    ds = load_dataset(parse_args(["--data", str(root), "--data.workers", "1"]).config.data)
     assert ds.classes == ["neg", "pos"] and not any(hdf5_store.is_member(f) for f in ds.train.files)

@@ -11,7 +11,7 @@ from engine.resolve import loader_spec, sampler_spec
 
 @pytest.fixture
 def setup(tiny_csv):
-    cfg = parse_args(["--data", str(tiny_csv), "--batch-size", "8", "--image-size", "24", "--device", "cpu"])
+    cfg = parse_args(["--data", str(tiny_csv), "--batch-size", "8", "--image-size", "24", "--device", "cpu"]).config
     ds = load_dataset(cfg.data)
     return cfg, ds, torch.device("cpu")
 

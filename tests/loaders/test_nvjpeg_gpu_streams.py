@@ -13,7 +13,7 @@ import pytest
 import torch
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from tests.conftest import write_jpegs
+from tests.helpers import write_jpegs
 from engine.config import parse_args
 from engine.resolve import loader_spec, sampler_spec
 from loaders import base
@@ -33,7 +33,7 @@ def _busy(device, work: torch.Tensor) -> None:
 
 def test_nvjpeg_batches_equal_cpu_decode_while_the_training_stream_is_busy(tmp_path):
     root = write_jpegs(tmp_path / "many", n=600, size=96)
-    cfg = parse_args(["--data", str(root), "--batch-size", "32", "--device", "cuda"])
+    cfg = parse_args(["--data", str(root), "--batch-size", "32", "--device", "cuda"]).config
     ds = load_dataset(cfg.data)
     device = torch.device("cuda")
     loader = base.build("nvjpeg", ds, "train", loader_spec(cfg), device, train=True, sampler=base.make_sampler(ds, sampler_spec(cfg), device))
@@ -59,7 +59,7 @@ def test_nvjpeg_batches_equal_cpu_decode_while_the_training_stream_is_busy(tmp_p
 def test_nvjpeg_png_only_batches_on_cuda(tmp_path):
     from tests.loaders.test_nvjpeg_png import write_png_tree
     root = write_png_tree(tmp_path / "xray")
-    cfg = parse_args(["--data", str(root), "--batch-size", "8", "--device", "cuda"])
+    cfg = parse_args(["--data", str(root), "--batch-size", "8", "--device", "cuda"]).config
     ds = load_dataset(cfg.data)
     got = torch.cat([x for x, _ in base.build("nvjpeg", ds, "val", loader_spec(cfg), torch.device("cuda"), train=False)])
     ref = torch.cat([x for x, _ in base.build("plain", ds, "val", loader_spec(cfg), torch.device("cuda"), train=False)])

@@ -40,7 +40,7 @@ def write_png_tree(root, per_class: int = 12, size: int = 24, classes=("normal",
 @pytest.mark.parametrize("mixed", [False, True], ids=["png-only", "png-and-jpeg"])
 def test_nvjpeg_batches_of_pngs_match_the_plain_loader(tmp_path, mixed):
     root = write_png_tree(tmp_path / "xray", mixed=mixed)
-    cfg = parse_args(["--data", str(root), "--batch-size", "8", "--device", "cpu", "--data.workers", "2"])
+    cfg = parse_args(["--data", str(root), "--batch-size", "8", "--device", "cpu", "--data.workers", "2"]).config
     ds = load_dataset(cfg.data)
     device = torch.device("cpu")
     got = base.build("nvjpeg", ds, "val", loader_spec(cfg), device, train=False)

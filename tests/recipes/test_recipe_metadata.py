@@ -15,7 +15,7 @@ from loaders.tabular import MetaLoader, attach_metadata, encode_column, fit_colu
 from engine.resolve import loader_spec, sampler_spec
 from models.metadata import MetadataFusion, fuse
 from models.registry import build_model
-from tests.conftest import write_jpegs
+from tests.helpers import write_jpegs
 
 
 def _with_metadata(root, n):
@@ -54,7 +54,7 @@ def test_categorical_column_is_one_hot_and_unseen_counts_as_missing():
 
 
 def test_attach_joins_on_image_id_and_fits_on_train(meta_csv):
-    ds = load_dataset(parse_args(["--data", str(meta_csv)]).data)
+    ds = load_dataset(parse_args(["--data", str(meta_csv)]).config.data)
     fused, names = attach_metadata(ds, "age,sex,localization")
     assert names[:2] == ["age", "age:missing"] and "sex=male" in names and "localization:missing" in names
     for split in (fused.train, fused.val, fused.test):
@@ -65,7 +65,7 @@ def test_attach_joins_on_image_id_and_fits_on_train(meta_csv):
 
 
 def test_meta_rows_line_up_with_labels_in_every_loader(meta_csv):
-    cfg = parse_args(["--data", str(meta_csv), "--batch-size", "8", "--device", "cpu"])
+    cfg = parse_args(["--data", str(meta_csv), "--batch-size", "8", "--device", "cpu"]).config
     ds, _ = attach_metadata(load_dataset(cfg.data), "code")
     cpu = torch.device("cpu")
     for name in ("tensor", "plain"):
@@ -90,7 +90,7 @@ def test_fusion_wraps_every_registered_classifier():
 
 def test_one_fused_training_step_moves_the_embedding(meta_csv):
     cfg = parse_args(["--data", str(meta_csv), "--batch-size", "8", "--device", "cpu", "--model", "seedcnn",
-                      "--image-size", "32", "--model.metadata", "age,sex,localization"])
+                      "--image-size", "32", "--model.metadata", "age,sex,localization"]).config
     ds, names = attach_metadata(load_dataset(cfg.data), cfg.model.metadata)
     cpu = torch.device("cpu")
     loader = loaders.build("tensor", ds, "train", loader_spec(cfg), cpu, train=True, sampler=loaders.make_sampler(ds, sampler_spec(cfg), cpu))
@@ -116,7 +116,7 @@ def test_cli_run_with_metadata_writes_metrics(meta_csv, tmp_path):
 
 
 def test_bad_metadata_requests_are_one_clear_error(meta_csv):
-    ds = load_dataset(parse_args(["--data", str(meta_csv)]).data)
+    ds = load_dataset(parse_args(["--data", str(meta_csv)]).config.data)
     with pytest.raises(ConfigError, match="no CSV .* has an id column and all of these columns"):
         attach_metadata(ds, "age,weight")
     with pytest.raises(ConfigError, match="comma-separated"):
@@ -124,7 +124,7 @@ def test_bad_metadata_requests_are_one_clear_error(meta_csv):
 
 
 def test_metadata_on_an_image_array_is_refused(dermamnist_npz):
-    npz = load_dataset(parse_args(["--data", str(dermamnist_npz)]).data)
+    npz = load_dataset(parse_args(["--data", str(dermamnist_npz)]).config.data)
     with pytest.raises(ConfigError, match="needs a folder with a CSV"):
         attach_metadata(npz, "age")
 

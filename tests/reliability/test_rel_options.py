@@ -27,7 +27,7 @@ def test_empty_data_is_refused_not_the_current_folder(value, tmp_path):
 @pytest.mark.parametrize("key", PATHS)
 def test_tilde_is_expanded_in_every_path_option(key):
     flag = "--" + key
-    cfg = parse_args([flag, "~/medtrain-x/y"])
+    cfg = parse_args([flag, "~/medtrain-x/y"]).config
     section, name = key.split(".")
     value = getattr(getattr(cfg, section), name)
     assert value == os.path.join(HOME, "medtrain-x/y")
@@ -48,7 +48,7 @@ def _flat(cfg: Config) -> dict:
     ("~/runs/a/checkpoint.pt", os.path.join(HOME, "runs/a")),
 ])
 def test_resume_takes_the_run_folder_or_its_checkpoint(given, expected):
-    assert parse_args(["--resume", given]).run.resume == expected
+    assert parse_args(["--resume", given]).config.run.resume == expected
 
 
 @pytest.mark.parametrize("given, expected", [
@@ -89,7 +89,7 @@ BOUNDS = [
 @pytest.mark.parametrize("argv, message", BOUNDS)
 def test_numbers_outside_their_bounds_are_one_line_errors(argv, message):
     with pytest.raises(ConfigError) as err:
-        parse_args(argv)
+        parse_args(argv).config
     assert str(err.value) == message
 
 
@@ -98,7 +98,7 @@ def test_plateau_bounds_agree_with_torch(factor):
     """torch refuses factor >= 1 itself; a negative factor it accepts drives the lr negative."""
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
     with pytest.raises(ConfigError):
-        parse_args(["--schedule.plateau_factor", str(factor)])
+        parse_args(["--schedule.plateau_factor", str(factor)]).config
     if factor >= 1:
         with pytest.raises(ValueError):
             torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=factor)
@@ -106,7 +106,7 @@ def test_plateau_bounds_agree_with_torch(factor):
 
 @pytest.mark.parametrize("momentum, nesterov", [(0.0, False), (0.5, True), (0.9, True)])
 def test_sgd_uses_nesterov_only_with_momentum(momentum, nesterov):
-    cfg = parse_args(["--optim.name", "sgd", "--optim.momentum", str(momentum)])
+    cfg = parse_args(["--optim.name", "sgd", "--optim.momentum", str(momentum)]).config
     opt = make_optimizer(torch.nn.Linear(3, 2), cfg, torch.device("cpu"))
     assert opt.defaults["nesterov"] is nesterov and opt.defaults["momentum"] == momentum
 
@@ -125,5 +125,5 @@ def test_sgd_without_momentum_trains(tmp_path):
 ])
 def test_rules_between_two_options_are_one_line(argv, message):
     with pytest.raises(ConfigError) as err:
-        parse_args(argv)
+        parse_args(argv).config
     assert message in str(err.value) and "\n" not in str(err.value)
