@@ -141,7 +141,7 @@ def draw(labels: list[str], metrics: list[dict], split: str, path: Path) -> Path
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from engine.atomic import atomic_write_bytes
+    from common.atomic import atomic_write_bytes
     shown = [(name, key) for name, key in FIGURES if any(not math.isnan(figure_value(m, split, key)[0]) for m in metrics)]
     fig, axes = plt.subplots(1, len(shown), figsize=(2.6 * len(shown) + 1.5, 0.45 * len(labels) + 1.6),
                              squeeze=False, sharey=True)

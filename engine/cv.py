@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from engine import cv_record, run_lock
-from engine.atomic import atomic_write_bytes, atomic_write_json
+from common.atomic import atomic_write_bytes, atomic_write_json
 from common.cli import exit_process, run_main
 from common.options import opt, take, usage as options_usage
 from engine.config import Config, ConfigError, explicit_options, parse_args, usage

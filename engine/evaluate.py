@@ -21,7 +21,7 @@ from pathlib import Path
 
 from common.constants import BOOTSTRAP_RESAMPLES
 from engine import data_scope, eval_folder, metric_validity, report, saliency
-from engine.atomic import atomic_write_json
+from common.atomic import atomic_write_json
 from engine.env import device_name, versions
 from engine.evaluation import summarized
 from common.options import opt

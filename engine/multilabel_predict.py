@@ -10,7 +10,7 @@ import io
 from pathlib import Path
 
 from engine import multilabel_metrics, skip_list
-from engine.atomic import atomic_write_bytes
+from common.atomic import atomic_write_bytes
 from engine.inference import relative_name
 from loaders.unlabelled import SPLIT as UNLABELLED
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from engine import plots
-from engine.atomic import atomic_write_bytes
+from common.atomic import atomic_write_bytes
 
 FIGURES = {
     "roc_curves.png": "ROC curves per finding",

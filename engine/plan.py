@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from engine.atomic import atomic_write_json
+from common.atomic import atomic_write_json
 from engine.config import Config, explicit_options, set_option
 
 log = logging.getLogger("medtrain.plan")

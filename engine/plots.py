@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
 import numpy as np  # noqa: E402
 
-from engine.atomic import atomic_write_bytes  # noqa: E402
+from common.atomic import atomic_write_bytes  # noqa: E402
 
 DPI = 110
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from engine import decisions, multilabel_predict, saliency, skip_list
 from engine.evaluation import is_multilabel
-from engine.atomic import atomic_write_bytes
+from common.atomic import atomic_write_bytes
 from engine.config import ConfigError
 from common.options import opt
 from engine.inference import SPLITS, ScoreOptions, cli_main, relative_name, score_checkpoint

@@ -19,7 +19,7 @@ import torch
 from engine import multilabel_report, plots, saliency
 from common.cli import run_main
 from common.options import opt, parse, usage
-from engine.atomic import WriteError, atomic_write_bytes, read_jsonl
+from common.atomic import WriteError, atomic_write_bytes, read_jsonl
 from engine.config import ConfigError
 from engine.metrics import calibration_bins
 

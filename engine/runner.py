@@ -22,7 +22,7 @@ import torch
 from common.constants import BOOTSTRAP_RESAMPLES
 from engine import (checkpoint, data_identity, decisions, distributed, metric_validity, multilabel_metrics, report,
                     resume_options, run_lock, saliency)
-from engine.atomic import read_jsonl
+from common.atomic import read_jsonl
 from engine.build import Run, build
 from engine.config import Config, ConfigError
 from engine.env import device_name, setup_logging, versions

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from engine import tracking
-from engine.atomic import append_jsonl, atomic_write_bytes, atomic_write_json
+from common.atomic import append_jsonl, atomic_write_bytes, atomic_write_json
 
 
 class RunWriter:

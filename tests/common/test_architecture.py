@@ -137,3 +137,30 @@ def test_the_augmentation_imports_one_way():
     assert project(trees["augment_reference.py"]) == set()
     for name in ("augment_cpu.py", "augment_triton.py"):
         assert "kernels.augment" not in project(trees[name]), name
+
+
+ATOMIC_HELPER = "common/atomic.py"
+
+
+def test_every_temp_and_rename_goes_through_the_atomic_helper():
+    """A rename over a target is how a write becomes atomic; done by hand it forgets the fsync,
+    the cleanup on failure or the file mode. Only common/atomic.py renames (os.replace,
+    os.rename, Path.rename/replace, shutil.move)."""
+    offenders = []
+    for path, tree in _modules(*PACKAGES):
+        where = str(path.relative_to(REPO))
+        for node in ast.walk(tree):
+            if where == ATOMIC_HELPER or not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+                continue
+            owner = getattr(node.func.value, "id", None)
+            if node.func.attr in ("replace", "rename") and owner == "os" or node.func.attr == "rename" \
+                    or node.func.attr == "move" and owner == "shutil" \
+                    or node.func.attr == "replace" and len(node.args) == 1 and not node.keywords \
+                    and not isinstance(node.func.value, ast.Constant) and _looks_like_a_path(node.args[0]):
+                offenders.append(f"{where}:{node.lineno} {ast.unparse(node.func)}(...)")
+    assert not offenders, offenders
+
+
+def _looks_like_a_path(arg: ast.AST) -> bool:
+    """`Path.replace(target)` takes one path; `str.replace` takes two strings."""
+    return not isinstance(arg, ast.Constant)

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from engine import report
-from engine.atomic import append_jsonl, atomic_write_json
+from common.atomic import append_jsonl, atomic_write_json
 from engine.metrics import summarize
 from kernels.confusion import confusion_matrix
 from loaders.datasets import Split

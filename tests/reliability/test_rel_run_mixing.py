@@ -275,7 +275,7 @@ def test_an_evaluation_folder_in_use_is_passed_over(tmp_path, no_report):
 
 @pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
 def test_atomic_writes_follow_the_umask(tmp_path, umask):
-    from engine.atomic import atomic_write_json
+    from common.atomic import atomic_write_json
     old = os.umask(umask)
     try:
         atomic_write_json(tmp_path / "metrics.json", {"a": 1})

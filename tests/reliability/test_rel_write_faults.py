@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import atomic, evaluate, predict
+from common import atomic
+from engine import evaluate, predict
 from engine.train import main as train_main
 
 from . import broken
@@ -157,7 +158,7 @@ def test_wandb_folder_that_cannot_be_created_is_one_line(tmp_path, wandb_on, cap
 
 
 def test_a_failed_wandb_write_ends_tracking_quietly_as_one_write_error(tmp_path):
-    from engine.atomic import WriteError
+    from common.atomic import WriteError
     from engine.tracking import Tracker
 
     class FullDiskRun:
