@@ -144,7 +144,7 @@ def train_options_cli(argv: list[str] | None, doc: str, own, prog: str,
 
     from common.cli import run_main, suggest
     from common.options import take, usage
-    from engine.config import parse_args, usage as train_usage
+    from engine.config import parse_args, config_usage as train_usage
     from engine.env import setup_logging
 
     box = []

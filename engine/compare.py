@@ -164,7 +164,7 @@ def draw(labels: list[str], metrics: list[dict], split: str, path: Path) -> Path
     return path
 
 
-def compare(patterns: list[str], options: dict) -> str:
+def compare_runs(patterns: list[str], options: dict) -> str:
     if not patterns:
         raise ConfigError("engine.compare: name at least one run folder (or a glob): python -m engine.compare RUN [RUN ...]")
     out = Path(options["out"]).expanduser()
@@ -204,7 +204,7 @@ def split_runs(argv: list[str]) -> tuple[list[str], list[str]]:
 
 def _main(argv: list[str]) -> None:
     runs, rest = split_runs(argv)
-    compare(runs, asdict(parse(rest, Options, "engine.compare", suggest)[0]))
+    compare_runs(runs, asdict(parse(rest, Options, "engine.compare", suggest)[0]))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,7 @@ from engine import cv_record, run_lock
 from common.atomic import atomic_write_bytes, atomic_write_json
 from common.cli import exit_process, run_main
 from common.options import opt, take, usage as options_usage
-from engine.config import Config, ConfigError, explicit_options, parse_args, usage
+from engine.config import Config, ConfigError, explicit_options, parse_args, config_usage
 from engine.env import setup_logging
 from engine.resolve import data_spec
 from engine.startup import prepare as prepare_process
@@ -150,7 +150,7 @@ def _cv(argv: list[str]) -> None:
 
 def _usage() -> str:
     return options_usage("engine.cv", __doc__.strip().split("\n\n", 1)[1], CvOptions,
-                         "train options (as engine.train):\n" + usage().split("\n", 2)[2],
+                         "train options (as engine.train):\n" + config_usage().split("\n", 2)[2],
                          line="python -m engine.cv --folds K [train options]")
 
 

@@ -77,13 +77,13 @@ def _score(probs: torch.Tensor, labels: torch.Tensor, metric: str) -> float:
     return float(from_confusion(cm)[metric])  # sync point: once per grid value, after training
 
 
-def fit(cfg, counts, val_probs: torch.Tensor, val_labels: torch.Tensor) -> dict:
+def fit_decision(cfg, counts, val_probs: torch.Tensor, val_labels: torch.Tensor) -> dict:
     """The decision rule stored in the checkpoint, chosen on the validation split."""
     prior = training_prior(counts, cfg.sampler.kind, cfg.sampler.alpha)
     decision = {"tau": 0.0, "log_prior": np.log(prior).tolist(), "metric": cfg.train.select,
                 "loss_tau": cfg.optim.logit_adjust, "temperature": 1.0}
     if cfg.eval.calibrate and len(val_labels) > 1:  # first: tau and the threshold see calibrated scores
-        decision["temperature"] = float(temperature.fit(val_probs, val_labels))
+        decision["temperature"] = float(temperature.fit_temperature(val_probs, val_labels))
     if cfg.eval.posthoc_adjust and len(val_labels):
         scores = [(_score(adjust(val_probs, decision | {"tau": t}), val_labels, cfg.train.select), -t) for t in TAU_GRID]
         best, neg_tau = max(scores)  # ties: the smallest tau, the least change

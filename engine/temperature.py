@@ -42,7 +42,7 @@ def nll(logits: torch.Tensor, targets: torch.Tensor, temperature: torch.Tensor, 
     return torch.nn.functional.cross_entropy(scaled, targets)
 
 
-def fit(probs: torch.Tensor, targets: torch.Tensor, multilabel: bool = False) -> torch.Tensor:
+def fit_temperature(probs: torch.Tensor, targets: torch.Tensor, multilabel: bool = False) -> torch.Tensor:
     """Fitted temperature: shape () for softmax scores, (labels,) for multi-label scores.
     `targets`: class indices (n,), or a 0/1 matrix (n, labels) when multilabel."""
     logits = logits_of(probs.detach().cpu(), multilabel)

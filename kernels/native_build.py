@@ -81,7 +81,7 @@ def _build(source: Path, compiler: str) -> Path:
     return target
 
 
-def load(name: str) -> ctypes.CDLL | None:
+def load_native(name: str) -> ctypes.CDLL | None:
     """kernels/native/<name>.c as a loaded library, or None (logged once) where it cannot be built."""
     if name in _loaded:
         return _loaded[name]

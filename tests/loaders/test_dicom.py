@@ -113,7 +113,7 @@ def dicom_run(tmp_path_factory):
     data = _lesion_tree(root / "data")
     with pytest.MonkeyPatch.context() as mp:
         from engine import runner
-        mp.setattr(runner.report, "build_or_warn", lambda out: True)  # figures are not under test here
+        mp.setattr(runner.run_report, "build_or_warn", lambda out: True)  # figures are not under test here
         assert train_main(["--data", str(data), "--out", str(root / "run")] + RUN) == 0
     return root, data, root / "run"
 
@@ -174,7 +174,7 @@ def test_every_file_loader_decodes_dicom_on_the_cpu(dicom_run, backend):
     cfg = parse_args(["--data", str(data), "--batch-size", "4", "--device", "cpu", "--data.workers", "1",
                       "--image-size", "16"])
     ds = load_dataset(cfg.data)
-    loader = base.build(backend, ds, "test", loader_spec(cfg), torch.device("cpu"), train=False)
+    loader = base.build_loader(backend, ds, "test", loader_spec(cfg), torch.device("cpu"), train=False)
     batches = list(loader)
     seen = sum(int((y >= 0).sum()) for _, y, *rest in batches)
     assert seen == len(ds.test) and all(torch.isfinite(x.float()).all() for x, *_ in batches)

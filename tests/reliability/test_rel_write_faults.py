@@ -34,7 +34,7 @@ def trained(tmp_path_factory):
     data = broken.good_folder(root / "data", n=24, classes=("a", "b"))
     with pytest.MonkeyPatch.context() as mp:
         from engine import runner
-        mp.setattr(runner.report, "build_or_warn", lambda out: True)
+        mp.setattr(runner.run_report, "build_or_warn", lambda out: True)
         assert train_main(broken.fast_run_args(data, root / "run")) == 0
     return data, root / "run"
 
