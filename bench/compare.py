@@ -43,7 +43,7 @@ class BadInput(ConfigError):
     pass
 
 
-def load(path: str | Path, require_ratios: bool = True) -> dict:
+def load_results(path: str | Path, require_ratios: bool = True) -> dict:
     """Any accepted input as {"benchmarks": [{"name", "extra_info": {...}}, ...]}."""
     try:
         text = Path(path).read_text()
@@ -109,7 +109,7 @@ def tolerances(payload: dict) -> dict[str, float]:
     return out
 
 
-def device_kind(payload: dict) -> str:
+def recorded_device_kind(payload: dict) -> str:
     for bench in payload["benchmarks"]:
         kind = (bench.get("extra_info") or {}).get("device_kind")
         if kind:
@@ -170,17 +170,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     args, given = parse(argv, Options, "bench.compare", suggest)
-    new = load(args.new)
+    new = load_results(args.new)
     if "doctor" in given:
         if not args.output or not 0 < args.doctor < 1:
             raise BadInput("--doctor F needs 0 < F < 1 and -o OUT")
         Path(args.output).write_text(json.dumps(doctor(new, args.doctor), indent=2) + "\n")
         print(f"wrote {args.output}: every ratio {args.doctor:.0%} slower")
         return 0
-    ref_path = Path(args.reference) if args.reference else RESULTS / f"reference-{device_kind(new)}.json"
+    ref_path = Path(args.reference) if args.reference else RESULTS / f"reference-{recorded_device_kind(new)}.json"
     if not ref_path.exists():
         raise BadInput(f"{ref_path}: no reference for this device kind; commit one or pass --reference")
-    passed, lines = compare(new, for_this_cpu(load(ref_path)), args.tolerance)
+    passed, lines = compare(new, for_this_cpu(load_results(ref_path)), args.tolerance)
     lines.insert(0, f"references for this CPU kind: {cpu_kind()} (extra_info.by_cpu where measured)")
     print(f"{args.new} vs {ref_path}")
     print("\n".join(lines))

@@ -93,7 +93,7 @@ class BaselinePipeline:
         cfg.data.loader, cfg.train.amp, cfg.train.compile, cfg.train.cuda_graph = "baseline", False, False, False
         if not loaders.available("baseline"):
             raise ConfigError("the baseline loader (loaders/baseline.py) is not available in this checkout")
-        self.loader = loaders.build("baseline", ds, "train", loader_spec(cfg, ds.native_size), device, train=True,
+        self.loader = loaders.build_loader("baseline", ds, "train", loader_spec(cfg, ds.native_size), device, train=True,
                                     sampler=loaders.make_sampler(ds, sampler_spec(cfg), device))
         if cfg.model.name == "seedcnn":  # the network as the notebooks write it: nn layers, no fused block
             model = seedcnn.build_notebook(ds.num_classes, cfg.data.image_size, dropout=cfg.model.dropout)
@@ -133,7 +133,7 @@ class BaselinePipeline:
         return self._run(None)
 
 
-def prepare(cfg: Config, warmup_steps: int = 2) -> tuple[Dataset, EnginePipeline, BaselinePipeline, torch.device]:
+def prepare_pipelines(cfg: Config, warmup_steps: int = 2) -> tuple[Dataset, EnginePipeline, BaselinePipeline, torch.device]:
     """Both pipelines on one dataset split, warmed up and ready to time. The dataset is read
     first, so neither pipeline's setup time includes scanning it."""
     ds = build(cfg, splits=(), model=False).dataset
@@ -149,7 +149,7 @@ def augment_name(cfg: Config) -> str:
     return "+".join(parts)
 
 
-def summarize(cfg: Config, ds: Dataset, engine: EnginePipeline, baseline: BaselinePipeline,
+def summarize_timings(cfg: Config, ds: Dataset, engine: EnginePipeline, baseline: BaselinePipeline,
               timed: dict[str, dict], warmup_steps: int) -> dict:
     cfg = engine.run.cfg  # resolved: the image size actually trained
     e, b = timed["engine"]["images_per_second"], timed["baseline"]["images_per_second"]
@@ -178,15 +178,15 @@ def summarize(cfg: Config, ds: Dataset, engine: EnginePipeline, baseline: Baseli
     }
 
 
-def compare(cfg: Config, rounds: int = 1, warmup_steps: int = 2, contend: int = 0) -> dict:
+def time_pipelines(cfg: Config, rounds: int = 1, warmup_steps: int = 2, contend: int = 0) -> dict:
     """Time `rounds` epochs of each pipeline, alternating, and summarize; with `contend` busy
     processes running through both pipelines' setup and epochs (bench/contend.py)."""
     if contend < 0:
         raise ConfigError(f"--contend takes a number of busy processes, 0 or more; got {contend}")
     with busy(contend, seconds=CONTEND_LIMIT_SECONDS):
-        ds, engine, baseline, device = prepare(cfg, warmup_steps)
+        ds, engine, baseline, device = prepare_pipelines(cfg, warmup_steps)
         timed = interleaved({"engine": engine.epoch, "baseline": baseline.epoch}, rounds, device)
-    result = summarize(cfg, ds, engine, baseline, timed, warmup_steps)
+    result = summarize_timings(cfg, ds, engine, baseline, timed, warmup_steps)
     result["config"]["contend"] = contend
     return result
 
@@ -200,7 +200,7 @@ class Options:
 
 def main(argv: list[str] | None = None) -> int:
     code, result = train_options_cli(argv, __doc__, Options, "bench.e2e",
-                                     lambda own, cfg: compare(cfg, own["rounds"], own["warmup_steps"], own["contend"]))
+                                     lambda own, cfg: time_pipelines(cfg, own["rounds"], own["warmup_steps"], own["contend"]))
     if result is not None:
         print_line(result)
     return code

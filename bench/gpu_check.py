@@ -67,7 +67,7 @@ def compare_precondition(work: Path) -> str:
     if merged is None:
         return "no benchmark JSON to compare"
     try:
-        kind = compare.device_kind(compare.load(merged))
+        kind = compare.recorded_device_kind(compare.load_results(merged))
     except compare.BadInput as exc:
         return str(exc)
     reference = compare.RESULTS / f"reference-{kind}.json"

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from bench.gpu_plan import RESULT_FILE_MAX_BYTES
-from engine.atomic import atomic_write_bytes
+from common.atomic import atomic_write_bytes
 
 ARCHIVE_RAW_BYTES = 7 * 2**20
 LOG_KEEP_BYTES = 1 * 2**20          # a longer log keeps its first 64 KiB and its last 1 MiB

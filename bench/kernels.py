@@ -152,7 +152,7 @@ def bench_conv_block(device, batch, size, rounds) -> dict | None:
     from kernels import bn_pool_relu_cpu
     from models.fused_block import ConvBNPoolReLU
 
-    if device.type != "cpu" or not bn_pool_relu_cpu.available():
+    if device.type != "cpu" or not bn_pool_relu_cpu.native_available():
         return None
     torch.manual_seed(0)
     block = ConvBNPoolReLU(32, 64).to(memory_format=torch.channels_last)

@@ -13,7 +13,8 @@ from common.startup import start
 
 start()  # first, like every entry point (common/startup.py); nothing here loads torch
 
-import csv  # noqa: E402
+import contextlib  # noqa: E402
+import csv
 import io
 import os
 import random
@@ -25,6 +26,7 @@ import h5py
 import numpy as np
 from PIL import Image
 
+from common.atomic import atomic_path
 from common.cli import run_main, suggest
 from common.options import opt, parse, usage
 
@@ -61,13 +63,17 @@ def crop_jpeg(rng, pool, px):
     return buf.getvalue()
 
 
-def open_outputs(out, sizes):
+def open_outputs(out, sizes, stack: contextlib.ExitStack):
+    """Each size's two files, written under temp names that `stack` renames into place on a
+    clean exit (after the files are closed: the stack closes in reverse order)."""
     outs = []
     for n in sizes:
         folder = os.path.join(out, f"isic{n // 1000}k" if n % 1000 == 0 else f"isic{n}")
         os.makedirs(folder, exist_ok=True)
-        h5 = h5py.File(os.path.join(folder, "train-image.hdf5.part"), "w")
-        fh = open(os.path.join(folder, "train-metadata.csv.part"), "w", newline="")
+        h5 = h5py.File(stack.enter_context(atomic_path(os.path.join(folder, "train-image.hdf5"))), "w")
+        stack.callback(h5.close)
+        fh = stack.enter_context(open(stack.enter_context(atomic_path(os.path.join(folder, "train-metadata.csv"))),
+                                      "w", newline=""))
         w = csv.writer(fh)
         w.writerow(["isic_id", "target", "patient_id", "age_approx", "sex",
                     "anatom_site_general", "tbp_lv_areaMM2"])
@@ -84,7 +90,11 @@ def _main(argv: list[str]) -> None:
     sizes = sorted(int(s) for s in a.sizes.split(","))
     rng = random.Random(a.seed)
     pool = load_sources(a.source)
-    outs = open_outputs(a.out, sizes)
+    with contextlib.ExitStack() as stack:
+        _fill(a, rng, pool, sizes, open_outputs(a.out, sizes, stack))
+
+
+def _fill(a, rng, pool, sizes, outs) -> None:
     encoded = []
     t0 = time.time()
     for i in range(sizes[-1]):
@@ -101,11 +111,6 @@ def _main(argv: list[str]) -> None:
                 w.writerow(row)
         if i % 20000 == 0:
             print(f"{i} images {time.time() - t0:.0f}s", flush=True)
-    for n, folder, h5, fh, _ in outs:
-        h5.close()
-        fh.close()
-        for name in ("train-image.hdf5", "train-metadata.csv"):
-            os.replace(os.path.join(folder, name + ".part"), os.path.join(folder, name))
     print(f"done {sizes} in {time.time() - t0:.0f}s", flush=True)
 
 

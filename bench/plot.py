@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.compare import load
+from bench.compare import load_results
 from common.cli import run_main, suggest
 from common.options import opt, parse, usage
 
@@ -69,11 +69,11 @@ def rows(info: dict) -> list[tuple[str, str, str, str]]:
     return guarded + recorded or [(name, where, kind, "")]
 
 
-def table(files: list[str]) -> tuple[str, list[tuple[str, str, float]]]:
+def results_table(files: list[str]) -> tuple[str, list[tuple[str, str, float]]]:
     lines = ["| benchmark | device | configuration | figure |", "|---|---|---|---|"]
     bars = []
     for path in files:
-        for bench in load(path, require_ratios=False)["benchmarks"]:
+        for bench in load_results(path, require_ratios=False)["benchmarks"]:
             info = bench.get("extra_info") or {}
             for row in rows(info):
                 lines.append("| " + " | ".join(cell.replace("|", "/") for cell in row) + " |")
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     args = parse(argv, Options, "bench.plot", suggest)[0]
-    md, bars = table(args.files)
+    md, bars = results_table(args.files)
     if args.md:
         Path(args.md).write_text(md)
     else:

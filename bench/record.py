@@ -19,6 +19,7 @@ from typing import Callable
 
 import torch
 
+from common.atomic import atomic_write_json
 from common.device import sync  # noqa: F401  (the bench CLIs import it from here)
 from engine.env import versions
 from engine.memory import peak_memory
@@ -118,10 +119,7 @@ def attach(benchmark, result: dict, tolerances: dict | None = None) -> dict:
 
 def write_json(path: str | Path, payload: dict) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
+    atomic_write_json(path, payload)
     return path
 
 
@@ -146,7 +144,7 @@ def train_options_cli(argv: list[str] | None, doc: str, own, prog: str,
 
     from common.cli import run_main, suggest
     from common.options import take, usage
-    from engine.config import parse_args, usage as train_usage
+    from engine.config import parse_args, config_usage as train_usage
     from engine.env import setup_logging
 
     box = []

@@ -80,7 +80,7 @@ def _instrument(phases: Phases) -> None:
     phases.wrap(engine.fingerprint_data, "fingerprint", "fingerprint_s")
     phases.wrap(engine.plan, "planned", "plan_s")
     phases.wrap(engine.data_identity, "of", "identity_s")
-    phases.wrap(loaders.base, "build", "loaders_s")
+    phases.wrap(loaders.base, "build_loader", "loaders_s")
     phases.wrap(engine.build, "load_dataset", "load_dataset_s")
 
 
@@ -110,7 +110,7 @@ class Options:
 def main(argv: list[str] | None = None) -> int:
     from common.cli import run_main
     from common.options import usage
-    from engine.config import usage as train_usage
+    from engine.config import config_usage as train_usage
     box = []
     help_text = lambda: usage("bench.scale", __doc__.strip().split("\n\n", 1)[0], Options,  # noqa: E731
                               "train options (as engine.train):\n" + train_usage().split("\n", 2)[2],
@@ -129,15 +129,15 @@ def _measure(argv: list[str]) -> int:
     _instrument(phases)
     _stop_after(steps, stamps)
     import loaders.base
-    resolve = loaders.base.resolve
+    resolve = loaders.base.choose_backend
 
     def noted(*args, **kwargs):
         loader["name"], loader["why"] = resolve(*args, **kwargs)
         return loader["name"], loader["why"]
 
-    loaders.base.resolve = noted
+    loaders.base.choose_backend = noted
     import engine.build
-    engine.build.loaders.resolve = noted
+    engine.build.loaders.choose_backend = noted
     from engine.train import main as train_main
     run_dir = tempfile.mkdtemp(prefix="medtrain-scale-")
     code = train_main(rest + ["--out", run_dir, "--train.log_interval", "1", "--wandb", "disabled",

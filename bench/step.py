@@ -50,7 +50,7 @@ def _trainer(args, device: torch.device, variant: str, amp: bool) -> Trainer:
     return trainer
 
 
-def measure(args, device: torch.device, variant: str, amp: bool) -> dict:
+def measure_step(args, device: torch.device, variant: str, amp: bool) -> dict:
     torch._dynamo.reset()
     skips_before = cudagraph_skips()
     trainer = _trainer(args, device, variant, amp)
@@ -83,7 +83,7 @@ def measure(args, device: torch.device, variant: str, amp: bool) -> dict:
     return out
 
 
-def ratios(results: dict) -> dict:
+def speedup_ratios(results: dict) -> dict:
     """Speed-ups against eager at the same precision: what the acceptance figures are."""
     out = {}
     for precision, row in results.items():
@@ -121,7 +121,7 @@ class Options:
     precisions: str = opt("fp32,amp", help="comma-separated subset of fp32,amp")
 
 
-def parse(argv: list[str]) -> Options:
+def parse_step_options(argv: list[str]) -> Options:
     args = parse_options(argv, Options, "bench.step", suggest)[0]
     if args.model not in MODELS:
         raise ConfigError(f"--model {args.model}: unknown; known: {', '.join(MODELS)}")
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    args = parse(argv)
+    args = parse_step_options(argv)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           args.device if args.device != "auto" else "cpu")
     if device.type == "cpu":
@@ -159,10 +159,10 @@ def _main(argv: list[str]) -> int:
                 results[key][variant] = "skipped: no GPU"
                 continue
             try:
-                results[key][variant] = measure(args, device, variant, precision == "amp")
+                results[key][variant] = measure_step(args, device, variant, precision == "amp")
             except Exception as exc:  # one failing variant is reported, the others still run
                 results[key][variant] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
-    speedups = ratios(results)
+    speedups = speedup_ratios(results)
     line = {"bench": "step", "model": args.model, "batch_size": args.batch_size, "image_size": args.image_size,
             "channels_last": True, "optimizer": "adamw fused", "steps": args.steps, "warmup": args.warmup,
             "images_per_second": results, "ratios": speedups, "notes": notes(results, speedups, device),

@@ -19,7 +19,7 @@ def fake(ratio: float, tolerance: float | None = None) -> dict:
 
 @pytest.mark.ci
 def test_committed_reference_passes_and_doctored_fails(tmp_path):
-    reference = compare.load(REFERENCE)
+    reference = compare.load_results(REFERENCE)
     assert compare.ratios(reference), "the committed CPU reference holds no ratios"
     assert compare.compare(reference, reference)[0]
     slow = tmp_path / "slow.json"
@@ -55,7 +55,7 @@ def test_cli_json_lines_are_accepted(tmp_path):
     lines = tmp_path / "lines.jsonl"
     lines.write_text("\n".join(json.dumps({"benchmark": f"b{i}", "device_kind": "cpu", "ratios": {"r": 2.0}})
                                for i in range(2)))
-    assert compare.ratios(compare.load(lines)) == {"b0.r": 2.0, "b1.r": 2.0}
+    assert compare.ratios(compare.load_results(lines)) == {"b0.r": 2.0, "b1.r": 2.0}
 
 
 def test_a_cpu_kind_reads_its_own_references_where_measured():

@@ -11,12 +11,12 @@ from loaders import base
 
 def run_e2e(benchmark, argv: list[str], rounds: int, warmup_steps: int = 2) -> dict:
     cfg = parse_args(argv + ["--train.progress", "off"]).config
-    ds, engine, baseline, device = e2e.prepare(cfg, warmup_steps)
+    ds, engine, baseline, device = e2e.prepare_pipelines(cfg, warmup_steps)
     timer = RoundTimer({"engine": engine.epoch, "baseline": baseline.epoch}, device)
     # pytest-benchmark's stats time one round (an engine epoch plus a baseline epoch);
     # the guarded figures are the per-pipeline medians and their ratio in extra_info.
     benchmark.pedantic(timer.round, rounds=rounds, iterations=1)
-    return attach(benchmark, e2e.summarize(cfg, ds, engine, baseline, timer.results(), warmup_steps))
+    return attach(benchmark, e2e.summarize_timings(cfg, ds, engine, baseline, timer.results(), warmup_steps))
 
 
 @pytest.mark.ci

@@ -29,8 +29,8 @@ def run_loaders(benchmark, data: str, names: list[str], device: str, image_size:
     ds = load_dataset(cfg.data, seed=0)
     loaders = {}
     for name in names + ["baseline"]:
-        resolved, _ = base.resolve(name, ds, dev)
-        loaders[name] = base.build(resolved, ds, "train", loader_spec(cfg), dev, train=True, sampler=base.make_sampler(ds, sampler_spec(cfg), dev))
+        resolved, _ = base.choose_backend(name, ds, dev)
+        loaders[name] = base.build_loader(resolved, ds, "train", loader_spec(cfg), dev, train=True, sampler=base.make_sampler(ds, sampler_spec(cfg), dev))
     per_round = {name: [] for name in loaders}
     order = list(loaders)
 

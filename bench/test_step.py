@@ -13,8 +13,8 @@ from bench import step
 from bench.record import attach, environment
 
 
-def run_step(benchmark, argv: list[str]) -> dict:
-    args = step.parse(argv)
+def _run_step(benchmark, argv: list[str]) -> dict:
+    args = step.parse_step_options(argv)
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     results: dict[str, dict] = {}
 
@@ -25,10 +25,10 @@ def run_step(benchmark, argv: list[str]) -> dict:
                 if variant in step.NEEDS_CUDA and device.type != "cuda":
                     row[variant] = "skipped: no GPU"
                     continue
-                row[variant] = step.measure(args, device, variant, precision == "amp")
+                row[variant] = step.measure_step(args, device, variant, precision == "amp")
 
     benchmark.pedantic(run, rounds=1, iterations=1)
-    speedups = step.ratios(results)
+    speedups = step.speedup_ratios(results)
     return attach(benchmark, {
         "benchmark": "step", **environment(device),
         "config": {"model": args.model, "batch_size": args.batch_size, "image_size": args.image_size,
@@ -40,13 +40,13 @@ def run_step(benchmark, argv: list[str]) -> dict:
 @pytest.mark.slow
 def test_step_seedcnn28_cpu(benchmark):
     """CPU: eager vs compiled (a cold compile takes tens of seconds on the CPU), fp32 and AMP."""
-    run_step(benchmark, ["--model", "seedcnn", "--batch-size", "128", "--image-size", "28", "--device", "cpu",
+    _run_step(benchmark, ["--model", "seedcnn", "--batch-size", "128", "--image-size", "28", "--device", "cpu",
                          "--variants", "eager,compiled", "--steps", "20"])
 
 
 @pytest.mark.gpu
 def test_step_seedcnn28_gpu(benchmark):
-    result = run_step(benchmark, ["--model", "seedcnn", "--batch-size", "512", "--image-size", "28", "--device", "cuda",
+    result = _run_step(benchmark, ["--model", "seedcnn", "--batch-size", "512", "--image-size", "28", "--device", "cuda",
                                   "--precisions", "amp", "--variants", "eager,cuda_graph,compiled_cuda_graph",
                                   "--steps", "50"])  # one cold compile per model: the check's budget
     assert result["images_per_second"]["amp_bf16"]["compiled_cuda_graph"]["captured"]
@@ -55,7 +55,7 @@ def test_step_seedcnn28_gpu(benchmark):
 @pytest.mark.gpu
 def test_step_resnet50_224_amp_gpu(benchmark):
     """ResNet-50 AMP channels-last: compare with ~2,800 img/s (PyTorch) and ~7,000 (MLPerf best) per H100."""
-    result = run_step(benchmark, ["--model", "resnet50", "--batch-size", "256", "--image-size", "224", "--device", "cuda",
+    result = _run_step(benchmark, ["--model", "resnet50", "--batch-size", "256", "--image-size", "224", "--device", "cuda",
                                   "--precisions", "amp", "--variants", "eager,cuda_graph", "--steps", "30"])
     benchmark.extra_info["public_reference_images_per_second"] = {"pytorch_h100": 2800, "mlperf_best_h100": 7000}
     assert result["images_per_second"]["amp_bf16"]["eager"]["images_per_second"] > 0
@@ -65,6 +65,6 @@ def test_step_resnet50_224_amp_gpu(benchmark):
 def test_step_resnet50_224_amp_compiled_gpu(benchmark):
     """ResNet-50's cold inductor compile alone is estimated at 60-90 s: its own GPU-check step
     (`--steps step_compiled`), outside the speed call's budget."""
-    result = run_step(benchmark, ["--model", "resnet50", "--batch-size", "256", "--image-size", "224", "--device", "cuda",
+    result = _run_step(benchmark, ["--model", "resnet50", "--batch-size", "256", "--image-size", "224", "--device", "cuda",
                                   "--precisions", "amp", "--variants", "compiled_cuda_graph", "--steps", "30"])
     assert result["images_per_second"]["amp_bf16"]["compiled_cuda_graph"]["captured"]

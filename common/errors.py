@@ -12,7 +12,7 @@ class ConfigError(ValueError):
 
 class WriteError(OSError):
     """A failed write (full disk, quota, read-only folder): one line naming the file and what was
-    kept (engine/atomic.py raises it); the CLI helper prints it as is, exit status 1."""
+    kept (common/atomic.py raises it); the CLI helper prints it as is, exit status 1."""
 
     def __str__(self) -> str:
         return self.strerror

@@ -112,7 +112,7 @@ def check(key: str, value, meta, suggest_fn=None) -> None:
 
 # ----------------------------------------------------------------------------- help
 
-def describe(name: str, f: dataclasses.Field, default=dataclasses.MISSING) -> list[str]:
+def describe_option(name: str, f: dataclasses.Field, default=dataclasses.MISSING) -> list[str]:
     """Two lines for --help: the option with its default, choices or bounds; then its help."""
     meta = f.metadata
     default = default_of(f) if default is dataclasses.MISSING else default
@@ -136,7 +136,7 @@ def usage(prog: str, summary: str, cls, extra: str = "", line: str = "") -> str:
     """The --help text of a CLI whose options are the fields of `cls`."""
     lines = [f"usage: {line or f'python -m {prog} [options]'}", "", summary.strip(), "", "options:"]
     for f in fields(cls):
-        lines += describe(_flag(f.name), f)
+        lines += describe_option(_flag(f.name), f)
     return "\n".join(lines + ([("\n" + extra.strip())] if extra else []))
 
 

@@ -77,7 +77,7 @@ def build(cfg: Config, dataset: Dataset | None = None, *, out: str | None = None
         from loaders.tabular import attach_metadata
         ds, meta_names = attach_metadata(ds, cfg.model.metadata)
         log.info("metadata fusion: %d features from %s", len(meta_names), cfg.model.metadata)
-    name, why = loaders.resolve(cfg.data.loader, ds, device)
+    name, why = loaders.choose_backend(cfg.data.loader, ds, device)
     log.info("dataset %s: %d %s, train/val/test %d/%d/%d, native %dpx; loader %s (%s)", ds.name, ds.num_classes,
              "findings (multi-label)" if ds.multilabel else "classes", len(ds.train), len(ds.val), len(ds.test), ds.native_size, name, why)
     if plan is not None and out_dir is not None:  # a new Config: the parsed one is never changed
@@ -89,7 +89,7 @@ def build(cfg: Config, dataset: Dataset | None = None, *, out: str | None = None
     for split in splits:
         train = split == "train"
         sampler = loaders.make_sampler(ds, res.sampler, device, ctx.rank, ctx.world_size) if train else None
-        built[split] = loaders.build(name, ds, split, res.loader, device, train=train, sampler=sampler,
+        built[split] = loaders.build_loader(name, ds, split, res.loader, device, train=train, sampler=sampler,
                                      out_dtype=out_dtype)
     net, trainer = (_model_and_trainer(res, ds, device, built) if model else (None, None))
     return Run(cfg=res.cfg, resolved=res, dataset=ds, loader_name=name, loader_reason=why, loaders=built, model=net,
@@ -99,8 +99,8 @@ def build(cfg: Config, dataset: Dataset | None = None, *, out: str | None = None
 def scoring_run(res: Resolved, ds: Dataset, loader: str, model: nn.Module, device: torch.device,
                 decision: dict | None) -> Run:
     """A Run that scores `ds.test` with a restored model: no trainer, one evaluation loader."""
-    name, why = loaders.resolve(loader, ds, device)
-    test = loaders.build(name, ds, "test", res.loader, device, train=False)
+    name, why = loaders.choose_backend(loader, ds, device)
+    test = loaders.build_loader(name, ds, "test", res.loader, device, train=False)
     return Run(cfg=res.cfg, resolved=res, dataset=ds, loader_name=name, loader_reason=why, loaders={"test": test},
                model=model, trainer=None, device=device, context=distributed.Context(device=device),
                writer=RunWriter(None, True), decision=decision)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from engine.atomic import atomic_write_bytes
+from common.atomic import atomic_write_bytes
 from engine.config import ConfigError
 
 NAME = "checkpoint.pt"

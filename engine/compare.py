@@ -147,7 +147,7 @@ def draw(labels: list[str], metrics: list[dict], split: str, path: Path) -> Path
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from engine.atomic import atomic_write_bytes
+    from common.atomic import atomic_write_bytes
     shown = [(name, key) for name, key in FIGURES if any(not math.isnan(figure_value(m, split, key)[0]) for m in metrics)]
     fig, axes = plt.subplots(1, len(shown), figsize=(2.6 * len(shown) + 1.5, 0.45 * len(labels) + 1.6),
                              squeeze=False, sharey=True)
@@ -170,7 +170,7 @@ def draw(labels: list[str], metrics: list[dict], split: str, path: Path) -> Path
     return path
 
 
-def compare(patterns: list[str], options: dict) -> str:
+def compare_runs(patterns: list[str], options: dict) -> str:
     if not patterns:
         raise ConfigError("engine.compare: name at least one run folder (or a glob): python -m engine.compare RUN [RUN ...]")
     out = Path(options["out"]).expanduser()
@@ -212,7 +212,7 @@ def split_runs(argv: list[str]) -> tuple[list[str], list[str]]:
 
 def _main(argv: list[str]) -> None:
     runs, rest = split_runs(argv)
-    compare(runs, asdict(parse(rest, Options, "engine.compare", suggest)[0]))
+    compare_runs(runs, asdict(parse(rest, Options, "engine.compare", suggest)[0]))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields
 
 from common.cli import expand_path, split_argv, suggest
 from common.errors import ConfigError  # noqa: F401  (re-exported: the CLIs and tests name it here)
-from common.options import bound_text as _bound_text, check as _check_rules, coerce as _coerce, describe, like, opt  # noqa: F401
+from common.options import bound_text as _bound_text, check as _check_rules, coerce as _coerce, describe_option, like, opt  # noqa: F401
 from loaders.spec import DataSpec, LoaderSpec, SamplerSpec  # the data options' declarations (no torch)
 
 
@@ -347,7 +347,7 @@ def parse_args(argv: list[str], base: Config | None = None) -> Parsed:
     return Parsed(cfg, frozenset(full for _, full, _ in pairs))
 
 
-def usage() -> str:
+def config_usage() -> str:
     """Every option grouped by section: default, choices or bounds, and its one-line help."""
     short = {full: flag for flag, full in SHORT_FLAGS.items()}
     lines = ["usage: python -m engine.train [options]", "",
@@ -358,7 +358,7 @@ def usage() -> str:
         lines.append(f"{section.name}:")
         for f in fields(section.default_factory):
             key = f"{section.name}.{f.name}"
-            described = describe(key, f)
+            described = describe_option(key, f)
             if key in short:
                 described[0] = described[0].replace(f"--{key}", f"--{key}, --{short[key]}", 1)
             lines += described

@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from engine import cv_record, run_lock
-from engine.atomic import atomic_write_bytes, atomic_write_json
+from common.atomic import atomic_write_bytes, atomic_write_json
 from common.cli import exit_process, run_main
 from common.options import opt, take, usage as options_usage
-from engine.config import Config, ConfigError, parse_args, usage
+from engine.config import Config, ConfigError, config_usage, parse_args
 from engine.env import setup_logging
 from engine.resolve import data_spec
 from engine.startup import prepare as prepare_process
@@ -154,7 +154,7 @@ def _cv(argv: list[str]) -> None:
 
 def _usage() -> str:
     return options_usage("engine.cv", __doc__.strip().split("\n\n", 1)[1], CvOptions,
-                         "train options (as engine.train):\n" + usage().split("\n", 2)[2],
+                         "train options (as engine.train):\n" + config_usage().split("\n", 2)[2],
                          line="python -m engine.cv --folds K [train options]")
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from common.errors import ConfigError
 from engine import data_identity
-from engine.atomic import atomic_write_json
+from common.atomic import atomic_write_json
 from engine.config import FIELDS, Config
 
 NAME = "cv_options.json"

@@ -77,7 +77,7 @@ def _score(probs: torch.Tensor, labels: torch.Tensor, metric: str) -> float:
     return float(from_confusion(cm)[metric])  # sync point: once per grid value, after training
 
 
-def fit(cfg, counts, val_probs: torch.Tensor, val_labels: torch.Tensor) -> dict:
+def fit_decision(cfg, counts, val_probs: torch.Tensor, val_labels: torch.Tensor) -> dict:
     """The decision rule stored in the checkpoint, chosen on the validation split."""
     prior = training_prior(counts, cfg.sampler.kind, cfg.sampler.alpha)
     decision = {"tau": 0.0, "log_prior": np.log(prior).tolist(), "metric": cfg.train.select,

@@ -73,7 +73,7 @@ def use_tta(options: dict, cfg) -> bool:
     return bool(cfg.run.tta)
 
 
-def score(options: dict, prog: str):
+def score_ensemble(options: dict, prog: str):
     """`score_checkpoint` for a cv folder: one Scored whose run holds the combined decision."""
     from engine.inference import Scored  # inference dispatches here: imported late, no cycle
     from engine.restore import checkpoint_run, load_checked, restore

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from engine import run_lock
-from engine.atomic import atomic_write_bytes
+from common.atomic import atomic_write_bytes
 
 MARKER = ".evaluated_data"
 MAX_TRIES = 1000

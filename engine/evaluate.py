@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.constants import BOOTSTRAP_RESAMPLES
-from engine import data_scope, eval_folder, metric_validity, report, saliency
-from engine.atomic import atomic_write_json
+from engine import data_scope, eval_folder, metric_validity, run_report, saliency
+from common.atomic import atomic_write_json
 from engine.env import device_name, versions
 from engine.evaluation import summarized
 from common.options import opt
@@ -37,7 +37,7 @@ class Options(ScoreOptions):
     out: str = opt("", path=True, help="the folder written; '' = <checkpoint>/eval-<data name>[-split][-tta]")
 
 
-def evaluate(options: dict) -> dict:
+def evaluate_checkpoint(options: dict) -> dict:
     scored = score_checkpoint(options, "engine.evaluate")
     run, seconds = scored.run, scored.seconds
     result = summarized(run, scored.scores, bootstrap=BOOTSTRAP_RESAMPLES)
@@ -60,11 +60,11 @@ def evaluate(options: dict) -> dict:
     atomic_write_json(out / "metrics.json", metrics)
     per_class = cm[:, 1].sum(-1) if cm.ndim == 3 else cm.sum(1)  # multi-label: positives per finding
     counts = {"evaluated": [int(v) for v in per_class.tolist()]}
-    report.save_test_outputs(out, result.probs, result.labels, result.loader.split, counts,
+    run_report.save_test_outputs(out, result.probs, result.labels, result.loader.split, counts,
                               uncalibrated=result.uncalibrated)
     saliency.save_sample_or_warn(out, run.model, scored.restored.model_name, run.resolved, run.device, run.dataset,
                                  result)
-    report.build_or_warn(out)
+    run_report.build_or_warn(out)
     shown = metric_validity.shown
     print(f"test: accuracy {shown(metrics['test.accuracy'])}  balanced_accuracy {shown(metrics['test.balanced_accuracy'])}  "
           f"f1_macro {shown(metrics['test.f1_macro'])}  auc_macro {shown(metrics['test.auc_macro'])}  "
@@ -73,7 +73,7 @@ def evaluate(options: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return cli_main(argv, __doc__, Options, "engine.evaluate", evaluate)
+    return cli_main(argv, __doc__, Options, "engine.evaluate", evaluate_checkpoint)
 
 
 if __name__ == "__main__":

@@ -39,17 +39,17 @@ def scores(run, split: str, tta: bool = False, model: nn.Module | None = None) -
     loader = run.loaders[split]
     if run.trainer is not None:
         if tta:  # averages the 8 flips/rotations (engine/tta.py)
-            model = TTA(model if model is not None else run.trainer.model, is_multilabel(run))
+            model = TTA(model if model is not None else run.trainer.model, run_is_multilabel(run))
         cm, probs, labels = distributed.merge_eval(*run.trainer.evaluate(loader, model))  # each rank scored its shard
         return Scores(cm, probs, labels, loader)
     model = model if model is not None else run.model
-    model = (TTA(model, is_multilabel(run)) if tta else model).eval()
+    model = (TTA(model, run_is_multilabel(run)) if tta else model).eval()
     dtype = autocast_dtype(run.cfg, run.device)  # the training rule, CPU guard included
-    return Scores(*score(model, loader, len(run.dataset.classes), lambda: autocast(run.device, dtype), is_multilabel(run)),
+    return Scores(*score(model, loader, len(run.dataset.classes), lambda: autocast(run.device, dtype), run_is_multilabel(run)),
                   loader)
 
 
-def is_multilabel(run) -> bool:
+def run_is_multilabel(run) -> bool:
     """Findings (several per image): the data's labels say so, or for unlabelled rows the checkpoint's decision."""
     return run.dataset.multilabel or (getattr(run, "decision", None) or {}).get("task") == "multilabel"
 
@@ -58,13 +58,13 @@ def summarized(run, raw: Scores, bootstrap: int = 0) -> Evaluation:
     """Metrics of the scores as the run decides: with `run.decision` (after training; a restored
     checkpoint's) the corrected probabilities, their confusion and the uncorrected figures beside them."""
     decision = getattr(run, "decision", None)
-    if is_multilabel(run):  # per-finding thresholds chosen on validation (0.5 before): engine/multilabel_metrics.py
+    if run_is_multilabel(run):  # per-finding thresholds chosen on validation (0.5 before): engine/multilabel_metrics.py
         thresholds = (decision or {}).get("thresholds")
-        probs = multilabel_metrics.calibrated(raw.probs, decision)  # per-finding temperatures, then thresholds
+        probs = multilabel_metrics.calibrated_findings(raw.probs, decision)  # per-finding temperatures, then thresholds
         metrics = multilabel_metrics.summarize_findings(probs, raw.labels, run.dataset.classes, thresholds, bootstrap)
         cm = torch.tensor(metrics["confusion"], device=raw.probs.device)
         return Evaluation(cm, probs, raw.labels, raw.loader, metrics=metrics,
-                          predictions=multilabel_metrics.decide(probs, thresholds))
+                          predictions=multilabel_metrics.decide_findings(probs, thresholds))
     if decision is None:  # during training (validation each epoch), or a checkpoint without one
         metrics = summarize(raw.cm, raw.probs, raw.labels, run.dataset.classes, bootstrap=bootstrap)
         metrics["confusion"] = raw.cm.cpu().tolist()

@@ -39,7 +39,7 @@ from common.cli import run_main, suggest
 from common.options import opt, parse, usage
 from common.errors import ConfigError
 from engine import decisions
-from engine.atomic import atomic_write_bytes, atomic_write_json
+from common.atomic import atomic_write_bytes, atomic_write_json
 
 FORMATS = ("onnx", "torch")
 SUFFIX = {"onnx": ".onnx", "torch": ".pt2"}

@@ -68,7 +68,7 @@ def score_checkpoint(options: dict, prog: str = "engine.predict") -> Scored:
     """Everything both CLIs do: restore, load, check, score (with TTA when asked, else as the
     run was trained: engine/ensemble.py `use_tta`); a cv folder scores all its folds."""
     if ensemble.is_cv_folder(options["checkpoint"]):
-        return ensemble.score(options, prog)
+        return ensemble.score_ensemble(options, prog)
     restored = restore(options["checkpoint"], options["device"])
     asked = options["split"]
     options["tta"] = ensemble.use_tta(options, restored.cfg)

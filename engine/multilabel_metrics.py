@@ -78,7 +78,7 @@ def fit_thresholds(probs: torch.Tensor, labels: torch.Tensor, rule: str) -> list
     return [_threshold(y[:, k], p[:, k], rule) for k in range(p.shape[1])] if len(y) else [0.5] * p.shape[1]
 
 
-def decide(probs: torch.Tensor, thresholds: list[float] | None) -> torch.Tensor:
+def decide_findings(probs: torch.Tensor, thresholds: list[float] | None) -> torch.Tensor:
     """(n, K) 0/1 decisions at the findings' thresholds (0.5 without any)."""
     t = torch.tensor(thresholds if thresholds is not None else [0.5] * probs.shape[1],
                      dtype=probs.dtype, device=probs.device)
@@ -133,7 +133,7 @@ def summarize_findings(probs: torch.Tensor, labels: torch.Tensor, classes: list[
                        thresholds: list[float] | None = None, bootstrap: int = 0) -> dict:
     """Flat dict of Python numbers (one host sync), keys as the module docstring lists."""
     labels = labels.to(probs.device)
-    pred = decide(probs, thresholds)
+    pred = decide_findings(probs, thresholds)
     m = _at_decisions(pred, labels)
     auc, ap = auc_per_finding(probs, labels), ap_per_finding(probs, labels)
     m |= {"auc_macro": _nanmean(auc), "per_class_auc": auc, "map": _nanmean(ap), "per_class_ap": ap,
@@ -158,19 +158,19 @@ def confusions(pred: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return counts.view(-1, 2, 2)
 
 
-def calibrated(probs: torch.Tensor, decision: dict | None) -> torch.Tensor:
+def calibrated_findings(probs: torch.Tensor, decision: dict | None) -> torch.Tensor:
     """Probabilities at the stored per-finding temperatures (unchanged in checkpoints without them)."""
     return temperature.apply(probs, decision["temperatures"], multilabel=True) if decision and decision.get(
         "temperatures") else probs
 
 
-def fit_decision(cfg, val_probs: torch.Tensor, val_labels: torch.Tensor) -> dict:
+def fit_findings_decision(cfg, val_probs: torch.Tensor, val_labels: torch.Tensor) -> dict:
     """The multi-label decision stored in the checkpoint: a temperature per finding fitted on
     validation (--eval.calibrate), then a threshold per finding chosen on the calibrated
     validation scores (--eval.finding_threshold); evaluate and predict apply both, in that order."""
     rule = cfg.eval.finding_threshold
     decision = {"task": "multilabel", "tau": 0.0, "rule": rule, "metric": cfg.train.select}
     if cfg.eval.calibrate and len(val_labels) > 1:
-        decision["temperatures"] = temperature.fit(val_probs, val_labels, multilabel=True).tolist()
-    decision["thresholds"] = fit_thresholds(calibrated(val_probs, decision), val_labels, rule)
+        decision["temperatures"] = temperature.fit_temperature(val_probs, val_labels, multilabel=True).tolist()
+    decision["thresholds"] = fit_thresholds(calibrated_findings(val_probs, decision), val_labels, rule)
     return decision

@@ -12,7 +12,7 @@ import io
 from pathlib import Path
 
 from engine import multilabel_metrics, saliency, skip_list
-from engine.atomic import atomic_write_bytes
+from common.atomic import atomic_write_bytes
 from engine.inference import relative_name
 from loaders.unlabelled import SPLIT as UNLABELLED
 
@@ -21,12 +21,12 @@ def _joined(classes: list[str], row) -> str:
     return "|".join(c for c, v in zip(classes, row) if v > 0.5) or "none"
 
 
-def write(options: dict, scored) -> Path:
+def write_findings_csv(options: dict, scored) -> Path:
     ds, row_split, raw, decision = scored.run.dataset, scored.row_split, scored.scores, scored.run.decision
     thresholds = (decision or {}).get("thresholds")
-    probs = multilabel_metrics.calibrated(raw.probs, decision)  # as evaluate scores them
+    probs = multilabel_metrics.calibrated_findings(raw.probs, decision)  # as evaluate scores them
     p = probs.cpu().numpy()  # sync point: once, after scoring
-    calls = multilabel_metrics.decide(probs, thresholds).cpu().numpy()
+    calls = multilabel_metrics.decide_findings(probs, thresholds).cpu().numpy()
     y = raw.labels.cpu().numpy()
     files = raw.loader.split.files
     root = ds.source if Path(ds.source).is_dir() else str(Path(ds.source).parent)

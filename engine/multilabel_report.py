@@ -1,4 +1,4 @@
-"""The run report of multi-label findings: what `engine/report.py` writes for single-label runs,
+"""The run report of multi-label findings: what `engine/run_report.py` writes for single-label runs,
 per finding. Figures: ROC and precision-recall curves per finding, sensitivity and specificity
 at each finding's validation-chosen threshold, learning curves, positives per finding per split,
 the test images with the largest total error, Grad-CAM overlays per finding (engine/saliency.py)
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from engine import plots
-from engine.atomic import atomic_write_bytes
+from common.atomic import atomic_write_bytes
 
 FIGURES = {
     "roc_curves.png": "ROC curves per finding",
@@ -41,7 +41,7 @@ def _get(metrics: dict, key: str) -> str:
     return str(value) if isinstance(value, int) else f"{value:.4f}"
 
 
-def build(metrics: dict, history: list[dict], saved: dict, out: Path, extra: list[Path] = ()) -> list[Path]:
+def build_multilabel_report(metrics: dict, history: list[dict], saved: dict, out: Path, extra: list[Path] = ()) -> list[Path]:
     """`extra`: figures already drawn into `out` (the Grad-CAM sample), listed after these."""
     classes = list(metrics["classes"])
     probs, labels = saved["probs"], saved["labels"]
@@ -65,12 +65,12 @@ def build(metrics: dict, history: list[dict], saved: dict, out: Path, extra: lis
                             np.abs(probs[rows] - labels[rows]).max(1) if len(rows) else [], out / "misclassified.png"),
     ] + list(extra)
     readme = out / "README.md"
-    text = markdown(metrics, classes, history, [p.name for p in written]).encode()
+    text = multilabel_markdown(metrics, classes, history, [p.name for p in written]).encode()
     atomic_write_bytes(readme, lambda fh: fh.write(text))
     return written + [readme]
 
 
-def markdown(metrics: dict, classes: list[str], history: list[dict], figures: list[str]) -> str:
+def multilabel_markdown(metrics: dict, classes: list[str], history: list[dict], figures: list[str]) -> str:
     splits = [s for s in ("test", "val") if f"{s}.auc_macro" in metrics]
     lines = ["# Run report (multi-label findings)", "",
              "Each finding is a yes/no decision at its own threshold, chosen on validation; AUC and AP "

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from engine.atomic import atomic_write_json
+from common.atomic import atomic_write_json
 from engine.config import Config, set_option
 
 log = logging.getLogger("medtrain.plan")
@@ -149,7 +149,7 @@ def planned(cfg: Config, explicit: frozenset[str] | None, ds, device: torch.devi
         set_option(new, key, value)
     plan |= {"applied": chosen, "kept_from_command_line": sorted(explicit & set(plan["options"]))}
     atomic_write_json(out / "plan.json", plan)  # single process only (see above): no rank to guard
-    print(describe(plan, new))
+    print(describe_plan(plan, new))
     return new
 
 
@@ -195,7 +195,7 @@ def make_plan(cfg: Config, ds, device: torch.device, explicit: frozenset, loader
     return plan | {"fingerprint": fp}
 
 
-def describe(plan: dict, cfg: Config) -> str:
+def describe_plan(plan: dict, cfg: Config) -> str:
     fp = plan["fingerprint"]
     aug = [n for n, on in (("hflip", cfg.data.hflip), ("vflip", cfg.data.vflip), ("rot90", cfg.data.rot90)) if on]
     crop = "no crop" if cfg.data.crop_scale_min >= 1.0 else f"crop {cfg.data.crop_scale_min:.2f}-1 of the area"

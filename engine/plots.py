@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
 import numpy as np  # noqa: E402
 
-from engine.atomic import atomic_write_bytes  # noqa: E402
+from common.atomic import atomic_write_bytes  # noqa: E402
 
 DPI = 110
 
@@ -36,7 +36,7 @@ def _short(name: str, width: int = 14) -> str:
 
 # ----------------------------------------------------------------------------- curves
 
-def roc_points(scores: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def roc_rates(scores: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(false positive rate, true positive rate) at each distinct threshold, from (0, 0)."""
     order = np.argsort(-scores, kind="mergesort")
     s, y = scores[order], positive[order].astype(np.float64)
@@ -90,7 +90,7 @@ def roc_curves(probs: np.ndarray, labels: np.ndarray, classes: list[str], auc: d
     for c, name in enumerate(classes):
         positive = _positives(labels, c)
         if positive.any() and not positive.all():
-            fpr, tpr = roc_points(probs[:, c], positive)
+            fpr, tpr = roc_rates(probs[:, c], positive)
             ax.plot(fpr, tpr, lw=1.4, label=f"{name} (AUC {auc.get(name, float('nan')):.3f}, n={positive.sum()})")
     ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="chance")
     ax.set(xlabel="false positive rate (1 - specificity)", ylabel="true positive rate (sensitivity)",

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine import decisions, multilabel_predict, saliency, skip_list
-from engine.evaluation import is_multilabel
-from engine.atomic import atomic_write_bytes
+from engine.evaluation import run_is_multilabel
+from common.atomic import atomic_write_bytes
 from engine.config import ConfigError
 from common.options import opt
 from engine.inference import SPLITS, ScoreOptions, cli_main, relative_name, score_checkpoint
@@ -57,8 +57,8 @@ def predict(options: dict) -> Path:
     scored = score_checkpoint(options)
     ds, row_split, seconds = scored.run.dataset, scored.row_split, scored.seconds
     raw, decision = scored.scores, scored.run.decision
-    if is_multilabel(scored.run):  # one probability and one decision column per finding
-        return multilabel_predict.write(options, scored)
+    if run_is_multilabel(scored.run):  # one probability and one decision column per finding
+        return multilabel_predict.write_findings_csv(options, scored)
     # The stored correction and threshold, as evaluate applies them; no metrics: rows may be unlabelled.
     p = decisions.adjust(raw.probs, decision).cpu().numpy()  # sync point: once, after scoring
     calls = decisions.decide(raw.probs, decision).cpu().numpy()

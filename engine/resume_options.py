@@ -45,7 +45,7 @@ def _same(key: str, a, b) -> bool:
     return a == b
 
 
-def resolve(argv: list[str], resume_dir: str, saved: dict | None = None) -> Config:
+def resumed_config(argv: list[str], resume_dir: str, saved: dict | None = None) -> Config:
     """The run's saved config with the safe options of `argv` applied; ConfigError otherwise.
     `saved`: the run's checkpoint when the caller has read it already (a resume reads it once)."""
     if saved is None:
@@ -96,7 +96,7 @@ def continued(saved: dict, cfg: Config) -> Config:
               if f"{s}.{k}" not in SAFE | ALWAYS_THE_RUNS and not _same(f"{s}.{k}", v, given[s][k])]
     if unsafe:
         raise ConfigError(f"--resume {cfg.run.resume}: the config differs from the run's in {', '.join(unsafe)}; "
-                          "build it with engine.resume_options.resolve")
+                          "build it with engine.resume_options.resumed_config")
     return cfg
 
 

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from common.constants import BOOTSTRAP_RESAMPLES
-from engine import (checkpoint, data_identity, decisions, distributed, metric_validity, multilabel_metrics, report,
+from engine import (checkpoint, data_identity, decisions, distributed, metric_validity, multilabel_metrics, run_report,
                     resume_options, run_lock, saliency)
-from engine.atomic import read_jsonl
+from common.atomic import read_jsonl
 from engine.build import Run, build
 from engine.config import Config, ConfigError
 from engine.env import device_name, setup_logging, versions
@@ -338,10 +338,10 @@ def _finish(run: Run, state: Progress, epoch: int, wall0: float) -> dict:
         writer.skipped(skipped)
     writer.json("metrics.json", metrics)
     checkpoint.save(run.out, state.checkpoint | {"decision": run.decision})  # evaluate and predict apply it
-    report.save_test_outputs(run.out, scored.probs, scored.labels, scored.loader.split, _split_counts(ds),
+    run_report.save_test_outputs(run.out, scored.probs, scored.labels, scored.loader.split, _split_counts(ds),
                               uncalibrated=scored.uncalibrated)
     saliency.save_sample_or_warn(run.out, final_model, cfg.model.name, run.resolved, run.device, ds, scored)
-    report.build_or_warn(run.out)
+    run_report.build_or_warn(run.out)
     writer.tracker.finish(metrics, run.out / "report")
     shown = metric_validity.shown
     writer.say(f"test: accuracy {shown(metrics['test.accuracy'])}  balanced_accuracy {shown(metrics['test.balanced_accuracy'])}  "
@@ -373,7 +373,7 @@ def _decide(run: Run, final_model) -> dict:
     from here on evaluate() applies them (run.decision). Returns the corrected val metrics."""
     raw = scores(run, "val", run.cfg.run.tta, final_model)
     if run.dataset.multilabel:
-        run.decision = multilabel_metrics.fit_decision(run.cfg, raw.probs, raw.labels)
+        run.decision = multilabel_metrics.fit_findings_decision(run.cfg, raw.probs, raw.labels)
         return summarized(run, raw).metrics
-    run.decision = decisions.fit(run.cfg, decisions.train_counts(run.dataset), raw.probs, raw.labels)
+    run.decision = decisions.fit_decision(run.cfg, decisions.train_counts(run.dataset), raw.probs, raw.labels)
     return summarized(run, raw).metrics

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from common.errors import ConfigError
-from engine.atomic import atomic_write_bytes
+from common.atomic import atomic_write_bytes
 
 log = logging.getLogger("medtrain.saliency")
 
@@ -174,7 +174,7 @@ def save_sample(run_dir, model, model_name: str, resolved, device, dataset, eval
 def save_sample_or_warn(run_dir, model, model_name: str, resolved, device, dataset, evaluation) -> bool:
     """At the end of a run: a map that cannot be made is a warning, never a failed run (the
     metrics are saved); a failed write (full disk) is raised as its one error line."""
-    from engine.atomic import WriteError
+    from common.atomic import WriteError
     try:
         save_sample(run_dir, model, model_name, resolved, device, dataset, evaluation)
         return True

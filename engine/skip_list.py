@@ -8,7 +8,7 @@ import io
 import sys
 from pathlib import Path
 
-from engine.atomic import atomic_write_bytes
+from common.atomic import atomic_write_bytes
 from loaders.datasets import skip_summary
 
 

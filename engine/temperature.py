@@ -93,7 +93,7 @@ def _minimize(logits: torch.Tensor, targets: torch.Tensor, multilabel: bool) -> 
     return log_t.detach().exp().clamp(MIN_T, MAX_T)
 
 
-def fit(probs: torch.Tensor, targets: torch.Tensor, multilabel: bool = False) -> torch.Tensor:
+def fit_temperature(probs: torch.Tensor, targets: torch.Tensor, multilabel: bool = False) -> torch.Tensor:
     """Fitted temperature: shape () for softmax scores (`fit_softmax`, its note dropped), (labels,)
     for multi-label scores. `targets`: class indices (n,), or a 0/1 matrix (n, labels) when multilabel."""
     if not multilabel:

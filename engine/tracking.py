@@ -86,7 +86,7 @@ class Tracker:
             raise
 
 
-def start(config: dict, run_dir: str | Path, mode: str, project: str = "medtrain") -> Tracker:
+def start_tracker(config: dict, run_dir: str | Path, mode: str, project: str = "medtrain") -> Tracker:
     mode = effective_mode(mode)
     if mode == "disabled":
         return Tracker()

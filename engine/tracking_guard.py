@@ -17,7 +17,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from engine.atomic import WriteError, atomic_write_bytes
+from common.atomic import WriteError, atomic_write_bytes
 
 MIN_FREE = 16 * 2**20  # bytes wandb needs for its logs and the report images it copies
 

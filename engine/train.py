@@ -10,7 +10,7 @@ from common.startup import start
 start()  # first, before the imports below can load torch (common/startup.py)
 
 from common.cli import EXIT_FAULT, EXIT_OK, exit_process, run_main
-from engine.config import parse_args, usage
+from engine.config import parse_args, config_usage
 from engine.startup import prepare as prepare_process
 
 
@@ -20,16 +20,16 @@ def _train(argv: list[str]) -> int:
     saved = None
     if cfg.run.resume:  # a new config: the run's own settings plus the options given that are safe to change
         from engine import checkpoint
-        from engine.resume_options import resolve
+        from engine.resume_options import resumed_config
         saved = checkpoint.load(cfg.run.resume)  # read once: the config, then the state to continue from
-        cfg = resolve(argv, cfg.run.resume, saved)
+        cfg = resumed_config(argv, cfg.run.resume, saved)
     prepare_process(cfg)  # before torch can touch cuBLAS
     from engine.runner import train  # heavy imports only after the arguments are valid
     return EXIT_OK if train(cfg, explicit=parsed.explicit, saved=saved) is not None else EXIT_FAULT  # None: stopped by a signal, state saved
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_main(_train, argv, usage)
+    return run_main(_train, argv, config_usage)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from engine import tracking
-from engine.atomic import append_jsonl, atomic_write_bytes, atomic_write_json
+from common.atomic import append_jsonl, atomic_write_bytes, atomic_write_json
 
 
 class RunWriter:
@@ -18,7 +18,7 @@ class RunWriter:
 
     def start_tracking(self, config: dict, mode: str, project: str) -> None:
         if self.is_main:
-            self.tracker = tracking.start(config, self.out, mode, project)
+            self.tracker = tracking.start_tracker(config, self.out, mode, project)
 
     def json(self, name: str, obj) -> None:
         if self.is_main:

@@ -37,7 +37,7 @@ def crop_box(p: torch.Tensor, height: int, width: int) -> list[tuple[int, int, i
     return boxes
 
 
-def orient(img: torch.Tensor, fx: float, fy: float, k: int) -> torch.Tensor:
+def flip_rotate_view(img: torch.Tensor, fx: float, fy: float, k: int) -> torch.Tensor:
     """The view of a (3, S, S) image that `affine_from_params`' flip-then-rotate map samples.
 
     Sampling out(v, u) = img(R(k) (fx u, fy v)) is a transpose for odd k, then a row and/or
@@ -72,7 +72,7 @@ def augment_cpu(images: torch.Tensor, params: torch.Tensor, spec: AugmentSpec) -
             crop = F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
         fx, fy, k = geometry[i]
         # Per sample, while the image is still in cache: orient, cast and scale in one pass.
-        sample = torch.mul(orient(crop[0], fx, fy, int(k)), scale, out=out[i])
+        sample = torch.mul(flip_rotate_view(crop[0], fx, fy, int(k)), scale, out=out[i])
         if shift is not None:
             sample.sub_(shift)
     if not jitter:

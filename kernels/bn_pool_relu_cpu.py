@@ -33,7 +33,7 @@ _functions: dict[tuple[str, torch.dtype], ctypes._CFuncPtr] | None = None
 def _kernels() -> dict | None:
     global _functions
     if _functions is None:
-        lib = native_build.load("bn_pool_relu")
+        lib = native_build.load_native("bn_pool_relu")
         if lib is None:
             return None
         _functions = {}
@@ -45,13 +45,13 @@ def _kernels() -> dict | None:
     return _functions
 
 
-def available() -> bool:
+def native_available() -> bool:
     return _kernels() is not None
 
 
 def supports(dtype: torch.dtype, height: int, width: int) -> bool:
     """Shapes and types the kernels take (the caller also needs channels_last CPU tensors)."""
-    return dtype in _SUFFIX and height >= 2 and width >= 2 and available()
+    return dtype in _SUFFIX and height >= 2 and width >= 2 and native_available()
 
 
 def _p(t: torch.Tensor) -> ctypes.c_void_p:

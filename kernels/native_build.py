@@ -20,9 +20,9 @@ import platform
 import re
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
+from common.atomic import atomic_path
 from common.errors import ConfigError
 from common.cache import cache_root
 
@@ -72,23 +72,16 @@ def _build(source: Path, compiler: str) -> Path:
     target = cache_dir() / f"{source.stem}-{key.hexdigest()[:16]}.so"
     if target.exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Build beside the target and rename: concurrent runs never load a half-written library.
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-    os.close(fd)
-    try:
-        done = subprocess.run([compiler, *build_flags, str(source), "-o", tmp, "-lm"], capture_output=True, text=True,
-                              timeout=300)
+    # Built beside the target and renamed: concurrent runs never load a half-written library.
+    with atomic_path(target) as tmp:
+        done = subprocess.run([compiler, *build_flags, str(source), "-o", str(tmp), "-lm"], capture_output=True,
+                              text=True, timeout=300)
         if done.returncode != 0:
             raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "no output")
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return target
 
 
-def load(name: str) -> ctypes.CDLL | None:
+def load_native(name: str) -> ctypes.CDLL | None:
     """kernels/native/<name>.c as a loaded library, or None (logged once) where it cannot be built."""
     if name in _loaded:
         return _loaded[name]

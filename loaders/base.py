@@ -181,7 +181,7 @@ def available(name: str) -> bool:
 CPU_DECODE_ONCE_MAX = 20_000  # file images `auto` decodes up front on a CPU device (tensor); above: plain
 
 
-def resolve(name: str, ds: Dataset, device: torch.device) -> tuple[str, str]:
+def choose_backend(name: str, ds: Dataset, device: torch.device) -> tuple[str, str]:
     """(backend, why) for `--loader NAME`, `auto` picking the fastest that can run here."""
     in_memory = ds.train.images is not None
     if name != "auto":
@@ -208,7 +208,7 @@ def resolve(name: str, ds: Dataset, device: torch.device) -> tuple[str, str]:
     return "plain", "dataset too large to hold decoded; decoding per batch in threads"
 
 
-def build(name: str, ds: Dataset, split: str, opts: LoaderSpec, device: torch.device, train: bool,
+def build_loader(name: str, ds: Dataset, split: str, opts: LoaderSpec, device: torch.device, train: bool,
           sampler: EpochSampler | None = None, out_dtype: torch.dtype = torch.float32) -> Loader:
     if opts.clahe and name not in CLAHE_LOADERS:  # never silently skip a requested step
         raise ConfigError(f"--data.clahe runs in the device augmentation, which --loader {name} does not use; "

@@ -217,7 +217,7 @@ def _multilabel(path: Path, header: list[str], body, cols: Columns, free: list[i
     return True
 
 
-def describe(header: list[str], cols: Columns) -> str:
+def describe_columns(header: list[str], cols: Columns) -> str:
     parts = [f"file {header[cols.file].strip()!r}"]
     if cols.label is not None:
         parts.append(f"label {header[cols.label].strip()!r}")
@@ -301,7 +301,7 @@ def read_listing(root: Path, csv_path: Path, need_labels: bool = True, finder=No
         header, body = ["file", "label"][:len(header)] + [""] * (len(header) - 2), rows
     cols = detect_columns(csv_path, header, body, need_labels, finder)
     listing = Listing([], [], [] if cols.group is not None else None, [] if cols.split is not None else None,
-                      source=f"{csv_path.name}: {describe(header, cols)}")
+                      source=f"{csv_path.name}: {describe_columns(header, cols)}")
     width = max(c for c in (cols.file, cols.label, cols.split) if c is not None) + 1
     seen: dict[str, tuple[int, str]] = {}
     for line, row in body:

@@ -37,7 +37,7 @@ FORMATS = ("a MedMNIST .npz, a class-per-folder tree, a folder with a CSV of fil
 
 # ----------------------------------------------------------------------------- where the labels are
 
-def read_listing(root: Path, csv_file: Path | None = None) -> Listing:
+def read_folder_listing(root: Path, csv_file: Path | None = None) -> Listing:
     """The label source of a folder: the CSV given, labels.csv|tsv, the label CSV that goes with the
     images, or the tree."""
     if csv_file is not None:
@@ -153,7 +153,7 @@ def _verify(files: list[str], cfg) -> tuple[list[int], list[tuple[str, str]], tu
 
 
 def _load_files(root: Path, cfg, seed: int, name: str, csv_file: Path | None = None) -> Dataset:
-    listing = read_listing(root, csv_file)
+    listing = read_folder_listing(root, csv_file)
     files, labels, skipped = listing.files, listing.labels, list(listing.skipped)
     if not files and skipped:
         where, reason = skipped[0]

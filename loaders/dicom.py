@@ -110,7 +110,7 @@ def _monochrome(arr: np.ndarray, ds) -> np.ndarray:
     return np.repeat(grey[..., None], 3, axis=2)
 
 
-def decode(data: bytes) -> np.ndarray:
+def decode_dicom(data: bytes) -> np.ndarray:
     """HxWx3 uint8 RGB by the rule in the module docstring, or DicomError."""
     ds = _read(data, pixels=True)
     _check(ds, "PixelData" in ds or "FloatPixelData" in ds or "DoubleFloatPixelData" in ds)

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.atomic import atomic_path, atomic_write_bytes
 from common.cli import expand_path, run_main, suggest
 from common.options import like, opt, parse, usage
 from common.errors import ConfigError
@@ -137,18 +138,14 @@ def write_beton(files: list[str], labels: np.ndarray, out: Path, max_res: int, q
     kept_labels = np.asarray(labels)[good]
     field_cls = _jpeg_field_class()
     image_field = field_cls(write_mode="jpg", max_resolution=max_res, jpeg_quality=quality or DEFAULT_QUALITY)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # Per-process temporaries: two runs filling the same cache entry never mix their bytes.
-    partial = out.with_name(f"{out.name}.{os.getpid()}.partial")
-    with _registered_as_rgb_image(field_cls):
-        writer = DatasetWriter(str(partial), {"image": image_field, "label": IntField()}, num_workers=workers)
-        writer.from_indexed_dataset(_Rows(kept, kept_labels, max_res, quality), chunksize=64)
     sidecar = {"source": source, "files": kept, "labels": kept_labels.tolist(), "max_res": max_res,
                "jpeg_quality": quality, "skipped": [{"path": p, "reason": r} for p, r in bad]}
-    sidecar_partial = Path(f"{out}.json.{os.getpid()}.partial")
-    sidecar_partial.write_text(json.dumps(sidecar))
-    os.replace(sidecar_partial, Path(f"{out}.json"))
-    os.replace(partial, out)  # the .beton appears only once complete, after its sidecar
+    # Per-process temporaries: two runs filling the same cache entry never mix their bytes; the
+    # .beton appears only once complete, after its sidecar.
+    with atomic_path(out) as partial, _registered_as_rgb_image(field_cls):
+        writer = DatasetWriter(str(partial), {"image": image_field, "label": IntField()}, num_workers=workers)
+        writer.from_indexed_dataset(_Rows(kept, kept_labels, max_res, quality), chunksize=64)
+        atomic_write_bytes(Path(f"{out}.json"), lambda fh: fh.write(json.dumps(sidecar).encode()))
     return sidecar
 
 

@@ -157,7 +157,7 @@ def _check_dicom(data: bytes, full: bool) -> tuple[int, int]:
     try:
         h, w = dicom.size(data)
         if full:
-            dicom.decode(data)
+            dicom.decode_dicom(data)
     except dicom.DicomError as exc:
         raise BadImage(str(exc)) from None
     if h * w > MAX_PIXELS or min(h, w) < MIN_SIDE:
@@ -187,7 +187,7 @@ def decode(data: bytes, size: int | None) -> np.ndarray:
     arr = None
     if dicom.is_dicom(data):  # CPU decode in every loader (loaders/dicom.py has the rule)
         try:
-            arr = dicom.decode(data)
+            arr = dicom.decode_dicom(data)
         except dicom.DicomError as exc:
             raise BadImage(str(exc)) from None
     elif data[:3] == b"\xff\xd8\xff" and simplejpeg is not None:

@@ -49,7 +49,7 @@ class SamplerSpec:
 
 @dataclass(frozen=True)
 class LoaderSpec:
-    """How a backend decodes, augments and batches (`loaders.base.build`). Batches are global."""
+    """How a backend decodes, augments and batches (`loaders.base.build_loader`). Batches are global."""
     batch_size: int = like(SamplerSpec, "batch_size")
     eval_batch_size: int = like(SamplerSpec, "batch_size")
     image_size: int = opt(0, ge=0, le=4096, help="model input size in pixels; 0 = the dataset's native size")

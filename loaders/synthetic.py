@@ -10,12 +10,12 @@ folder keyed by the generator version, count and seed; later runs reuse the file
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from common.atomic import atomic_path
 from loaders.cache import cache_root
 
 VERSION = 2
@@ -69,23 +69,18 @@ def ensure_synthetic(count: int = 3000, seed: int = 0, cache_dir: str = "") -> P
     root = cache_root(cache_dir) / f"synthetic-v{VERSION}-n{count}-s{seed}"
     if (root / "labels.csv").exists():
         return root
-    tmp = root.with_name(root.name + f".tmp{os.getpid()}")
-    (tmp / "images").mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    labels = rng.choice(len(CLASSES), size=count, p=SHARES / SHARES.sum())
-    rows = []
-    for i, label in enumerate(labels):
-        name = f"images/img_{i:05d}.jpg"
-        Image.fromarray(_render(rng, int(label))).save(tmp / name, quality=int(rng.integers(80, 96)))
-        # Two images per "lesion", so the grouped split has something to group.
-        rows.append((name, CLASSES[label], f"lesion_{i // 2 if labels[i // 2 * 2] == label else i}"))
-    with open(tmp / "labels.csv", "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["file", "label", "group"])
-        writer.writerows(rows)
-    try:
-        os.replace(tmp, root)
-    except OSError:  # another process won the race: keep theirs
-        import shutil
-        shutil.rmtree(tmp, ignore_errors=True)
+    with atomic_path(root, directory=True) as tmp:  # another process that wins the race keeps its copy
+        (tmp / "images").mkdir()
+        rng = np.random.default_rng(seed)
+        labels = rng.choice(len(CLASSES), size=count, p=SHARES / SHARES.sum())
+        rows = []
+        for i, label in enumerate(labels):
+            name = f"images/img_{i:05d}.jpg"
+            Image.fromarray(_render(rng, int(label))).save(tmp / name, quality=int(rng.integers(80, 96)))
+            # Two images per "lesion", so the grouped split has something to group.
+            rows.append((name, CLASSES[label], f"lesion_{i // 2 if labels[i // 2 * 2] == label else i}"))
+        with open(tmp / "labels.csv", "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["file", "label", "group"])
+            writer.writerows(rows)
     return root

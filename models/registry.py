@@ -70,7 +70,7 @@ def build_model(name: str, num_classes: int, image_size: int, *, in_channels: in
                 dropout: float = 0.0, pretrained: str = "") -> nn.Module:
     if name.startswith("timm/"):  # any timm model by name; timm loads its own pretrained weights
         from models import timm_models
-        model = timm_models.build(name[len("timm/"):], num_classes, image_size, in_channels, dropout,
+        model = timm_models.build_timm(name[len("timm/"):], num_classes, image_size, in_channels, dropout,
                                   pretrained=pretrained == "imagenet")
         if pretrained and pretrained != "imagenet":
             load_pretrained(model, pretrained)

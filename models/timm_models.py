@@ -40,7 +40,7 @@ def _missing_weights_message(timm, name: str, exc: Exception) -> str:
             f"(`huggingface-cli download {hub_id}` on a connected machine, then copy that folder)")
 
 
-def build(name: str, num_classes: int, image_size: int, in_channels: int = 3, dropout: float = 0.0,
+def build_timm(name: str, num_classes: int, image_size: int, in_channels: int = 3, dropout: float = 0.0,
           pretrained: bool = False) -> nn.Module:
     timm = _timm(name)
     try:

@@ -46,7 +46,7 @@ def train(data: Path, out: Path, args: list[str], report: bool = True) -> Path:
     from engine.train import main as train_main
     with pytest.MonkeyPatch.context() as mp:
         if not report:
-            mp.setattr(runner.report, "build_or_warn", lambda run_dir: True)
+            mp.setattr(runner.run_report, "build_or_warn", lambda run_dir: True)
         assert train_main(["--data", str(data), "--out", str(out)] + args) == 0
     return out
 

@@ -142,7 +142,6 @@ def test_the_augmentation_imports_one_way():
 
 # -- start-up (common/startup.py) ----------------------------------------------------------------
 
-PACKAGES = ("common", "engine", "loaders", "kernels", "models", "bench")
 LOADS_TORCH = ("torch", "engine", "loaders", "kernels", "models", "bench", "torchvision", "timm")
 
 
@@ -196,3 +195,64 @@ def test_shared_test_set_up_lives_in_tests_helpers():
     wrong = [str(p.relative_to(REPO)) for p in others
              if "from tests.conftest import" in p.read_text() or "def write_jpegs(" in p.read_text()]
     assert not wrong, f"import shared set-up from tests.helpers: {wrong}"
+
+
+ATOMIC_HELPER = "common/atomic.py"
+
+
+def test_every_temp_and_rename_goes_through_the_atomic_helper():
+    """A rename over a target is how a write becomes atomic; done by hand it forgets the fsync,
+    the cleanup on failure or the file mode. Only common/atomic.py renames (os.replace,
+    os.rename, Path.rename/replace, shutil.move)."""
+    offenders = []
+    for path, tree in _modules(*PACKAGES):
+        where = str(path.relative_to(REPO))
+        for node in ast.walk(tree):
+            if where == ATOMIC_HELPER or not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+                continue
+            owner = getattr(node.func.value, "id", None)
+            if node.func.attr in ("replace", "rename") and owner == "os" or node.func.attr == "rename" \
+                    or node.func.attr == "move" and owner == "shutil" \
+                    or node.func.attr == "replace" and len(node.args) == 1 and not node.keywords \
+                    and not isinstance(node.func.value, ast.Constant) and _looks_like_a_path(node.args[0]):
+                offenders.append(f"{where}:{node.lineno} {ast.unparse(node.func)}(...)")
+    assert not offenders, offenders
+
+
+def _looks_like_a_path(arg: ast.AST) -> bool:
+    """`Path.replace(target)` takes one path; `str.replace` takes two strings."""
+    return not isinstance(arg, ast.Constant)
+
+
+# Names that several modules define on purpose, each for the same role in its own module:
+SAME_ROLE = {
+    "main": "each CLI's entry point: `python -m PACKAGE.MODULE` runs its `main(argv)`",
+    "Options": "each CLI's option declarations (common/options.py reads them, tests/common/test_options_declared.py"
+               " finds them by this name)",
+    "build": "engine/build.py's `build(cfg) -> Run`, and in models/ the per-architecture builders the registry"
+             " names as 'models.<module>:build', one signature (num_classes, image_size, in_channels, dropout)",
+    "pytest_configure": "a pytest hook: pytest calls it by this name in a conftest or plugin",
+}
+MODEL_BUILDERS = {"models/mlp.py", "models/resnet9.py", "models/seedcnn.py"}
+
+
+def _top_level_names():
+    names = {}
+    for path, tree in _modules(*PACKAGES):
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
+                names.setdefault(node.name, []).append(str(path.relative_to(REPO)))
+    return names
+
+
+def test_no_public_name_is_defined_in_two_modules_for_different_things():
+    """A reader (or an import) finding `resolve` or `fit` should not have to ask which one."""
+    twice = {name: where for name, where in _top_level_names().items() if len(where) > 1 and name not in SAME_ROLE}
+    assert not twice, twice
+
+
+def test_build_is_the_assembly_or_a_registered_model_builder():
+    from models.registry import MODELS
+    registered = {ref.split(":")[0].replace(".", "/") + ".py" for ref in MODELS.values() if ref.endswith(":build")}
+    assert registered == MODEL_BUILDERS
+    assert set(_top_level_names()["build"]) == {ASSEMBLY} | MODEL_BUILDERS

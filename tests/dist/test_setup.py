@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from engine import distributed
-from engine.config import ConfigError, parse_args, usage
+from engine.config import ConfigError, parse_args, config_usage
 
 
 def test_no_torchrun_environment_means_one_process(monkeypatch):
@@ -84,6 +84,6 @@ def test_nccl_error_handling_is_set_before_the_group_is_created(monkeypatch):
     with pytest.raises(distributed.PeerLost, match="could not join"):
         distributed.setup(parse_args(["--device", "cuda", "--dist.nccl_error_handling", "3"]).config)
     assert seen == {"nccl": "3"}
-    lines = usage().splitlines()
+    lines = config_usage().splitlines()
     at = next(i for i, line in enumerate(lines) if "--dist.nccl_error_handling" in line)
     assert "--dist.nccl_error_handling 2" in lines[at] and "launcher" in lines[at + 1]  # its help line follows

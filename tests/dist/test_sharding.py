@@ -29,7 +29,7 @@ def test_eval_shards_are_contiguous_blocks_that_rebuild_the_split(setup, monkeyp
     real_labels, steps = [], set()
     for rank in range(WORLD):
         _as_rank(monkeypatch, rank)
-        loader = base.build(name, ds, "val", loader_spec(cfg), device, train=False)
+        loader = base.build_loader(name, ds, "val", loader_spec(cfg), device, train=False)
         assert loader.batch_size == 3  # the global eval batch of 6, halved
         labels = torch.cat([y for _, y in loader])
         steps.add(loader.steps)
@@ -45,10 +45,10 @@ def test_train_shards_take_half_the_global_batch_with_their_own_augmentation(set
     loaders = []
     for rank in range(WORLD):
         sampler = base.make_sampler(ds, sampler_spec(cfg), device, rank, WORLD)
-        loaders.append(base.build(name, ds, "train", loader_spec(cfg), device, train=True, sampler=sampler))
+        loaders.append(base.build_loader(name, ds, "train", loader_spec(cfg), device, train=True, sampler=sampler))
     assert [l.batch_size for l in loaders] == [4, 4] and loaders[0].steps == len(ds.train) // 8
     assert loaders[0].key(3) != loaders[1].key(3)  # rows of the two ranks get different crops
-    single = base.build(name, ds, "train", loader_spec(cfg), device, train=True, sampler=base.make_sampler(ds, sampler_spec(cfg), device))
+    single = base.build_loader(name, ds, "train", loader_spec(cfg), device, train=True, sampler=base.make_sampler(ds, sampler_spec(cfg), device))
     assert single.key(3) == 3 and single.batch_size == 8  # one process: unchanged keys and batch
     orders = [l.epoch_order()[0] for l in loaders]
     assert torch.equal(torch.cat(orders), single.epoch_order()[0])

@@ -79,7 +79,7 @@ def evaluation(rank: int, world: int, per_process_batch: bool = True) -> dict:
     torch.manual_seed(0)
     model = build_model("seedcnn", len(CLASSES), IMAGE, dropout=0.0)
     trainer = Trainer(model, cfg, torch.device("cpu"), len(CLASSES), steps_per_epoch=1)
-    loader = base.build("tensor", ds, "val", loader_spec(cfg), torch.device("cpu"), train=False)
+    loader = base.build_loader("tensor", ds, "val", loader_spec(cfg), torch.device("cpu"), train=False)
     order, real = loader.epoch_order()
     cm, probs, labels = distributed.merge_eval(*trainer.evaluate(loader))
     metrics = summarize(cm, probs, labels, CLASSES)
@@ -92,7 +92,7 @@ def sampling(rank: int, world: int) -> dict:
     for kind in ("uniform", "balanced"):
         cfg = config("--sampler", kind)
         sampler = base.make_sampler(ds, sampler_spec(cfg), torch.device("cpu"), rank, world)
-        loader = base.build("tensor", ds, "train", loader_spec(cfg), torch.device("cpu"), train=True, sampler=sampler)
+        loader = base.build_loader("tensor", ds, "train", loader_spec(cfg), torch.device("cpu"), train=True, sampler=sampler)
         for epoch in (0, 1):
             loader.set_epoch(epoch)
             order, _ = loader.epoch_order()

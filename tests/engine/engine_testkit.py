@@ -15,7 +15,7 @@ FAST = ["--data", "synthetic", "--data.synthetic_count", "100", "--image-size", 
 
 def skip_report(monkeypatch) -> None:
     """The PNG report costs more than the training here and is not what these tests check."""
-    monkeypatch.setattr(runner.report, "build_or_warn", lambda run_dir: True)
+    monkeypatch.setattr(runner.run_report, "build_or_warn", lambda run_dir: True)
 
 
 def stop_after(monkeypatch, steps: int) -> None:

@@ -83,14 +83,14 @@ def test_posthoc_tau_raises_validation_balanced_accuracy_and_generalizes():
     cfg = Config()
     cfg.eval.posthoc_adjust = True  # the plan turns it on for imbalanced data; off by default (presets unchanged)
     counts = (prior * 10000).astype(int)
-    d = decisions.fit(cfg, counts, val_p, val_y)
+    d = decisions.fit_decision(cfg, counts, val_p, val_y)
     assert 0.5 <= d["tau"] <= 1.5 and d["val_gain"] > 0.05  # Menon et al.: tau near 1 for a calibrated model
     out = decisions.summarize_decided(d, test_p, test_y, ["a", "b", "c"])
     assert out["balanced_accuracy"] > out["uncorrected.balanced_accuracy"] + 0.05
     ref = balanced_accuracy_score(test_y.numpy(), decisions.decide(test_p, d).numpy())
     assert out["balanced_accuracy"] == pytest.approx(ref)
     cfg.eval.posthoc_adjust = False
-    assert decisions.fit(cfg, counts, val_p, val_y)["tau"] == 0.0
+    assert decisions.fit_decision(cfg, counts, val_p, val_y)["tau"] == 0.0
 
 
 def test_a_correction_tuned_for_accuracy_never_lowers_validation_accuracy():
@@ -100,12 +100,12 @@ def test_a_correction_tuned_for_accuracy_never_lowers_validation_accuracy():
         val_p, val_y, prior = _imbalanced_probs(seed)
         cfg = Config()
         cfg.eval.posthoc_adjust, cfg.train.select = True, "accuracy"
-        d = decisions.fit(cfg, (prior * 10000).astype(int), val_p, val_y)
+        d = decisions.fit_decision(cfg, (prior * 10000).astype(int), val_p, val_y)
         out = decisions.summarize_decided(d, val_p, val_y, ["a", "b", "c"])
         assert d["metric"] == "accuracy" and out["accuracy"] >= out["uncorrected.accuracy"]
         balanced = Config()
         balanced.eval.posthoc_adjust = True
-        assert d["tau"] <= decisions.fit(balanced, (prior * 10000).astype(int), val_p, val_y)["tau"]
+        assert d["tau"] <= decisions.fit_decision(balanced, (prior * 10000).astype(int), val_p, val_y)["tau"]
 
 
 def test_loss_offset_is_tau_log_prior_of_what_the_sampler_draws():

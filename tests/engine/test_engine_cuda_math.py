@@ -30,14 +30,14 @@ def test_cuda_runs_get_tf32_matmuls_and_autotuning_unless_deterministic(restore_
 @pytest.mark.parametrize("amp, dtype", [([], torch.float32), (["--amp", "--train.amp_dtype", "bf16"], torch.bfloat16)])
 def test_loaders_write_the_autocast_dtype(tmp_path, monkeypatch, amp, dtype):
     built = []
-    build = run_build.loaders.build
+    build = run_build.loaders.build_loader
 
     def recording_build(*args, **kwargs):
         loader = build(*args, **kwargs)
         built.append(kwargs.get("out_dtype"))
         return loader
 
-    monkeypatch.setattr(run_build.loaders, "build", recording_build)
+    monkeypatch.setattr(run_build.loaders, "build_loader", recording_build)
     skip_report(monkeypatch)
     assert main(FAST + ["--epochs", "1", "--out", str(tmp_path), *amp]) == 0
     assert built == [dtype] * 3

@@ -272,13 +272,13 @@ def test_decision_calibrates_each_finding_then_picks_its_threshold_on_the_calibr
     labels = (torch.rand(4000, 2, generator=gen) < truth.sigmoid()).float()
     probs = torch.stack([(3 * truth[:, 0]).sigmoid(), truth[:, 1].sigmoid()], 1)
     cfg = Config()
-    decision = multilabel_metrics.fit_decision(cfg, probs, labels)
+    decision = multilabel_metrics.fit_findings_decision(cfg, probs, labels)
     t0, t1 = decision["temperatures"]
     assert t0 == pytest.approx(3.0, rel=0.15) and t1 == pytest.approx(1.0, abs=0.15)
-    calibrated = multilabel_metrics.calibrated(probs, decision)
+    calibrated = multilabel_metrics.calibrated_findings(probs, decision)
     assert decision["thresholds"] == multilabel_metrics.fit_thresholds(calibrated, labels, cfg.eval.finding_threshold)
     before = multilabel_metrics.summarize_findings(probs, labels, ["a", "b"])["log_loss"]
     after = multilabel_metrics.summarize_findings(calibrated, labels, ["a", "b"])["log_loss"]
     assert after < before
     cfg.eval.calibrate = False
-    assert "temperatures" not in multilabel_metrics.fit_decision(cfg, probs, labels)
+    assert "temperatures" not in multilabel_metrics.fit_findings_decision(cfg, probs, labels)

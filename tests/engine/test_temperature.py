@@ -34,7 +34,7 @@ def _reference(z: np.ndarray, y: np.ndarray) -> float:
 @pytest.mark.parametrize("true_t", [0.5, 1.0, 2.5])
 def test_scalar_fit_matches_scipy_on_the_same_nll(true_t):
     z, y = _overconfident(true_t=true_t, seed=int(true_t * 10))
-    fitted = float(temperature.fit(z.softmax(1), y))
+    fitted = float(temperature.fit_temperature(z.softmax(1), y))
     assert fitted == pytest.approx(_reference(z.double().numpy(), y.numpy()), rel=1e-3)
     calibrated = temperature.apply(z.softmax(1), fitted)
     # the fitted probabilities reach the NLL minimum (sklearn's log loss as the second reference)
@@ -45,7 +45,7 @@ def test_scalar_fit_matches_scipy_on_the_same_nll(true_t):
 def test_argmax_accuracy_and_balanced_accuracy_are_unchanged_and_ece_drops():
     z, y = _overconfident()
     p = z.softmax(1)
-    t = temperature.fit(p[:1500], y[:1500])  # fitted on one half, judged on the other
+    t = temperature.fit_temperature(p[:1500], y[:1500])  # fitted on one half, judged on the other
     before, after = p[1500:], temperature.apply(p[1500:], t)
     assert torch.equal(before.argmax(1), after.argmax(1))
     assert accuracy_score(y[1500:], after.argmax(1)) == accuracy_score(y[1500:], before.argmax(1))
@@ -57,8 +57,8 @@ def test_argmax_accuracy_and_balanced_accuracy_are_unchanged_and_ece_drops():
 def test_probabilities_from_tta_give_the_same_temperature_as_the_logits():
     """Scores arrive as probabilities: log p differs from the logits by a per-row constant."""
     z, y = _overconfident(n=500)
-    from_probs = temperature.fit(z.softmax(1), y)
-    shifted = temperature.fit((z + torch.randn(500, 1) * 5).softmax(1), y)
+    from_probs = temperature.fit_temperature(z.softmax(1), y)
+    shifted = temperature.fit_temperature((z + torch.randn(500, 1) * 5).softmax(1), y)
     assert float(from_probs) == pytest.approx(float(shifted), rel=1e-4)
 
 
@@ -67,7 +67,7 @@ def test_multilabel_fits_one_temperature_per_label_each_matching_its_own_referen
     n, true_t = 4000, torch.tensor([0.5, 1.0, 2.0, 4.0])
     z = torch.randn(n, 4, generator=g) * 2
     y = (torch.rand(n, 4, generator=g) < (z / true_t).sigmoid()).long()
-    fitted = temperature.fit(z.sigmoid(), y, multilabel=True)
+    fitted = temperature.fit_temperature(z.sigmoid(), y, multilabel=True)
     assert fitted.shape == (4,)
     zz, yy = z.double().numpy(), y.double().numpy()
     for j in range(4):
@@ -86,7 +86,7 @@ def test_multilabel_fits_one_temperature_per_label_each_matching_its_own_referen
 def test_a_split_too_small_to_fit_keeps_one_and_one_changes_nothing():
     z, y = _overconfident(n=200)
     p = z.softmax(1)
-    assert float(temperature.fit(p[:1], y[:1])) == 1.0
+    assert float(temperature.fit_temperature(p[:1], y[:1])) == 1.0
     assert temperature.apply(p, 1.0) is p
 
 
@@ -104,9 +104,9 @@ def test_the_decision_stores_the_temperature_and_chooses_tau_on_calibrated_score
     z = torch.randn(len(y), 3, generator=g) * 1.5 + torch.nn.functional.one_hot(y, 3) * 2.0
     z = (z + torch.tensor(np.log(counts / counts.sum()), dtype=torch.float32)) * 3  # prior-shifted, overconfident
     p = z.softmax(1)
-    decision = decisions.fit(_cfg(), counts, p, y)
+    decision = decisions.fit_decision(_cfg(), counts, p, y)
     t = decision["temperature"]
-    assert t == pytest.approx(float(temperature.fit(p, y)))
+    assert t == pytest.approx(float(temperature.fit_temperature(p, y)))
     assert t > 1.5
     # tau is the one the grid search picks on the calibrated scores
     cal = temperature.apply(p, t)
@@ -120,7 +120,7 @@ def test_the_decision_stores_the_temperature_and_chooses_tau_on_calibrated_score
     assert m["temperature"] == pytest.approx(t)
     assert m["ece_uncalibrated"] == pytest.approx(float(expected_calibration_error(p, y)))
     assert m["uncorrected.accuracy"] == pytest.approx(accuracy_score(y, p.argmax(1)))  # temperature keeps argmax
-    assert decisions.fit(_cfg(calibrate=False), counts, p, y)["temperature"] == 1.0
+    assert decisions.fit_decision(_cfg(calibrate=False), counts, p, y)["temperature"] == 1.0
 
 
 def test_the_binary_threshold_is_chosen_on_calibrated_scores():
@@ -128,7 +128,7 @@ def test_the_binary_threshold_is_chosen_on_calibrated_scores():
     y = (torch.rand(600, generator=g) < 0.3).long()
     z = torch.stack([torch.zeros(600), (y * 1.5 + torch.randn(600, generator=g)) * 4], 1)
     p = z.softmax(1)
-    decision = decisions.fit(_cfg(posthoc=False, target=0.9), np.array([420, 180]), p, y)
+    decision = decisions.fit_decision(_cfg(posthoc=False, target=0.9), np.array([420, 180]), p, y)
     cal = temperature.apply(p, decision["temperature"])[:, 1]
     assert decision["temperature"] != 1.0
     assert float((cal[y == 1] >= decision["threshold"]).float().mean()) >= 0.9
@@ -163,7 +163,7 @@ def test_a_separable_validation_set_keeps_one_and_says_why():
     assert nll(1e-3) < nll(temperature.MIN_T) < nll(1.0)  # the NLL only falls as T -> 0: no finite optimum
     t, note = temperature.fit_softmax(z.softmax(1), y)
     assert t == 1.0 and "classified correctly" in note and "no finite minimum" in note
-    assert float(temperature.fit(z.softmax(1), y)) == 1.0  # not the bound 0.05 the search ends at
+    assert float(temperature.fit_temperature(z.softmax(1), y)) == 1.0  # not the bound 0.05 the search ends at
 
 
 def test_a_nearly_separable_set_whose_optimum_is_below_the_bound_keeps_one():
@@ -189,7 +189,7 @@ def test_the_reason_reaches_the_decision_metrics_report_and_log(tmp_path, capsys
     from engine.train import main as train_main
     from engine_testkit import FAST
     z, y = _margins(n=60)
-    decision = decisions.fit(_cfg(), np.array([20, 20, 20]), z.softmax(1).float(), y)
+    decision = decisions.fit_decision(_cfg(), np.array([20, 20, 20]), z.softmax(1).float(), y)
     assert decision["temperature"] == 1.0 and "classified correctly" in decision["temperature_note"]
     # a run whose validation split is too small to fit: FAST's 100 synthetic images leave fewer than MIN_IMAGES
     assert train_main(FAST + ["--out", str(tmp_path / "run"), "--epochs", "1", "--run.plan", "off"]) == 0

@@ -6,7 +6,7 @@ from sklearn import metrics as skm
 
 from engine.metrics import (bootstrap_indices, bootstrap_intervals, bootstrap_scores, calibration_bins,
                             expected_calibration_error, summarize)
-from engine.plots import pr_points, roc_points
+from engine.plots import pr_points, roc_rates
 from kernels.confusion import confusion_matrix
 
 CLASSES = ["a", "b", "c", "d", "e"]
@@ -113,7 +113,7 @@ def test_report_curves_match_sklearn():
     probs, labels, _ = scored(7)
     y, p = labels.numpy(), probs.double().numpy()
     for c in range(5):
-        fpr, tpr = roc_points(p[:, c], y == c)
+        fpr, tpr = roc_rates(p[:, c], y == c)
         sk_fpr, sk_tpr, _ = skm.roc_curve(y == c, p[:, c], drop_intermediate=False)
         assert np.allclose(fpr, sk_fpr) and np.allclose(tpr, sk_tpr)
         assert np.trapezoid(tpr, fpr) == pytest.approx(skm.roc_auc_score(y == c, p[:, c]))

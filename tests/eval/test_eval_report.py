@@ -5,8 +5,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from engine import report
-from engine.atomic import append_jsonl, atomic_write_json
+from engine import report, run_report
+from common.atomic import append_jsonl, atomic_write_json
 from engine.metrics import summarize
 from kernels.confusion import confusion_matrix
 from loaders.datasets import Split
@@ -32,17 +32,17 @@ def fake_run(root, n=60, with_history=True):
                                                   "train.class_histogram": [20, 20, 20]})
     images = rng.integers(0, 255, (n, 28, 28, 3), dtype=np.uint8)
     split = Split(labels=labels.numpy(), images=images)
-    report.save_test_outputs(root, probs, labels, split, {"train": [30, 30, 90], "val": [5, 5, 15], "test": cm.sum(1).tolist()},
+    run_report.save_test_outputs(root, probs, labels, split, {"train": [30, 30, 90], "val": [5, 5, 15], "test": cm.sum(1).tolist()},
                               uncalibrated=(2 * logits).softmax(1))  # an overconfident "before" for the diagram
     return probs, labels, images
 
 
 def test_report_has_every_figure_and_the_metrics_table(tmp_path):
     probs, labels, images = fake_run(tmp_path)
-    written = report.build(tmp_path)
+    written = run_report.build_report(tmp_path)
     names = {p.name for p in written}
-    assert names == set(report.FIGURES) | {"README.md"}
-    for name in report.FIGURES:
+    assert names == set(run_report.FIGURES) | {"README.md"}
+    for name in run_report.FIGURES:
         with Image.open(tmp_path / "report" / name) as im:
             assert im.size[0] > 300 and im.size[1] > 200
             assert np.asarray(im.convert("L")).std() > 5  # something was drawn
@@ -51,19 +51,19 @@ def test_report_has_every_figure_and_the_metrics_table(tmp_path):
     assert f"{m['test.balanced_accuracy']:.4f} [{m['test.balanced_accuracy_ci_low']:.4f}" in text
     for name in CLASSES:
         assert f"| {name} |" in text
-    for name in report.FIGURES:
+    for name in run_report.FIGURES:
         assert f"({name})" in text
 
 
 def test_saved_errors_are_the_most_confident_wrong_predictions(tmp_path):
     probs, labels, images = fake_run(tmp_path)
-    with np.load(tmp_path / report.PREDICTIONS) as saved:
+    with np.load(tmp_path / run_report.PREDICTIONS) as saved:
         rows, thumbs = saved["error_rows"], saved["error_images"]
         assert np.array_equal(saved["labels"], labels.numpy())
         assert np.allclose(saved["probs"], probs.numpy())
     wrong = np.flatnonzero(probs.argmax(1).numpy() != labels.numpy())
     conf = probs.max(1).values.numpy()
-    expected = wrong[np.argsort(-conf[wrong], kind="stable")][:report.ERRORS_SHOWN]
+    expected = wrong[np.argsort(-conf[wrong], kind="stable")][:run_report.ERRORS_SHOWN]
     assert np.array_equal(rows, expected)
     assert np.array_equal(thumbs, images[rows])
 
@@ -74,9 +74,9 @@ def test_file_datasets_get_decoded_thumbnails(tmp_path):
     files = sorted(str(p) for p in (root / "images").glob("*.jpg"))
     labels = torch.tensor([0, 1, 2, 0, 1, 2])
     probs = torch.eye(3)[torch.tensor([1, 1, 2, 2, 1, 2])] * 0.9 + 0.1 / 3
-    report.save_test_outputs(tmp_path, probs, labels, Split(labels=labels.numpy(), files=files), {})
-    with np.load(tmp_path / report.PREDICTIONS) as saved:
-        assert saved["error_images"].shape == (2, report.THUMBNAIL, report.THUMBNAIL, 3)
+    run_report.save_test_outputs(tmp_path, probs, labels, Split(labels=labels.numpy(), files=files), {})
+    with np.load(tmp_path / run_report.PREDICTIONS) as saved:
+        assert saved["error_images"].shape == (2, run_report.THUMBNAIL, run_report.THUMBNAIL, 3)
         assert saved["error_images"].mean() > 10
         assert list(saved["files"]) == files
 

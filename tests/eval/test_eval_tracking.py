@@ -19,7 +19,7 @@ def test_without_wandb_installed_the_run_goes_on_untracked(monkeypatch, tmp_path
     monkeypatch.delenv("WANDB_MODE", raising=False)
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
-    tracker = tracking.start({"a": 1}, tmp_path, "offline")
+    tracker = tracking.start_tracker({"a": 1}, tmp_path, "offline")
     assert not tracker.active
     assert "wandb is not installed" in caplog.text
     tracker.log_epoch({"epoch": 0, "train.loss": 1.0})
@@ -29,7 +29,7 @@ def test_without_wandb_installed_the_run_goes_on_untracked(monkeypatch, tmp_path
 def test_disabled_never_imports_wandb(monkeypatch, tmp_path):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setattr(importlib.util, "find_spec", lambda *a: pytest.fail("looked for wandb"))
-    assert not tracking.start({}, tmp_path, "disabled").active
+    assert not tracking.start_tracker({}, tmp_path, "disabled").active
 
 
 class RecordingRun:
@@ -68,7 +68,7 @@ def test_offline_run_writes_its_files_into_the_run_folder(monkeypatch, tmp_path)
     from PIL import Image
     (tmp_path / "report").mkdir()
     Image.new("RGB", (32, 32), "red").save(tmp_path / "report" / "confusion_matrix.png")
-    tracker = tracking.start({"train": {"epochs": 2}}, tmp_path, "offline")
+    tracker = tracking.start_tracker({"train": {"epochs": 2}}, tmp_path, "offline")
     assert tracker.active and dict(tracker.run.config)["train"] == {"epochs": 2}
     for epoch in range(2):
         tracker.log_epoch({"epoch": epoch, "train.loss": 1.0 / (epoch + 1)})

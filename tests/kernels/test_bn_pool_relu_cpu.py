@@ -9,7 +9,7 @@ from kernels import bn_pool_relu_cpu, native_build
 from models.fused_block import ConvBNPoolReLU
 from models.seedcnn import notebook_block
 
-pytestmark = pytest.mark.skipif(not bn_pool_relu_cpu.available(),
+pytestmark = pytest.mark.skipif(not bn_pool_relu_cpu.native_available(),
                                 reason="no C compiler here: the fused CPU kernel cannot be built (eager path runs)")
 
 
@@ -161,8 +161,8 @@ def test_without_a_compiler_it_says_so_once_and_the_block_runs_eagerly(monkeypat
     monkeypatch.setattr(native_build, "_loaded", {})
     monkeypatch.setattr(bn_pool_relu_cpu, "_functions", None)
     with caplog.at_level(logging.WARNING, logger="medtrain.kernels"):
-        assert not bn_pool_relu_cpu.available()
-        assert not bn_pool_relu_cpu.available()
+        assert not bn_pool_relu_cpu.native_available()
+        assert not bn_pool_relu_cpu.native_available()
     assert len([r for r in caplog.records if "eager PyTorch runs instead" in r.getMessage()]) == 1
     block = _block(1)
     x = torch.randn(2, 5, 8, 8).contiguous(memory_format=torch.channels_last)
@@ -173,10 +173,10 @@ def test_without_a_compiler_it_says_so_once_and_the_block_runs_eagerly(monkeypat
 def test_the_library_is_built_once_and_reused_from_the_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("MEDTRAIN_KERNEL_CACHE", str(tmp_path))
     monkeypatch.setattr(native_build, "_loaded", {})
-    assert native_build.load("bn_pool_relu") is not None
+    assert native_build.load_native("bn_pool_relu") is not None
     built = list(tmp_path.glob("bn_pool_relu-*.so"))
     assert len(built) == 1 and not list(tmp_path.glob("*.so.*")) and not list(tmp_path.glob("tmp*"))
     stamp = built[0].stat().st_mtime_ns
     monkeypatch.setattr(native_build, "_loaded", {})
-    assert native_build.load("bn_pool_relu") is not None
+    assert native_build.load_native("bn_pool_relu") is not None
     assert [p.stat().st_mtime_ns for p in tmp_path.glob("bn_pool_relu-*.so")] == [stamp]

@@ -99,7 +99,7 @@ def test_data_clahe_reaches_the_loaders(tiny_csv):
     def first_val_batch(extra, name="tensor"):
         cfg = parse_args(["--data", str(tiny_csv), "--batch-size", "4", "--device", "cpu", *extra]).config
         ds = load_dataset(cfg.data)
-        return next(iter(base.build(name, ds, "val", loader_spec(cfg), torch.device("cpu"), train=False)))[0]
+        return next(iter(base.build_loader(name, ds, "val", loader_spec(cfg), torch.device("cpu"), train=False)))[0]
 
     assert not torch.allclose(first_val_batch([]), first_val_batch(["--data.clahe", "true"]))
     torch.testing.assert_close(first_val_batch(["--data.clahe", "true"]),

@@ -22,7 +22,7 @@ def test_bad_files_reported_once_and_skipped(tiny, name, caplog):
     bad = ds.val.files[:3]
     _spoil(bad)
     good_labels = ds.val.labels[3:].tolist()
-    loader = base.build(name, ds, "val", loader_spec(cfg), device, train=False)
+    loader = base.build_loader(name, ds, "val", loader_spec(cfg), device, train=False)
     for _ in range(2):  # twice: still reported only once
         batches = list(loader)
         labels = torch.cat([y for _, y in batches])
@@ -40,7 +40,7 @@ def test_bad_file_in_training_masks_only_its_row(tiny, name):
     cfg, ds, device = tiny
     _spoil(ds.train.files[:3])
     sampler = base.make_sampler(ds, sampler_spec(cfg), device)
-    loader = base.build(name, ds, "train", loader_spec(cfg), device, train=True, sampler=sampler)
+    loader = base.build_loader(name, ds, "train", loader_spec(cfg), device, train=True, sampler=sampler)
     order, _ = loader.epoch_order()
     labels = torch.cat([y for _, y in loader])
     expected = loader.labels[order]

@@ -13,7 +13,7 @@ from conftest import ALL
 def test_train_batches_follow_sampler_order(tiny, name):
     cfg, ds, device = tiny
     sampler = base.make_sampler(ds, sampler_spec(cfg), device)
-    loader = base.build(name, ds, "train", loader_spec(cfg), device, train=True, sampler=sampler)
+    loader = base.build_loader(name, ds, "train", loader_spec(cfg), device, train=True, sampler=sampler)
     for epoch in (0, 1):
         loader.set_epoch(epoch)
         order, _ = loader.epoch_order()
@@ -31,7 +31,7 @@ def test_train_batches_follow_sampler_order(tiny, name):
 @pytest.mark.parametrize("name", ALL)
 def test_eval_keeps_dataset_order_and_pads(tiny, name):
     cfg, ds, device = tiny
-    loader = base.build(name, ds, "val", loader_spec(cfg), device, train=False)
+    loader = base.build_loader(name, ds, "val", loader_spec(cfg), device, train=False)
     batches = list(loader)
     labels = torch.cat([y for _, y in batches])
     n = len(ds.val)
@@ -43,7 +43,7 @@ def test_eval_keeps_dataset_order_and_pads(tiny, name):
 def test_resume_mid_epoch_gives_the_remaining_batches(tiny, name):
     cfg, ds, device = tiny
     sampler = base.make_sampler(ds, sampler_spec(cfg), device)
-    loader = base.build(name, ds, "train", loader_spec(cfg), device, train=True, sampler=sampler)
+    loader = base.build_loader(name, ds, "train", loader_spec(cfg), device, train=True, sampler=sampler)
     loader.set_epoch(1)
     full = [y for _, y in loader]
     loader.set_epoch(1, start_step=1)
@@ -57,7 +57,7 @@ def test_stopping_early_then_a_new_epoch(tiny, name):
     # A consumer that breaks off (early stopping, a benchmark) must not leave stale batches.
     cfg, ds, device = tiny
     sampler = base.make_sampler(ds, sampler_spec(cfg), device)
-    loader = base.build(name, ds, "train", loader_spec(cfg), device, train=True, sampler=sampler)
+    loader = base.build_loader(name, ds, "train", loader_spec(cfg), device, train=True, sampler=sampler)
     loader.set_epoch(0)
     next(iter(loader))
     loader.set_epoch(2)
@@ -69,7 +69,7 @@ def test_stopping_early_then_a_new_epoch(tiny, name):
 @pytest.mark.parametrize("name", [p for p in ALL if p.values[0] in ("dali", "nvjpeg")])
 def test_half_precision_output(tiny, name):
     cfg, ds, device = tiny
-    loader = base.build(name, ds, "val", loader_spec(cfg), device, train=False, out_dtype=torch.bfloat16)
+    loader = base.build_loader(name, ds, "val", loader_spec(cfg), device, train=False, out_dtype=torch.bfloat16)
     images, _ = next(iter(loader))
     assert images.dtype == torch.bfloat16 and images.is_contiguous(memory_format=torch.channels_last)
 
@@ -85,7 +85,7 @@ def test_in_memory_dataset_is_one_clear_error_or_works(tmp_path, name):
     cfg = parse_args(["--data", str(tmp_path / "d.npz"), "--batch-size", "8", "--device", "cpu"]).config
     ds = load_dataset(cfg.data)
     try:
-        loader = base.build(name, ds, "val", loader_spec(cfg), torch.device("cpu"), train=False)
+        loader = base.build_loader(name, ds, "val", loader_spec(cfg), torch.device("cpu"), train=False)
     except ConfigError as exc:
         assert "tensor loader" in str(exc)
         return
@@ -95,9 +95,9 @@ def test_in_memory_dataset_is_one_clear_error_or_works(tmp_path, name):
 def test_auto_never_picks_baseline(tiny):
     cfg, ds, device = tiny
     for dev in (torch.device("cpu"), torch.device("cuda")):
-        name, why = base.resolve("auto", ds, dev)
+        name, why = base.choose_backend("auto", ds, dev)
         assert name != "baseline" and why
-    assert base.resolve("baseline", ds, device)[0] == "baseline"
+    assert base.choose_backend("baseline", ds, device)[0] == "baseline"
 
 
 @pytest.mark.parametrize("ratio", [1.0, 2.0])
@@ -105,5 +105,5 @@ def test_crop_options_reach_the_augmentation(tiny, ratio):
     cfg, ds, device = tiny
     cfg.data.crop_scale_min, cfg.data.crop_ratio = 0.5, ratio
     sampler = base.make_sampler(ds, sampler_spec(cfg), device)
-    loader = base.build("plain", ds, "train", loader_spec(cfg), device, train=True, sampler=sampler)
+    loader = base.build_loader("plain", ds, "train", loader_spec(cfg), device, train=True, sampler=sampler)
     assert loader.spec.scale_min == 0.5 and loader.spec.ratio == (1 / ratio, ratio)

@@ -28,7 +28,7 @@ def on_gpu(tiny_csv):
 def test_gpu_train_batches_bf16_channels_last_in_sampler_order(on_gpu, name):
     cfg, ds, device = on_gpu
     sampler = base.make_sampler(ds, sampler_spec(cfg), device)
-    loader = base.build(name, ds, "train", loader_spec(cfg), device, train=True, sampler=sampler, out_dtype=torch.bfloat16)
+    loader = base.build_loader(name, ds, "train", loader_spec(cfg), device, train=True, sampler=sampler, out_dtype=torch.bfloat16)
     for epoch in (0, 1):
         loader.set_epoch(epoch)
         order, _ = loader.epoch_order()
@@ -44,8 +44,8 @@ def test_gpu_train_batches_bf16_channels_last_in_sampler_order(on_gpu, name):
 @pytest.mark.parametrize("name", GPU_BACKENDS)
 def test_gpu_eval_matches_plain(on_gpu, name):
     cfg, ds, device = on_gpu
-    ref_x, ref_y = zip(*base.build("plain", ds, "val", loader_spec(cfg), device, train=False))
-    got_x, got_y = zip(*base.build(name, ds, "val", loader_spec(cfg), device, train=False))
+    ref_x, ref_y = zip(*base.build_loader("plain", ds, "val", loader_spec(cfg), device, train=False))
+    got_x, got_y = zip(*base.build_loader(name, ds, "val", loader_spec(cfg), device, train=False))
     assert torch.equal(torch.cat(got_y), torch.cat(ref_y))
     std = torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1) * 255
     diff = ((torch.cat(got_x) - torch.cat(ref_x)) * std).abs()[: len(ds.val)]
@@ -57,7 +57,7 @@ def test_gpu_eval_matches_plain(on_gpu, name):
 def test_gpu_bad_file_masked(on_gpu, name):
     cfg, ds, device = on_gpu
     open(ds.val.files[1], "wb").write(b"\xff\xd8\xff\xe0 not really a jpeg")
-    loader = base.build(name, ds, "val", loader_spec(cfg), device, train=False)
+    loader = base.build_loader(name, ds, "val", loader_spec(cfg), device, train=False)
     labels = torch.cat([y for _, y in loader])
     assert labels[1] == -1 and labels[: len(ds.val)][labels[: len(ds.val)] >= 0].tolist() == \
         [y for i, y in enumerate(ds.val.labels.tolist()) if i != 1]
@@ -68,5 +68,5 @@ def test_gpu_bad_file_masked(on_gpu, name):
 def test_auto_picks_a_gpu_decoder(tiny_csv):
     cfg = parse_args(["--data", str(tiny_csv), "--device", "cuda"]).config
     ds = load_dataset(cfg.data)
-    name, why = base.resolve("auto", ds, torch.device("cuda"))
+    name, why = base.choose_backend("auto", ds, torch.device("cuda"))
     assert name in ("dali", "nvjpeg", "tensor") and name != "baseline" and why

@@ -30,8 +30,8 @@ def test_eval_parity_with_plain_on_real_ham(ham_dir, name):
                       "--data.max_samples", "400", "--data.workers", "2"]).config
     ds = load_dataset(cfg.data)
     device = torch.device("cpu")
-    ref_x, ref_y = zip(*base.build("plain", ds, "val", loader_spec(cfg), device, train=False))
-    got_x, got_y = zip(*base.build(name, ds, "val", loader_spec(cfg), device, train=False))
+    ref_x, ref_y = zip(*base.build_loader("plain", ds, "val", loader_spec(cfg), device, train=False))
+    got_x, got_y = zip(*base.build_loader(name, ds, "val", loader_spec(cfg), device, train=False))
     ref_y, got_y = torch.cat(ref_y), torch.cat(got_y)
     assert got_y.tolist() == ref_y.tolist()
     assert ref_y[:len(ds.val)].tolist() == ds.val.labels.tolist()
@@ -107,5 +107,5 @@ def _check_upright(tmp_path, name: str, device: str) -> None:
                       "--data.eval_crop", "1.0"]).config
     ds = load_dataset(cfg.data)
     assert [f.rsplit("/", 1)[-1] for f in ds.val.files] == [f"o{o}.jpg" for o in range(1, 9)]
-    batches = [x for x, _ in base.build(name, ds, "val", loader_spec(cfg, ds.native_size), torch.device(device), train=False)]
+    batches = [x for x, _ in base.build_loader(name, ds, "val", loader_spec(cfg, ds.native_size), torch.device(device), train=False)]
     assert _red_quadrant(torch.cat(batches)[:8].cpu()) == [0] * 8, (name, device)

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("nvidia.dali") is None,
 
 def test_dali_epochs_read_no_file_after_the_loader_is_built(tiny, monkeypatch):
     cfg, ds, device = tiny
-    loader = base.build("dali", ds, "train", loader_spec(cfg), device, train=True, sampler=base.make_sampler(ds, sampler_spec(cfg), device))
+    loader = base.build_loader("dali", ds, "train", loader_spec(cfg), device, train=True, sampler=base.make_sampler(ds, sampler_spec(cfg), device))
     reads = []
     monkeypatch.setattr(images, "read_bytes", lambda path: reads.append(path) or b"")
     for epoch in (0, 1):

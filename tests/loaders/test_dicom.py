@@ -170,7 +170,7 @@ def test_every_file_loader_decodes_dicom_on_the_cpu(dicom_run, backend):
     cfg = parse_args(["--data", str(data), "--batch-size", "4", "--device", "cpu", "--data.workers", "1",
                       "--image-size", "16"]).config
     ds = load_dataset(cfg.data)
-    loader = base.build(backend, ds, "test", loader_spec(cfg), torch.device("cpu"), train=False)
+    loader = base.build_loader(backend, ds, "test", loader_spec(cfg), torch.device("cpu"), train=False)
     batches = list(loader)
     seen = sum(int((y >= 0).sum()) for _, y, *rest in batches)
     assert seen == len(ds.test) and all(torch.isfinite(x.float()).all() for x, *_ in batches)

@@ -151,7 +151,7 @@ def test_every_file_loader_reads_store_members(isic_run, backend, tmp_path, monk
     cfg = parse_args(["--data", str(data), "--batch-size", "4", "--device", "cpu", "--data.workers", "2",
                       "--image-size", "16"]).config
     ds = load_dataset(cfg.data)
-    loader = base.build(backend, ds, "test", loader_spec(cfg), torch.device("cpu"), train=False)
+    loader = base.build_loader(backend, ds, "test", loader_spec(cfg), torch.device("cpu"), train=False)
     batches = list(loader)
     seen = sum(int((y >= 0).sum()) for _, y, *rest in batches)
     assert seen == len(ds.test) and all(torch.isfinite(x.float()).all() for x, *_ in batches)
@@ -174,7 +174,7 @@ def test_a_large_store_checks_a_sample_first_and_the_rest_as_decoded(tmp_path, m
     cut = hdf5_store.member((root / "train-image.hdf5").resolve(), "ISIC_0000007")
     if cut in ds.train.files:  # not in the sample: found when the loader decodes it, listed as skipped
         cfg = parse_args(["--data", str(root), "--batch-size", "8", "--device", "cpu", "--data.workers", "1"]).config
-        loader = base.build("plain", ds, "train", loader_spec(cfg), torch.device("cpu"), train=False)
+        loader = base.build_loader("plain", ds, "train", loader_spec(cfg), torch.device("cpu"), train=False)
         list(loader)
         assert "truncated" in loader.bad.items[cut].lower()  # the decoder's own words
     else:

@@ -20,7 +20,7 @@ def setup(tiny_csv):
 def test_train_batches_fixed_shape_channels_last(setup, name):
     cfg, ds, device = setup
     sampler = base.make_sampler(ds, sampler_spec(cfg), device)
-    loader = base.build(name, ds, "train", loader_spec(cfg), device, train=True, sampler=sampler)
+    loader = base.build_loader(name, ds, "train", loader_spec(cfg), device, train=True, sampler=sampler)
     batches = list(loader)
     assert len(batches) == loader.steps >= 1
     for images, labels in batches:
@@ -32,7 +32,7 @@ def test_train_batches_fixed_shape_channels_last(setup, name):
 @pytest.mark.parametrize("name", ["plain", "tensor"])
 def test_eval_pads_last_batch_with_masked_labels(setup, name):
     cfg, ds, device = setup
-    loader = base.build(name, ds, "val", loader_spec(cfg), device, train=False)
+    loader = base.build_loader(name, ds, "val", loader_spec(cfg), device, train=False)
     labels = torch.cat([y for _, y in loader])
     n = len(ds.val)
     assert len(labels) == loader.steps * 8 and (labels[:n] >= 0).all() and (labels[n:] == -1).all()
@@ -41,15 +41,15 @@ def test_eval_pads_last_batch_with_masked_labels(setup, name):
 
 def test_plain_and_tensor_agree_in_eval_mode(setup):
     cfg, ds, device = setup
-    a = torch.cat([x for x, _ in base.build("plain", ds, "test", loader_spec(cfg), device, train=False)])
-    b = torch.cat([x for x, _ in base.build("tensor", ds, "test", loader_spec(cfg), device, train=False)])
+    a = torch.cat([x for x, _ in base.build_loader("plain", ds, "test", loader_spec(cfg), device, train=False)])
+    b = torch.cat([x for x, _ in base.build_loader("tensor", ds, "test", loader_spec(cfg), device, train=False)])
     assert torch.equal(a, b)
 
 
 def test_same_seed_same_epoch_same_batches(setup):
     cfg, ds, device = setup
     def first_batch():
-        loader = base.build("tensor", ds, "train", loader_spec(cfg), device, train=True, sampler=base.make_sampler(ds, sampler_spec(cfg), device))
+        loader = base.build_loader("tensor", ds, "train", loader_spec(cfg), device, train=True, sampler=base.make_sampler(ds, sampler_spec(cfg), device))
         loader.set_epoch(3)
         return next(iter(loader))
     (x1, y1), (x2, y2) = first_batch(), first_batch()
@@ -58,7 +58,7 @@ def test_same_seed_same_epoch_same_batches(setup):
 
 def test_resume_mid_epoch_yields_the_remaining_batches(setup):
     cfg, ds, device = setup
-    loader = base.build("tensor", ds, "train", loader_spec(cfg), device, train=True, sampler=base.make_sampler(ds, sampler_spec(cfg), device))
+    loader = base.build_loader("tensor", ds, "train", loader_spec(cfg), device, train=True, sampler=base.make_sampler(ds, sampler_spec(cfg), device))
     loader.set_epoch(1)
     full = list(loader)
     loader.set_epoch(1, start_step=1)
@@ -68,7 +68,7 @@ def test_resume_mid_epoch_yields_the_remaining_batches(setup):
 
 def test_auto_picks_tensor_on_cpu_and_explains(setup):
     cfg, ds, device = setup
-    name, why = base.resolve("auto", ds, device)
+    name, why = base.choose_backend("auto", ds, device)
     assert name == "tensor" and "fit in memory" in why
 
 
@@ -76,5 +76,5 @@ def test_auto_streams_many_files_on_cpu_and_says_why(setup, monkeypatch):
     """Decoding every file before the first step is minutes at ISIC 2024's size on a CPU: plain."""
     cfg, ds, device = setup
     monkeypatch.setattr(base, "CPU_DECODE_ONCE_MAX", len(ds.train) + len(ds.val) + len(ds.test) - 1)
-    name, why = base.resolve("auto", ds, device)
+    name, why = base.choose_backend("auto", ds, device)
     assert name == "plain" and "before the first step" in why

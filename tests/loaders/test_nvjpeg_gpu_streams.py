@@ -36,7 +36,7 @@ def test_nvjpeg_batches_equal_cpu_decode_while_the_training_stream_is_busy(tmp_p
     cfg = parse_args(["--data", str(root), "--batch-size", "32", "--device", "cuda"]).config
     ds = load_dataset(cfg.data)
     device = torch.device("cuda")
-    loader = base.build("nvjpeg", ds, "train", loader_spec(cfg), device, train=True, sampler=base.make_sampler(ds, sampler_spec(cfg), device))
+    loader = base.build_loader("nvjpeg", ds, "train", loader_spec(cfg), device, train=True, sampler=base.make_sampler(ds, sampler_spec(cfg), device))
     work = torch.randn(4096, 4096, device=device)
     kept = []
     for epoch in range(3):
@@ -61,6 +61,6 @@ def test_nvjpeg_png_only_batches_on_cuda(tmp_path):
     root = write_png_tree(tmp_path / "xray")
     cfg = parse_args(["--data", str(root), "--batch-size", "8", "--device", "cuda"]).config
     ds = load_dataset(cfg.data)
-    got = torch.cat([x for x, _ in base.build("nvjpeg", ds, "val", loader_spec(cfg), torch.device("cuda"), train=False)])
-    ref = torch.cat([x for x, _ in base.build("plain", ds, "val", loader_spec(cfg), torch.device("cuda"), train=False)])
+    got = torch.cat([x for x, _ in base.build_loader("nvjpeg", ds, "val", loader_spec(cfg), torch.device("cuda"), train=False)])
+    ref = torch.cat([x for x, _ in base.build_loader("plain", ds, "val", loader_spec(cfg), torch.device("cuda"), train=False)])
     assert torch.equal(got[:len(ds.val)], ref[:len(ds.val)])

@@ -43,8 +43,8 @@ def test_nvjpeg_batches_of_pngs_match_the_plain_loader(tmp_path, mixed):
     cfg = parse_args(["--data", str(root), "--batch-size", "8", "--device", "cpu", "--data.workers", "2"]).config
     ds = load_dataset(cfg.data)
     device = torch.device("cpu")
-    got = base.build("nvjpeg", ds, "val", loader_spec(cfg), device, train=False)
-    ref = base.build("plain", ds, "val", loader_spec(cfg), device, train=False)
+    got = base.build_loader("nvjpeg", ds, "val", loader_spec(cfg), device, train=False)
+    ref = base.build_loader("plain", ds, "val", loader_spec(cfg), device, train=False)
     got_x, got_y = zip(*got)
     ref_x, ref_y = zip(*ref)
     assert torch.equal(torch.cat(got_y), torch.cat(ref_y))

@@ -71,7 +71,7 @@ def test_meta_rows_line_up_with_labels_in_every_loader(meta_csv):
     for name in ("tensor", "plain"):
         sampler = loaders.make_sampler(ds, sampler_spec(cfg), cpu)
         for split, train in (("train", True), ("test", False)):
-            loader = loaders.build(name, ds, split, loader_spec(cfg), cpu, train=train, sampler=sampler if train else None)
+            loader = loaders.build_loader(name, ds, split, loader_spec(cfg), cpu, train=train, sampler=sampler if train else None)
             assert isinstance(loader, MetaLoader)
             enc = fit_column("code", [str(v) for v in ds.train.labels])
             for images, labels, meta in loader:
@@ -93,7 +93,7 @@ def test_one_fused_training_step_moves_the_embedding(meta_csv):
                       "--image-size", "32", "--model.metadata", "age,sex,localization"]).config
     ds, names = attach_metadata(load_dataset(cfg.data), cfg.model.metadata)
     cpu = torch.device("cpu")
-    loader = loaders.build("tensor", ds, "train", loader_spec(cfg), cpu, train=True, sampler=loaders.make_sampler(ds, sampler_spec(cfg), cpu))
+    loader = loaders.build_loader("tensor", ds, "train", loader_spec(cfg), cpu, train=True, sampler=loaders.make_sampler(ds, sampler_spec(cfg), cpu))
     model = fuse(build_model("seedcnn", ds.num_classes, 32), len(names), ds.num_classes)
     trainer = Trainer(model, cfg, cpu, ds.num_classes, loader.steps)
     before = model.embed[0].weight.detach().clone()

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import atomic, checkpoint
-from engine.atomic import WriteError, atomic_write_json, read_jsonl
+from common import atomic
+from engine import checkpoint
+from common.atomic import WriteError, atomic_write_json, read_jsonl
 
 from . import broken
 
@@ -25,7 +26,8 @@ from . import broken
 # The child writes the first half of the new file, says so, and waits to be killed.
 CHILD = textwrap.dedent("""
     import os, sys, time, torch
-    from engine import atomic, checkpoint
+    from common import atomic
+    from engine import checkpoint
     real_fdopen = os.fdopen
 
     class HalfThenHang:

@@ -152,7 +152,7 @@ def test_pixel_data_broken_behind_a_good_header_is_masked_with_its_label(tmp_pat
     ds = load_dataset(cfg.data)
     assert not ds.skipped and len(ds.train) == 13
     device = torch.device("cpu")
-    loader = base.build(backend, ds, "train", loader_spec(cfg), device, train=True, sampler=base.make_sampler(ds, sampler_spec(cfg), device))
+    loader = base.build_loader(backend, ds, "train", loader_spec(cfg), device, train=True, sampler=base.make_sampler(ds, sampler_spec(cfg), device))
     drawn = 0
     for epoch in range(3):  # the sampler draws over all 13 rows; the late one is always masked
         loader.set_epoch(epoch)
@@ -183,7 +183,7 @@ def test_file_deleted_after_the_check_is_masked_with_its_reason(tmp_path):
     ds = load_dataset(cfg.data)
     (root / "images" / "im005.jpg").unlink()
     device = torch.device("cpu")
-    loader = base.build("tensor", ds, "train", loader_spec(cfg), device, train=True, sampler=base.make_sampler(ds, sampler_spec(cfg), device))
+    loader = base.build_loader("tensor", ds, "train", loader_spec(cfg), device, train=True, sampler=base.make_sampler(ds, sampler_spec(cfg), device))
     assert {Path(p).name: r for p, r in loader.bad.items.items()} == {
         "im005.jpg": "cannot read file (No such file or directory)"}
     assert loader.failed.tolist() == [i == 5 for i in range(12)]

@@ -25,7 +25,7 @@ def runs(tmp_path_factory):
     data = broken.good_folder(root / "data", n=30, classes=CLASSES)
     with pytest.MonkeyPatch.context() as mp:
         from engine import runner
-        mp.setattr(runner.report, "build_or_warn", lambda out: True)  # figures are not under test here
+        mp.setattr(runner.run_report, "build_or_warn", lambda out: True)  # figures are not under test here
         assert train_main(broken.fast_run_args(data, root / "run")) == 0
         assert train_main(broken.fast_run_args(data, root / "subset") + ["--data.max_samples", "12"]) == 0
     return data, root / "run", root / "subset"

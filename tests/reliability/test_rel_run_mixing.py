@@ -23,7 +23,7 @@ from . import broken
 @pytest.fixture
 def no_report(monkeypatch):
     from engine import runner
-    monkeypatch.setattr(runner.report, "build_or_warn", lambda out: True)  # figures are not under test here
+    monkeypatch.setattr(runner.run_report, "build_or_warn", lambda out: True)  # figures are not under test here
 
 
 def _errors(capsys) -> list[str]:
@@ -207,7 +207,7 @@ CV = ["--model", "mlp", "--image-size", "16", "--batch-size", "8", "--epochs", "
 
 def test_cv_rerun_with_other_options_is_refused_and_the_same_options_reuse_the_folds(tmp_path, capsys, monkeypatch):
     from engine import runner
-    monkeypatch.setattr(runner.report, "build_or_warn", lambda out: True)
+    monkeypatch.setattr(runner.run_report, "build_or_warn", lambda out: True)
     data = broken.good_folder(tmp_path / "data", n=24, classes=("a", "b"))
     out = tmp_path / "cv"
     assert cv.main(["--folds", "2", "--data", str(data), "--out", str(out)] + CV) == 0
@@ -275,7 +275,7 @@ def test_an_evaluation_folder_in_use_is_passed_over(tmp_path, no_report):
 
 @pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
 def test_atomic_writes_follow_the_umask(tmp_path, umask):
-    from engine.atomic import atomic_write_json
+    from common.atomic import atomic_write_json
     old = os.umask(umask)
     try:
         atomic_write_json(tmp_path / "metrics.json", {"a": 1})

@@ -42,7 +42,7 @@ def _soak(tmp_path, monkeypatch, epochs: int) -> tuple[np.ndarray, np.ndarray]:
         real_append(path, row)
 
     monkeypatch.setattr(writer, "append_jsonl", sample_then_append)
-    monkeypatch.setattr(runner.report, "build_or_warn", lambda out: None)
+    monkeypatch.setattr(runner.run_report, "build_or_warn", lambda out: None)
     args = ["--data", "synthetic", "--data.synthetic_count", "40", "--model", "mlp", "--image-size", "16",
             "--batch-size", "8", "--epochs", str(epochs), "--wandb", "disabled", "--train.progress", "off",
             "--data.workers", "1", "--out", str(tmp_path / "soak"), "--schedule.name", "constant"]

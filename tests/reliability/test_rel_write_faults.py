@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import atomic, evaluate, predict
+from common import atomic
+from engine import evaluate, predict
 from engine.train import main as train_main
 
 from . import broken
@@ -33,7 +34,7 @@ def trained(tmp_path_factory):
     data = broken.good_folder(root / "data", n=24, classes=("a", "b"))
     with pytest.MonkeyPatch.context() as mp:
         from engine import runner
-        mp.setattr(runner.report, "build_or_warn", lambda out: True)
+        mp.setattr(runner.run_report, "build_or_warn", lambda out: True)
         assert train_main(broken.fast_run_args(data, root / "run")) == 0
     return data, root / "run"
 
@@ -157,7 +158,7 @@ def test_wandb_folder_that_cannot_be_created_is_one_line(tmp_path, wandb_on, cap
 
 
 def test_a_failed_wandb_write_ends_tracking_quietly_as_one_write_error(tmp_path):
-    from engine.atomic import WriteError
+    from common.atomic import WriteError
     from engine.tracking import Tracker
 
     class FullDiskRun:
@@ -184,7 +185,7 @@ FILL_AFTER_WANDB_STARTS = textwrap.dedent("""
     import sys
     from engine import tracking
     from engine.train import main
-    real_start = tracking.start
+    real_start = tracking.start_tracker
 
     def start_then_fill(config, run_dir, *args, **kwargs):
         tracker = real_start(config, run_dir, *args, **kwargs)
@@ -196,7 +197,7 @@ FILL_AFTER_WANDB_STARTS = textwrap.dedent("""
             pass
         return tracker
 
-    tracking.start = start_then_fill
+    tracking.start_tracker = start_then_fill
     sys.exit(main(sys.argv[2:]))
 """)
 

@@ -1,5 +1,10 @@
 """Atomic writes: a temp file in the same folder, fsync, then rename over the target.
 
+The one place in the tree that renames a temp over its target (tests/common/test_architecture.py
+checks it): `atomic_write_bytes` / `atomic_write_json` for bytes this process writes, and
+`atomic_path` for a writer that needs a file name of its own (a compiler, a library's dataset
+writer, a folder filled image by image).
+
 A crash or `kill -9` mid-write leaves the previous file intact (its temp file, named after
 the writer's pid, is removed by the next write once that pid is gone); a full disk raises a
 `WriteError` (an `OSError`) naming the file, and also leaves the previous one intact.
@@ -8,8 +13,10 @@ so colleagues sharing the machine can read results when the umask lets them.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -37,10 +44,17 @@ def _remove_stale_temps(path: Path) -> None:
     for tmp in path.parent.glob(f".{path.name}.*.tmp"):
         pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
         if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
+            _remove(tmp)
+
+
+def _remove(tmp: str | Path) -> None:
+    try:
+        if os.path.isdir(tmp) and not os.path.islink(tmp):
+            shutil.rmtree(tmp)
+        else:
+            os.unlink(tmp)
+    except OSError:
+        pass
 
 
 def current_umask() -> int:
@@ -78,6 +92,42 @@ def atomic_write_bytes(path: str | Path, write) -> None:
         if isinstance(exc, OSError) and not isinstance(exc, WriteError):
             raise _write_error(exc, path, path.exists()) from None
         raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, directory: bool = False):
+    """A temp path beside `path` (a file, or a folder with `directory=True`) for the caller to
+    fill; when the block ends normally it replaces `path` in one rename, on an exception it is
+    removed. A folder that another process published first is kept (the race's loser drops its
+    copy): folders here are caches whose content depends only on their name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(path)
+    prefix, suffix = f".{path.name}.{os.getpid()}.", ".tmp"
+    if directory:
+        tmp = tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=path.parent)
+        os.chmod(tmp, 0o777 & ~current_umask())
+    else:
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
+        os.fchmod(fd, 0o666 & ~current_umask())
+        os.close(fd)
+    try:
+        yield Path(tmp)
+    except BaseException:
+        _remove(tmp)
+        raise
+    try:
+        if not directory:  # the writer's bytes on disk before the name points at them
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.replace(tmp, path)
+    except OSError as exc:
+        _remove(tmp)
+        if not (directory and path.is_dir()):
+            raise _write_error(exc, path, path.exists()) from None
 
 
 def atomic_write_json(path: str | Path, obj) -> None:
