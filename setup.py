@@ -6,7 +6,7 @@ setup(
     name="medtrain",
     version="0.1.0",
     description="GPU-first training engine for medical image classification",
-    packages=["common", "engine", "kernels", "loaders", "models", "bench"],
+    packages=["common", "engine", "engine.options", "engine.plan", "engine.run", "engine.score", "engine.output", "kernels", "loaders", "models", "bench"],
     # C sources compiled at first use with the system compiler (kernels/native_build.py)
     package_data={"kernels": ["native/*.c"]},
     python_requires=">=3.10",

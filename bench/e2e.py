@@ -45,9 +45,9 @@ from torch import nn
 from bench.contend import busy
 from common.options import opt
 from bench.record import environment, interleaved, print_line, sync, train_options_cli
-from engine.build import build, build_model_for
-from engine.config import Config, ConfigError
-from engine.resolve import loader_spec, sampler_spec
+from engine.run.build import build, build_model_for
+from engine.options.config import Config, ConfigError
+from engine.options.resolve import loader_spec, sampler_spec
 from loaders import base as loaders
 from loaders.datasets import Dataset
 from models import seedcnn

@@ -34,8 +34,8 @@ from bench.record import print_line
 from common.cli import run_main, suggest
 from common.options import like, opt, parse, usage
 from common.device import sync  # noqa: F401  (the bench CLIs import it from here)
-from engine.config import TrainConfig
-from engine.env import versions
+from engine.options.config import TrainConfig
+from engine.run.env import versions
 from kernels.augment import AugmentSpec, augment_reference, draw_params, pick_impl, triton_available
 from kernels.clahe import clahe
 from kernels.confusion import confusion_matrix, confusion_reference

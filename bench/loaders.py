@@ -27,10 +27,10 @@ from bench.contend import busy
 from bench.record import print_line
 from common.cli import run_main, suggest
 from common.options import like, opt, parse, usage
-from engine.build import build
-from engine.config import ConfigError, TrainConfig, parse_args
+from engine.run.build import build
+from engine.options.config import ConfigError, TrainConfig, parse_args
 from loaders.spec import DataSpec
-from engine.env import device_name, versions
+from engine.run.env import device_name, versions
 from loaders import base
 
 
@@ -79,7 +79,7 @@ def _main(argv: list[str]) -> int:
     cfg = parse_args(["--data", args.data, "--loader", args.loader, "--batch-size", str(args.batch_size),
                       "--workers", str(args.workers), "--image-size", str(args.image_size), "--device", args.device,
                       "--data.vflip", "false", "--data.rot90", "false"]).config  # random-resized-crop + horizontal flip only
-    # build() lays out the CPU as a training run does (allocator, threads: engine.env.pick_device)
+    # build() lays out the CPU as a training run does (allocator, threads: engine.run.env.pick_device)
     run = build(cfg, splits=("train",), model=False, out_dtype=getattr(torch, args.dtype))
     ds, device, name, why, loader = run.dataset, run.device, run.loader_name, run.loader_reason, run.loaders["train"]
     with busy(args.contend, seconds=args.seconds + 600):

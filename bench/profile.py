@@ -38,8 +38,8 @@ import torch
 
 from common.options import opt
 from bench.record import environment, print_line, sync, train_options_cli, write_json
-from engine.config import Config, ConfigError
-from engine.build import build
+from engine.options.config import Config, ConfigError
+from engine.run.build import build
 
 # ----------------------------------------------------------------------------- sampling
 

@@ -21,8 +21,8 @@ import torch
 
 from common.atomic import atomic_write_json
 from common.device import sync  # noqa: F401  (the bench CLIs import it from here)
-from engine.env import versions
-from engine.memory import peak_memory
+from engine.run.env import versions
+from engine.run.memory import peak_memory
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -144,8 +144,8 @@ def train_options_cli(argv: list[str] | None, doc: str, own, prog: str,
 
     from common.cli import run_main, suggest
     from common.options import take, usage
-    from engine.config import parse_args, config_usage as train_usage
-    from engine.env import setup_logging
+    from engine.options.config import parse_args, config_usage as train_usage
+    from engine.run.env import setup_logging
 
     box = []
 

@@ -66,10 +66,10 @@ class Phases:
 
 
 def _instrument(phases: Phases) -> None:
-    import engine.build
-    import engine.data_identity
-    import engine.fingerprint_data
-    import engine.plan
+    import engine.run.build
+    import common.data_identity
+    import engine.plan.fingerprint_data
+    import engine.plan.plan
     import loaders.base
     import loaders.csv_table
     import loaders.images
@@ -77,16 +77,16 @@ def _instrument(phases: Phases) -> None:
     phases.wrap(loaders.csv_table, "read_listing", "listing_s")
     phases.wrap(loaders.images, "scan", "verify_s")
     phases.wrap(loaders.splits, "train_val_test", "split_s")
-    phases.wrap(engine.fingerprint_data, "fingerprint", "fingerprint_s")
-    phases.wrap(engine.plan, "planned", "plan_s")
-    phases.wrap(engine.data_identity, "of", "identity_s")
+    phases.wrap(engine.plan.fingerprint_data, "fingerprint", "fingerprint_s")
+    phases.wrap(engine.plan.plan, "planned", "plan_s")
+    phases.wrap(common.data_identity, "of", "identity_s")
     phases.wrap(loaders.base, "build_loader", "loaders_s")
-    phases.wrap(engine.build, "load_dataset", "load_dataset_s")
+    phases.wrap(engine.run.build, "load_dataset", "load_dataset_s")
 
 
 def _stop_after(steps: int, stamps: list[float]):
     """A runner StopFlag that notes the time after every step and asks to stop after `steps`."""
-    from engine import runner
+    from engine.run import runner
 
     class StopAfter(runner.StopFlag):
         @property
@@ -110,7 +110,7 @@ class Options:
 def main(argv: list[str] | None = None) -> int:
     from common.cli import run_main
     from common.options import usage
-    from engine.config import config_usage as train_usage
+    from engine.options.config import config_usage as train_usage
     box = []
     help_text = lambda: usage("bench.scale", __doc__.strip().split("\n\n", 1)[0], Options,  # noqa: E731
                               "train options (as engine.train):\n" + train_usage().split("\n", 2)[2],
@@ -136,8 +136,8 @@ def _measure(argv: list[str]) -> int:
         return loader["name"], loader["why"]
 
     loaders.base.choose_backend = noted
-    import engine.build
-    engine.build.loaders.choose_backend = noted
+    import engine.run.build
+    engine.run.build.loaders.choose_backend = noted
     from engine.train import main as train_main
     run_dir = tempfile.mkdtemp(prefix="medtrain-scale-")
     code = train_main(rest + ["--out", run_dir, "--train.log_interval", "1", "--wandb", "disabled",

@@ -24,11 +24,11 @@ from bench.record import print_line
 from common.cli import run_main, suggest
 from common.options import like, opt, parse as parse_options, usage
 from common.device import sync
-from engine.config import Config, ConfigError, TrainConfig
-from engine.env import device_name, prepare_cpu, versions
-from engine.graphs import cudagraph_skips
-from engine.build import trainer_alone
-from engine.loop import Trainer
+from engine.options.config import Config, ConfigError, TrainConfig
+from engine.run.env import device_name, prepare_cpu, versions
+from engine.run.graphs import cudagraph_skips
+from engine.run.build import trainer_alone
+from engine.run.loop import Trainer
 from models.registry import MODELS
 
 VARIANTS = ("eager", "compiled", "cuda_graph", "compiled_cuda_graph", "reduce_overhead")
@@ -149,7 +149,7 @@ def _main(argv: list[str]) -> int:
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           args.device if args.device != "auto" else "cpu")
     if device.type == "cpu":
-        prepare_cpu()  # allocator and thread layout, as a training run on the CPU (engine.env.pick_device)
+        prepare_cpu()  # allocator and thread layout, as a training run on the CPU (engine.run.env.pick_device)
     results = {}
     for precision in args.precisions.split(","):
         key = "fp32" if precision == "fp32" else f"amp_{args.amp_dtype}"

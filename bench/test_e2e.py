@@ -5,7 +5,7 @@ import pytest
 
 from bench import e2e
 from bench.record import RoundTimer, attach
-from engine.config import parse_args
+from engine.options.config import parse_args
 from loaders import base
 
 

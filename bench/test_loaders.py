@@ -14,10 +14,10 @@ import torch
 from bench.contend import busy
 from bench.loaders import measure
 from bench.record import attach, environment
-from engine.config import Config
+from engine.options.config import Config
 from loaders import base
 from loaders.datasets import load_dataset
-from engine.resolve import loader_spec, sampler_spec
+from engine.options.resolve import loader_spec, sampler_spec
 
 
 def run_loaders(benchmark, data: str, names: list[str], device: str, image_size: int, batch_size: int,

@@ -5,7 +5,7 @@ import pytest
 
 from bench import tta
 from bench.record import attach
-from engine.config import parse_args
+from engine.options.config import parse_args
 
 TARGET = 0.75
 

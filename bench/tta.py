@@ -25,9 +25,9 @@ import torch
 
 from common.options import opt
 from bench.record import cpu_seconds, environment, print_line, sync, train_options_cli
-from engine.config import Config, ConfigError
-from engine.build import build
-from engine.loop import Trainer
+from engine.options.config import Config, ConfigError
+from engine.run.build import build
+from engine.run.loop import Trainer
 
 log = logging.getLogger("medtrain.bench")
 

@@ -88,7 +88,7 @@ TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 def split_argv(argv: list[str], flags=frozenset(), positional_ok: bool = False) -> list[tuple[str | None, str | None]]:
     """`--key value`, `--key=value`, `-k value` and bare boolean `--flag` into (key, raw-or-None)
-    pairs, for every CLI (engine.config and common.options). A value may start with one dash (a
+    pairs, for every CLI (engine.options.config and common.options). A value may start with one dash (a
     negative number); a key in `flags` takes the next token only when it reads as a boolean.
     Positionals: (None, token) when `positional_ok`, else one error line."""
     pairs, i = [], 0

@@ -29,7 +29,7 @@ _state: dict[str, bool | None] = {"short_waits": None}
 
 def sleep_while_waiting() -> bool:
     """Ask libgomp for sleeping waits unless torch is already loaded or the user chose a policy.
-    Returns whether waiting threads will sleep (what engine/env.py sizes the thread pool by)."""
+    Returns whether waiting threads will sleep (what engine/run/env.py sizes the thread pool by)."""
     if _state["short_waits"] is None:
         user_policy = os.environ.get("OMP_WAIT_POLICY", "").strip().lower()
         if user_policy or "GOMP_SPINCOUNT" in os.environ:

@@ -202,7 +202,7 @@ def _value(key: str, raw, f: dataclasses.Field):
 
 def take(argv: list[str], cls, prog: str, suggest_fn=None):
     """(an instance of `cls` from this tool's own options in argv, the set given, the rest of
-    argv): for CLIs that pass the rest on to engine.config.parse_args (train options)."""
+    argv): for CLIs that pass the rest on to engine.options.config.parse_args (train options)."""
     table = {_flag(f.name): f for f in fields(cls)}
     own, rest, i = [], [], 0
     while i < len(argv):

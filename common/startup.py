@@ -6,7 +6,7 @@ below may load torch), and tests/conftest.py calls it before importing torch, so
 start-up users get. Library users who import torch themselves call it first. Idempotent; if
 torch was imported before it ran, it warns once and the waits keep spinning. Package
 `__init__` files have no side effects (tests/common/test_architecture.py checks both).
-cuBLAS's workspace depends on the parsed options: engine/startup.py sets it after parsing.
+cuBLAS's workspace depends on the parsed options: engine/run/startup.py sets it after parsing.
 """
 from __future__ import annotations
 

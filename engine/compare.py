@@ -26,7 +26,7 @@ from pathlib import Path
 from common.cli import run_main, suggest
 from common.options import opt, parse, usage
 from common.errors import ConfigError
-from engine.paired import paired_differences, paired_table
+from engine.score.paired import paired_differences, paired_table
 
 
 

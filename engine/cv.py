@@ -23,14 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
-from engine import cv_record, run_lock
+from engine.options import cv_record
+from common import run_lock
 from common.atomic import atomic_write_bytes, atomic_write_json
 from common.cli import exit_process, run_main
 from common.options import opt, take, usage as options_usage
-from engine.config import Config, ConfigError, config_usage, parse_args
-from engine.env import setup_logging
-from engine.resolve import data_spec
-from engine.startup import prepare as prepare_process
+from engine.options.config import Config, ConfigError, config_usage, parse_args
+from engine.run.env import setup_logging
+from engine.options.resolve import data_spec
+from engine.run.startup import prepare as prepare_process
 from loaders import splits
 from loaders.concat import concat_splits
 from loaders.datasets import Dataset, load_dataset, with_splits
@@ -96,13 +97,13 @@ def _markdown(summary: dict, k: int, cfg: Config, group_note: str, setups: str) 
 
 
 def cross_validate(k: int, cfg: Config, explicit: frozenset[str] | None = None) -> dict:
-    """`explicit`: the options the user gave (engine.config.Parsed); each fold plans the others."""
+    """`explicit`: the options the user gave (engine.options.config.Parsed); each fold plans the others."""
     with run_lock.scope():  # one cv per folder at a time; released when it ends
         return _cross_validate(k, cfg, explicit)
 
 
 def _cross_validate(k: int, cfg: Config, explicit: frozenset[str] | None) -> dict:
-    from engine.runner import train  # heavy imports only after the arguments are valid
+    from engine.run.runner import train  # heavy imports only after the arguments are valid
     if cfg.run.resume:
         raise ConfigError("engine.cv: --resume is not a cv option; re-run the same command to finish missing folds")
     root = Path(cfg.run.out or f"runs/cv-{datetime.now():%Y%m%d-%H%M%S}")

@@ -7,11 +7,11 @@ stored prior correction and threshold applied as training applied them: docs/pla
 predictions and a report. The default `--split auto` scores the run's test split on the
 data it was trained on, and every image of any other dataset. The default `--out` is
 `<checkpoint>/eval-<data name>[-split][-tta]` (`-2`, `-3`, ... when that folder holds the
-evaluation of other data with the same name: engine/eval_folder.py), so the training run's
+evaluation of other data with the same name: engine/output/eval_folder.py), so the training run's
 own metrics and other evaluations are never overwritten. TTA follows the run's own setting
 (the plan turns it on when every flip and quarter turn holds) unless --tta or --no-tta is given.
 `--checkpoint` may be an engine.cv folder: the K fold models scored as one ensemble
-(engine/ensemble.py; other data only); a fold's folder scores that fold's own test split.
+(engine/score/ensemble.py; other data only); a fold's folder scores that fold's own test split.
 """
 from __future__ import annotations
 
@@ -24,12 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.constants import BOOTSTRAP_RESAMPLES
-from engine import data_scope, eval_folder, metric_validity, run_report, saliency
+from engine.score import data_scope, metric_validity
+from engine.output import eval_folder, run_report, saliency
 from common.atomic import atomic_write_json
-from engine.env import device_name, versions
-from engine.evaluation import summarized
+from engine.run.env import device_name, versions
+from engine.score.evaluation import summarized
 from common.options import opt
-from engine.inference import ScoreOptions, cli_main, score_checkpoint
+from engine.score.inference import ScoreOptions, cli_main, score_checkpoint
 
 
 @dataclass
@@ -51,7 +52,7 @@ def evaluate_checkpoint(options: dict) -> dict:
     metric_validity.mark(metrics, "test", result.labels.cpu().numpy(), run.dataset.classes)  # sync point: once
     if (run.decision or {}).get("temperature_note"):  # the checkpoint kept T = 1, and why
         metrics["calibration.note"] = run.decision["temperature_note"]
-    if "ensemble" in (run.decision or {}):  # a cv folder: the mean of its folds (engine/ensemble.py)
+    if "ensemble" in (run.decision or {}):  # a cv folder: the mean of its folds (engine/score/ensemble.py)
         metrics["ensemble_folds"] = run.decision["ensemble"]["folds"]
     usual = data_scope.default_split(scored.restored, options["data"])
     suffix = ("-" + options["split"] if options["split"] != usual else "") + ("-tta" if options["tta"] else "")

@@ -38,7 +38,7 @@ from torch import nn
 from common.cli import run_main, suggest
 from common.options import opt, parse, usage
 from common.errors import ConfigError
-from engine import decisions
+from engine.score import decisions
 from common.atomic import atomic_write_bytes, atomic_write_json
 
 FORMATS = ("onnx", "torch")
@@ -76,7 +76,7 @@ class RawImageClassifier(nn.Module):
         self.crop = crop != 1.0
         grid = sampling_grid(affine_from_params(_eval_params(crop, 1, torch.device("cpu"))), spec.out_size)
         self.register_buffer("grid", grid)
-        self.decision = decision  # applied by engine/decisions.py itself, so a change there is exported too
+        self.decision = decision  # applied by engine/score/decisions.py itself, so a change there is exported too
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.permute(0, 3, 1, 2).float()
@@ -163,9 +163,9 @@ def _checked_out(options: dict) -> Path:
 
 
 def export(options: dict) -> dict:
-    from engine.restore import restore
+    from engine.run.restore import restore
     from loaders.base import augment_spec
-    from engine.resolve import loader_spec
+    from engine.options.resolve import loader_spec
     out = _checked_out(options)
     restored = restore(options["checkpoint"], "cpu")
     size = restored.image_size

@@ -14,10 +14,10 @@ or a CSV listing files (loaders/unlabelled.py). Every readable image gets a row 
 reason in `<out>.skipped.csv`.
 
 TTA follows the run's own setting unless --tta or --no-tta is given. `--checkpoint` may be an
-engine.cv folder: the folds' calibrated, corrected probabilities averaged (engine/ensemble.py).
+engine.cv folder: the folds' calibrated, corrected probabilities averaged (engine/score/ensemble.py).
 
 `--explain DIR` also writes one Grad-CAM overlay PNG per image for its predicted class
-(engine/saliency.py), named after the image: its relative path with `.png`, or
+(engine/output/saliency.py), named after the image: its relative path with `.png`, or
 `<split>_<index>.png` for array datasets. The map is of the image as scored without TTA.
 Multi-label findings: the map is for each image's top finding, named in an `explained` column.
 """
@@ -33,12 +33,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine import decisions, multilabel_predict, saliency, skip_list
-from engine.evaluation import run_is_multilabel
+from engine.score import decisions
+from engine.output import multilabel_predict, saliency, skip_list
+from engine.score.evaluation import run_is_multilabel
 from common.atomic import atomic_write_bytes
-from engine.config import ConfigError
+from engine.options.config import ConfigError
 from common.options import opt
-from engine.inference import SPLITS, ScoreOptions, cli_main, relative_name, score_checkpoint
+from engine.score.inference import SPLITS, ScoreOptions, cli_main, relative_name, score_checkpoint
 from loaders.unlabelled import SPLIT as UNLABELLED
 
 

@@ -1,5 +1,5 @@
 """`python -m engine.report RUN_DIR`: rebuild a run's report (figures and README.md) from its
-folder alone; the report itself is engine/run_report.py's."""
+folder alone; the report itself is engine/output/run_report.py's."""
 from __future__ import annotations
 
 from common.startup import start
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from common.cli import run_main
 from common.options import opt, parse, usage
-from engine.run_report import build_report
+from engine.output.run_report import build_report
 
 
 @dataclass

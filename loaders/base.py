@@ -74,7 +74,7 @@ class Loader:
                  sampler: EpochSampler | None = None, out_dtype: torch.dtype = torch.float32):
         self.ds, self.split, self.opts, self.device, self.train = ds, split, opts, device, train
         self.sampler = sampler
-        # Under DDP the configured batches are global: each rank holds its share (engine/distributed.py).
+        # Under DDP the configured batches are global: each rank holds its share (engine/run/distributed.py).
         self.rank, self.world_size = shard_of(sampler)
         self.batch_size = per_rank_batch(opts.batch_size if train else opts.eval_batch_size, self.world_size, train)
         self.workers = default_workers(opts.workers)

@@ -1,5 +1,5 @@
 """What the data layer needs to know, and nothing more: small frozen specs the engine fills
-from its resolved config (engine/resolve.py). Loaders never see the engine's `Config`.
+from its resolved config (engine/options/resolve.py). Loaders never see the engine's `Config`.
 
 The options these specs carry are declared here, once (`opt`: default, bounds, help); the
 engine's `DataConfig` and `SamplerConfig` reuse these declarations (common.options.like)."""

@@ -4,7 +4,7 @@
 `metrics.json` (`data.warnings`) and the report:
 - an empty val or test split (the run cannot select, or has nothing to test);
 - a class absent from val or test: the macro figures over all classes cannot be computed there
-  (engine/metric_validity.py writes them as null);
+  (engine/score/metric_validity.py writes them as null);
 - a drawn split far from the fractions asked for (a large group, a patient owning most images,
   cannot be cut): the share each part holds and the largest group's share;
 - a test split too small for a figure: fewer than MIN_TEST images, or a class with fewer than

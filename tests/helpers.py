@@ -42,7 +42,7 @@ def write_jpegs(root: Path, n: int = 24, size: int = 32, classes=("a", "b", "c")
 def train(data: Path, out: Path, args: list[str], report: bool = True) -> Path:
     """engine.train on `data` into `out` (asserted to finish); `report=False` skips the PNG
     report, which costs more than a tiny run and is not what most tests check."""
-    from engine import runner
+    from engine.run import runner
     from engine.train import main as train_main
     with pytest.MonkeyPatch.context() as mp:
         if not report:

@@ -19,7 +19,7 @@ import pytest
 
 from bench import gpu_check, gpu_plan, gpu_results
 from bench.gpu_run import junit_counts, status
-from engine.config import parse_args
+from engine.options.config import parse_args
 
 
 @pytest.mark.parametrize("call", sorted(gpu_plan.CALLS))

@@ -81,7 +81,7 @@ def test_shared_names_are_defined_once(name):
 def test_parsing_the_config_imports_nothing_heavy():
     # loaders.spec (the data options' declarations, common/ imports only) is the one light
     # module of the data layer the config reads.
-    code = ("import sys, engine.config, common.cli; engine.config.parse_args(['--preset', 'smoke']).config; "
+    code = ("import sys, engine.options.config, common.cli; engine.options.config.parse_args(['--preset', 'smoke']).config; "
             "heavy = [m for m in ('torch', 'numpy', 'PIL', 'models', 'kernels') if m in sys.modules]; "
             "heavy += [m for m in sys.modules if m.startswith('loaders.') and m != 'loaders.spec']; "
             "print(heavy)")
@@ -106,12 +106,12 @@ def test_test_folders_mirror_the_packages():
     assert not loose, loose
 
 
-ASSEMBLY = "engine/build.py"
+ASSEMBLY = "engine/run/build.py"
 ASSEMBLED = {"Run", "Trainer", "build_model"}  # the run, the trainer, the model from the registry
 
 
 def test_runs_trainers_and_models_are_assembled_in_one_module():
-    """Only engine/build.py constructs them (with keywords for Run); everything else asks it
+    """Only engine/run/build.py constructs them (with keywords for Run); everything else asks it
     (build, scoring_run, trainer_alone, bare_model, build_model_for)."""
     offenders = []
     for path, tree in _modules("engine", "loaders", "kernels", "models", "bench"):
@@ -179,7 +179,7 @@ def test_package_inits_have_no_side_effects():
 FIGURE = re.compile(r"\b\d[\d,.]*\s?(ms|us|img/s|it/s)\b|\bmeasured\b", re.IGNORECASE)
 
 
-@pytest.mark.parametrize("module", ["engine/env.py", "engine/memory.py", "common/cpu_wait.py", "kernels/augment_cpu.py"])
+@pytest.mark.parametrize("module", ["engine/run/env.py", "engine/run/memory.py", "common/cpu_wait.py", "kernels/augment_cpu.py"])
 def test_no_measured_figures_in_docstrings(module):
     tree = ast.parse((REPO / module).read_text())
     docs = [ast.get_docstring(n) or "" for n in ast.walk(tree)
@@ -229,7 +229,7 @@ SAME_ROLE = {
     "main": "each CLI's entry point: `python -m PACKAGE.MODULE` runs its `main(argv)`",
     "Options": "each CLI's option declarations (common/options.py reads them, tests/common/test_options_declared.py"
                " finds them by this name)",
-    "build": "engine/build.py's `build(cfg) -> Run`, and in models/ the per-architecture builders the registry"
+    "build": "engine/run/build.py's `build(cfg) -> Run`, and in models/ the per-architecture builders the registry"
              " names as 'models.<module>:build', one signature (num_classes, image_size, in_channels, dropout)",
     "pytest_configure": "a pytest hook: pytest calls it by this name in a conftest or plugin",
 }

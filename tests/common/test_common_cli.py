@@ -114,10 +114,10 @@ def test_other_statuses_exit_normally(status):
 
 
 def test_one_tokenizer_reads_single_dash_keys_and_negative_values_for_every_cli():
-    # engine.config and common.options share common.cli.split_argv: `-k value` is a key for both,
+    # engine.options.config and common.options share common.cli.split_argv: `-k value` is a key for both,
     # a value may start with one dash, and a second dash always starts the next option.
     from common.cli import split_argv
-    from engine.config import parse_args
+    from engine.options.config import parse_args
     assert split_argv(["-o", "f.png", "--lr", "-0.5", "--amp", "--x=-1"]) == [
         ("o", "f.png"), ("lr", "-0.5"), ("amp", None), ("x", "-1")]
     assert split_argv(["-o", "-", "a"], positional_ok=True) == [("o", "-"), (None, "a")]

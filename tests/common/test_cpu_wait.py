@@ -33,11 +33,11 @@ def test_the_start_up_call_makes_waits_sleep(first):
 
 
 def test_torch_first_is_detected_and_the_user_policy_kept():
-    code = ("import torch, engine.env as e; from common.cpu_wait import waits_sleep; "
+    code = ("import torch, engine.run.env as e; from common.cpu_wait import waits_sleep; "
             "import sys; sys.stdout.write(str(waits_sleep()))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
                          env={k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | {"PYTHONPATH": str(REPO)})
-    assert out.stdout == "False"  # too late to change: engine.env then sizes threads by the free cores
+    assert out.stdout == "False"  # too late to change: engine.run.env then sizes threads by the free cores
     stderr = libgomp_settings("from common.startup import start; start(); import torch; torch.ones(4).sum()",
                               OMP_WAIT_POLICY="active")
     if "GOMP_SPINCOUNT" in stderr:
@@ -57,7 +57,7 @@ def test_thread_layout_uses_the_available_cores(monkeypatch):
     import torch
 
     from common import cpu_wait
-    from engine import env
+    from engine.run import env
     before = torch.get_num_threads()
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
@@ -81,7 +81,7 @@ def test_thread_layout_uses_the_available_cores(monkeypatch):
 
 def test_busy_cores_counts_a_spinning_process():
     from bench.contend import busy
-    from engine.env import busy_cores
+    from engine.run.env import busy_cores
     cores = set(os.sched_getaffinity(0))
     with busy(1, seconds=30):
         assert busy_cores(cores, seconds=0.5) >= 1
@@ -89,8 +89,8 @@ def test_busy_cores_counts_a_spinning_process():
 
 def test_default_decode_workers_follow_the_cores_this_process_may_use(monkeypatch):
     # A container or taskset narrows the affinity mask; os.cpu_count() still reports the machine.
-    from engine.config import Config
-    from engine.resolve import loader_spec
+    from engine.options.config import Config
+    from engine.options.resolve import loader_spec
     from loaders.spec import default_workers
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3}, raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 64)

@@ -13,10 +13,10 @@ import pytest
 from common.options import default_of
 
 ROOT = Path(__file__).resolve().parents[2]
-# module -> the dataclasses its options are declared in (engine.config.Config: every section)
+# module -> the dataclasses its options are declared in (engine.options.config.Config: every section)
 CLIS = {
-    "engine.train": ("engine.config:Config",),
-    "engine.cv": ("engine.cv:CvOptions", "engine.config:Config"),
+    "engine.train": ("engine.options.config:Config",),
+    "engine.cv": ("engine.cv:CvOptions", "engine.options.config:Config"),
     "engine.evaluate": ("engine.evaluate:Options",),
     "engine.predict": ("engine.predict:Options",),
     "engine.report": ("engine.report:Options",),
@@ -28,10 +28,10 @@ CLIS = {
     "bench.loaders": ("bench.loaders:Options",),
     "bench.gpu_pack": ("bench.gpu_pack:Options",),
     "bench.gpu_check": ("bench.gpu_check:Options",),
-    "bench.e2e": ("bench.e2e:Options", "engine.config:Config"),
-    "bench.profile": ("bench.profile:Options", "engine.config:Config"),
-    "bench.tta": ("bench.tta:Options", "engine.config:Config"),
-    "bench.scale": ("bench.scale:Options", "engine.config:Config"),
+    "bench.e2e": ("bench.e2e:Options", "engine.options.config:Config"),
+    "bench.profile": ("bench.profile:Options", "engine.options.config:Config"),
+    "bench.tta": ("bench.tta:Options", "engine.options.config:Config"),
+    "bench.scale": ("bench.scale:Options", "engine.options.config:Config"),
     "bench.multilabel_ham": ("bench.multilabel_ham:Options",),
     "bench.isa_spread": ("bench.isa_spread:Options",),
     "bench.make_isic_scale": ("bench.make_isic_scale:Options",),
@@ -58,7 +58,7 @@ def test_every_cli_with_a_main_is_listed():
 
 
 def test_no_cli_parses_its_own_way():
-    for path in list(ROOT.glob("engine/*.py")) + list(ROOT.glob("bench/*.py")) + list(ROOT.glob("loaders/*.py")):
+    for path in list(ROOT.glob("engine/**/*.py")) + list(ROOT.glob("bench/*.py")) + list(ROOT.glob("loaders/*.py")):
         assert "argparse" not in path.read_text(), f"{path}: declare options with common.options.opt"
 
 
@@ -117,7 +117,7 @@ def test_no_option_default_or_bounds_written_twice():
 
 
 def test_the_engine_config_reuses_the_data_specs_declarations():
-    from engine.config import DataConfig, SamplerConfig
+    from engine.options.config import DataConfig, SamplerConfig
     from loaders.spec import DataSpec, LoaderSpec, SamplerSpec
 
     specs = {f.name: f for cls in (SamplerSpec, LoaderSpec, DataSpec) for f in dataclasses.fields(cls)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import sys
 
-from engine import distributed
-from engine.config import parse_args
+from engine.run import distributed
+from engine.options.config import parse_args
 
 launcher = os.environ.get("TORCH_NCCL_ASYNC_ERROR_HANDLING")
 cfg = parse_args(["--device", "cpu", "--dist.timeout_s", "60", *sys.argv[1:]]).config

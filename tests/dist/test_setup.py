@@ -6,8 +6,8 @@ import os
 import pytest
 import torch
 
-from engine import distributed
-from engine.config import ConfigError, parse_args, config_usage
+from engine.run import distributed
+from engine.options.config import ConfigError, parse_args, config_usage
 
 
 def test_no_torchrun_environment_means_one_process(monkeypatch):

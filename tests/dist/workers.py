@@ -12,13 +12,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from engine import distributed
-from engine.config import parse_args
-from engine.loop import Trainer
-from engine.metrics import summarize
+from engine.run import distributed
+from engine.options.config import parse_args
+from engine.run.loop import Trainer
+from engine.score.metrics import summarize
 from loaders import base
 from loaders.datasets import Dataset, Split
-from engine.resolve import loader_spec, sampler_spec
+from engine.options.resolve import loader_spec, sampler_spec
 from models.registry import build_model
 
 GLOBAL_BATCH = 8

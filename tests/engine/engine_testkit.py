@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from engine import runner
+from engine.run import runner
 
 # Small enough for seconds on 2 CPU cores, big enough for several steps per epoch and a padded
 # last evaluation batch (the splits are not multiples of the batch size).

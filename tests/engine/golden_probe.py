@@ -41,8 +41,8 @@ def _digest(*arrays) -> str:
 
 
 def build_golden(data: Path, out: Path, extra=(), model: bool = True):
-    from engine.build import build
-    from engine.config import parse_args
+    from engine.run.build import build
+    from engine.options.config import parse_args
     cfg = parse_args([*GOLDEN_ARGS, "--data", str(data), "--out", str(out), *extra]).config
     return build(cfg, out=str(out), model=model)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from engine import checkpoint
+from engine.run import checkpoint
 from engine.train import main
 from engine_testkit import FAST, skip_report
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 from sklearn.metrics import auc, balanced_accuracy_score, roc_curve
 
-from engine import decisions
-from engine.config import Config
-from engine.screening import (pauc_above_tpr, roc_points, screening_summary, sensitivity_at_specificity,
+from engine.score import decisions
+from engine.options.config import Config
+from engine.score.screening import (pauc_above_tpr, roc_points, screening_summary, sensitivity_at_specificity,
                               specificity_at_sensitivity, threshold_for_sensitivity)
 from tests.helpers import write_jpegs
 
@@ -155,7 +155,7 @@ def test_binary_run_reports_screening_and_predict_applies_the_stored_threshold(t
 
 def test_training_step_uses_the_logit_adjusted_loss():
     import torch.nn.functional as F
-    from engine.loop import Trainer
+    from engine.run.loop import Trainer
     cfg = Config()
     cfg.optim.logit_adjust = 1.0
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 2))

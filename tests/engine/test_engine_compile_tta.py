@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from engine import loop
+from engine.run import loop
 from engine.train import main
 from engine_testkit import FAST, metrics, skip_report
 

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from engine.config import Config, ConfigError, parse_args
+from engine.options.config import Config, ConfigError, parse_args
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine import build as run_build, cuda_math
+from engine.run import build as run_build, cuda_math
 from engine.train import main
 from engine_testkit import FAST, skip_report
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from bench import step as bench_step
-from engine.config import Config
-from engine.env import seed_everything
-from engine.loop import Trainer
+from engine.options.config import Config
+from engine.run.env import seed_everything
+from engine.run.loop import Trainer
 from engine.train import main
 from models.registry import build_model
 
@@ -18,7 +18,7 @@ CLASSES, SIZE, BATCH = 5, 28, 32
 
 @pytest.fixture(autouse=True)
 def deterministic_applied():
-    """`cfg.train.deterministic` is applied by the runner (engine/env.py); these tests build the
+    """`cfg.train.deterministic` is applied by the runner (engine/run/env.py); these tests build the
     Trainer directly, so they apply it themselves: the captured step must work under it."""
     before = torch.are_deterministic_algorithms_enabled()
     if torch.cuda.is_available():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine import memory
+from engine.run import memory
 from models.registry import build_model
 
 
@@ -69,8 +69,8 @@ def test_activation_estimate_leaves_the_random_state_alone():
 
 
 def test_building_a_training_run_tells_the_user_when_the_batch_will_not_fit(monkeypatch, caplog):
-    from engine.build import build
-    from engine.config import parse_args
+    from engine.run.build import build
+    from engine.options.config import parse_args
     from engine_testkit import FAST
     cfg = parse_args(FAST).config
     monkeypatch.setattr(memory, "available_mb", lambda device: 0.01)

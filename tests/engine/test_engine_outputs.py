@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from engine import checkpoint
+from engine.run import checkpoint
 from engine.train import main
 from models.registry import build_model
 

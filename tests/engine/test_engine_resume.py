@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine import checkpoint
+from engine.run import checkpoint
 from engine.train import main
 from engine_testkit import FAST, history, metrics, skip_report, stop_after, stop_never
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from engine import build as build_module
-from engine import checkpoint, loop, runner
+from engine.run import build as build_module
+from engine.run import checkpoint, loop, runner
 from engine.train import main
 from engine_testkit import FAST, history, skip_report
 
@@ -87,7 +87,7 @@ def test_sigterm_saves_a_checkpoint_that_resume_finishes(tmp_path):
 
 WRITER = """
 import sys, torch
-from engine import checkpoint
+from engine.run import checkpoint
 big = torch.zeros(16 * 2**20)  # 64 MB: each write takes long enough to be killed mid-way
 for version in range(1, 10**6):
     big[0] = version

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from engine.config import Config
-from engine.loop import Mixer, Trainer
+from engine.options.config import Config
+from engine.run.loop import Mixer, Trainer
 from models.registry import build_model
 from tests.helpers import step_batch
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from engine.config import Config
-from engine.loop import Trainer
+from engine.options.config import Config
+from engine.run.loop import Trainer
 from models.registry import build_model
 
 # Ops that read device values on the host, or whose deterministic CUDA path does.

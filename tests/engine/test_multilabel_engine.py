@@ -12,11 +12,12 @@ import pytest
 import torch
 from sklearn import metrics as skm
 
-from engine import loop, multilabel_metrics
-from engine.config import Config
+from engine.run import loop
+from engine.score import multilabel_metrics
+from engine.options.config import Config
 from engine.evaluate import main as evaluate_main
-from engine.loop import Trainer
-from engine.multilabel import finding_loss
+from engine.run.loop import Trainer
+from engine.run.multilabel import finding_loss
 from engine.predict import main as predict_main
 from engine.train import main as train_main
 from engine_testkit import skip_report
@@ -237,14 +238,14 @@ def test_compiled_multilabel_run_compiles_train_and_eval_once_each(tmp_path, mon
 
 
 def test_plan_chooses_for_findings():
-    from engine.plan import imbalance
+    from engine.plan.plan import imbalance
     chosen = imbalance({"multilabel": True, "imbalance_ratio": 25.0})
     assert chosen["train.select"] == "auc_macro" and chosen["sampler.kind"] == "balanced"
     assert not chosen["eval.posthoc_adjust"]
 
 
 def test_tta_averages_each_findings_sigmoid():
-    from engine.tta import TTA, dihedral_views
+    from engine.score.tta import TTA, dihedral_views
     torch.manual_seed(0)
     model = build_model("seedcnn", K, 16, dropout=0.0).eval()
     images, _ = ml_batch(5)

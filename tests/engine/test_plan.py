@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from engine import plan
-from engine.config import Config, parse_args
-from engine.fingerprint_data import colour_stats, fingerprint, pose_stats
+from engine.plan import plan
+from engine.options.config import Config, parse_args
+from engine.plan.fingerprint_data import colour_stats, fingerprint, pose_stats
 from loaders.datasets import Dataset, Split
 
 
@@ -181,7 +181,7 @@ def test_planned_writes_plan_json_respects_explicit_options_and_leaves_the_parse
 
 def test_calibration_gives_up_a_hopeless_candidate_before_allocating_its_probe_batch(monkeypatch):
     import torch
-    from engine import calibrate
+    from engine.plan import calibrate
     from models.registry import build_model
     batches = []
 
@@ -190,7 +190,7 @@ def test_calibration_gives_up_a_hopeless_candidate_before_allocating_its_probe_b
         model.register_forward_pre_hook(lambda module, inputs: batches.append(inputs[0].shape[0]))
         return model
 
-    from engine import build as assembly  # calibration takes its model from the assembly module
+    from engine.run import build as assembly  # calibration takes its model from the assembly module
     monkeypatch.setattr(assembly, "bare_model", recording_model)
     cpu = torch.device("cpu")
     assert calibrate.seconds_per_image("mlp", 8, 3, cpu, batch=32, seconds=0.01, give_up_after=1e-12) > 0
@@ -203,7 +203,7 @@ def test_calibration_gives_up_a_hopeless_candidate_before_allocating_its_probe_b
 def test_augmentation_is_timed_and_costs_more_from_larger_native_images():
     import torch
 
-    from engine.calibrate import input_seconds_per_image
+    from engine.plan.calibrate import input_seconds_per_image
     fp = _fp(native_size=224, illuminant_spread=0.03)
     spec = plan._augment_spec(parse_args(["--data", "x.npz"]).config, fp, 64)
     assert spec.color_constancy and spec.jitter == 0.2 and spec.scale_min == 0.4  # the plan's options, as loaders read them

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from engine.config import Config
-from engine.loop import Trainer
+from engine.options.config import Config
+from engine.run.loop import Trainer
 from models.registry import build_model
 from tests.helpers import step_batch
 

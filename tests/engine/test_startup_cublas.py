@@ -11,7 +11,7 @@ import os
 import pytest
 
 import engine.cv
-import engine.runner
+import engine.run.runner
 from engine import train as train_cli
 
 
@@ -33,7 +33,7 @@ def _seen_at_entry(monkeypatch, target, name) -> dict:
 
 @pytest.mark.usefixtures("no_cublas_config")
 def test_train_sets_it_before_the_runner_starts(monkeypatch):
-    seen = _seen_at_entry(monkeypatch, engine.runner, "train")
+    seen = _seen_at_entry(monkeypatch, engine.run.runner, "train")
     assert train_cli.main(["--data", "synthetic", "--train.deterministic", "--device", "cpu"]) == 0
     assert seen["value"] == ":4096:8"
 
@@ -47,7 +47,7 @@ def test_cv_sets_it_before_the_first_fold(monkeypatch):
 
 @pytest.mark.usefixtures("no_cublas_config")
 def test_a_run_that_is_not_deterministic_leaves_it_alone_and_a_user_value_is_kept(monkeypatch):
-    seen = _seen_at_entry(monkeypatch, engine.runner, "train")
+    seen = _seen_at_entry(monkeypatch, engine.run.runner, "train")
     assert train_cli.main(["--data", "synthetic", "--device", "cpu"]) == 0
     assert seen["value"] is None
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")

@@ -9,9 +9,9 @@ import torch
 from scipy.optimize import minimize_scalar
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, log_loss
 
-from engine import decisions, temperature
-from engine.config import Config
-from engine.metrics import expected_calibration_error
+from engine.score import decisions, temperature
+from engine.options.config import Config
+from engine.score.metrics import expected_calibration_error
 
 
 def _overconfident(n=3000, classes=5, true_t=2.5, seed=0):

@@ -6,7 +6,8 @@ import json
 import pytest
 from PIL import Image
 
-from engine import compare, tracking
+from engine import compare
+from engine.output import tracking
 from engine.train import main as train_main
 from tests.helpers import write_jpegs
 

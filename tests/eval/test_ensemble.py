@@ -10,7 +10,8 @@ import pytest
 import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
-from engine import cv, decisions, ensemble, evaluate, predict
+from engine import cv, evaluate, predict
+from engine.score import decisions, ensemble
 from tests.helpers import tiny_args, write_jpegs
 
 TINY = tiny_args("mlp", "--run.plan", "off")

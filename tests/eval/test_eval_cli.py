@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from engine import cv, evaluate, predict
-from engine.tta import TTA, dihedral_views
+from engine.score.tta import TTA, dihedral_views
 from engine.train import main as train_main
 from tests.helpers import tiny_args, trained_on_jpegs, write_jpegs
 
@@ -110,7 +110,7 @@ def test_tta_views_are_the_eight_symmetries_and_tta_is_invariant_under_them():
 
 def test_folds_are_disjoint_grouped_and_stratified(tmp_path):
     from loaders.datasets import load_dataset
-    from engine.config import DataConfig
+    from engine.options.config import DataConfig
     data = write_jpegs(tmp_path / "d", n=60, size=24)
     ds = load_dataset(DataConfig(path=str(data)), seed=0)
     folds = cv.fold_datasets(ds, 3, 0.2, seed=0)

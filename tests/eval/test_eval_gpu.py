@@ -3,8 +3,8 @@ import pytest
 import torch
 from torch import nn
 
-from engine.tta import TTA
-from engine.metrics import summarize
+from engine.score.tta import TTA
+from engine.score.metrics import summarize
 from kernels.confusion import confusion_matrix
 
 

@@ -1,12 +1,12 @@
-"""Every metric of engine.metrics against scikit-learn (or a direct numpy definition)."""
+"""Every metric of engine.score.metrics against scikit-learn (or a direct numpy definition)."""
 import numpy as np
 import pytest
 import torch
 from sklearn import metrics as skm
 
-from engine.metrics import (bootstrap_indices, bootstrap_intervals, bootstrap_scores, calibration_bins,
+from engine.score.metrics import (bootstrap_indices, bootstrap_intervals, bootstrap_scores, calibration_bins,
                             expected_calibration_error, summarize)
-from engine.plots import pr_points, roc_rates
+from engine.output.plots import pr_points, roc_rates
 from kernels.confusion import confusion_matrix
 
 CLASSES = ["a", "b", "c", "d", "e"]

@@ -5,9 +5,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from engine import report, run_report
+from engine import report
+from engine.output import run_report
 from common.atomic import append_jsonl, atomic_write_json
-from engine.metrics import summarize
+from engine.score.metrics import summarize
 from kernels.confusion import confusion_matrix
 from loaders.datasets import Split
 

@@ -3,7 +3,7 @@ import importlib.util
 
 import pytest
 
-from engine import tracking
+from engine.output import tracking
 
 
 @pytest.mark.parametrize("configured,env,expected", [

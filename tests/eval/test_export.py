@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from engine import export, predict
-from engine.restore import restore
+from engine.run.restore import restore
 from kernels.augment import AugmentSpec
 from loaders import images
 from models.registry import build_model
@@ -54,7 +54,7 @@ def test_torch_export_program_round_trips(trained, tmp_path):
 
 def test_the_wrapper_reproduces_crop_normalization_and_prior_correction():
     """eval_crop < 1 resamples with the loaders' grid; tau shifts the probabilities as decisions.adjust does."""
-    from engine import decisions
+    from engine.score import decisions
     from kernels.augment import DeviceAugment
     torch.manual_seed(0)
     model = build_model("seedcnn", 4, 20).eval()

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
-from engine.paired import paired_differences, paired_table
+from engine.score.paired import paired_differences, paired_table
 
 
 def _run(folder, files, labels, probs, order=None):

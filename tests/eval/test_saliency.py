@@ -10,7 +10,8 @@ from PIL import Image
 from torch import nn
 
 from common.errors import ConfigError
-from engine import predict, saliency
+from engine import predict
+from engine.output import saliency
 from engine.train import main as train_main
 from models.cam_layers import cam_target_layers
 from models.registry import build_model

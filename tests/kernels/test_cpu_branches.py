@@ -13,20 +13,20 @@ import io
 import pytest
 import torch
 
-import engine.precision
+import engine.run.precision
 from common.errors import ConfigError
-from engine.config import parse_args
+from engine.options.config import parse_args
 from kernels import native_build
 
 
 @pytest.mark.parametrize("flags, native", [("fpu sse avx2 fma", False), ("avx2 avx512f avx512_bf16", True),
                                            ("avx2 avx512f amx_bf16 amx_tile", True)])
 def test_amp_takes_bf16_exactly_where_the_cpu_has_it(monkeypatch, flags, native):
-    monkeypatch.setattr(engine.precision, "open", lambda *a, **k: io.StringIO(f"flags\t: {flags}\n"), raising=False)
+    monkeypatch.setattr(engine.run.precision, "open", lambda *a, **k: io.StringIO(f"flags\t: {flags}\n"), raising=False)
     cpu = torch.device("cpu")
-    assert engine.precision.fast_bf16(cpu) is native
+    assert engine.run.precision.fast_bf16(cpu) is native
     cfg = parse_args(["--preset", "dermamnist", "--amp"]).config
-    assert engine.precision.autocast_dtype(cfg, cpu) == (torch.bfloat16 if native else None)
+    assert engine.run.precision.autocast_dtype(cfg, cpu) == (torch.bfloat16 if native else None)
 
 
 def test_native_march_narrows_the_build_and_its_cache_key(monkeypatch, tmp_path):

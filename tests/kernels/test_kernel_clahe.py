@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 import torch
-from engine.resolve import loader_spec
+from engine.options.resolve import loader_spec
 
 from kernels.augment import AugmentSpec, DeviceAugment
 from kernels.clahe import clahe, clahe_rgb
@@ -92,7 +92,7 @@ def test_cuda_matches_opencv():
 
 
 def test_data_clahe_reaches_the_loaders(tiny_csv):
-    from engine.config import ConfigError, parse_args
+    from engine.options.config import ConfigError, parse_args
     from loaders import base
     from loaders.datasets import load_dataset
 

@@ -6,7 +6,7 @@ import importlib.util
 import pytest
 import torch
 
-from engine.config import parse_args
+from engine.options.config import parse_args
 from loaders.datasets import load_dataset
 
 BACKENDS = ["plain", "nvjpeg", "dali", "ffcv", "baseline"]

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from loaders import base
-from engine.resolve import loader_spec, sampler_spec
+from engine.options.resolve import loader_spec, sampler_spec
 
 from conftest import ALL
 

@@ -4,7 +4,7 @@ import torch
 
 from loaders import base
 from loaders.datasets import load_dataset
-from engine.resolve import loader_spec, sampler_spec
+from engine.options.resolve import loader_spec, sampler_spec
 
 from conftest import ALL
 
@@ -77,7 +77,7 @@ def test_half_precision_output(tiny, name):
 @pytest.mark.parametrize("name", [p for p in ALL if p.values[0] != "plain"])
 def test_in_memory_dataset_is_one_clear_error_or_works(tmp_path, name):
     import numpy as np
-    from engine.config import ConfigError, parse_args
+    from engine.options.config import ConfigError, parse_args
 
     x = np.random.default_rng(0).integers(0, 255, (40, 16, 16, 3), dtype=np.uint8)
     y = np.arange(40) % 2

@@ -7,10 +7,10 @@ mean <= 3 and max <= 48 levels of 255 against the plain backend.
 import pytest
 import torch
 
-from engine.config import parse_args
+from engine.options.config import parse_args
 from loaders import base
 from loaders.datasets import load_dataset
-from engine.resolve import loader_spec, sampler_spec
+from engine.options.resolve import loader_spec, sampler_spec
 
 from conftest import needs
 

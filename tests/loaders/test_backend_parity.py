@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.config import parse_args
-from engine.resolve import loader_spec
+from engine.options.config import parse_args
+from engine.options.resolve import loader_spec
 from loaders import base
 from loaders.datasets import load_dataset
 

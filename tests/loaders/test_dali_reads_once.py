@@ -6,7 +6,7 @@ import importlib.util
 import pytest
 import torch
 
-from engine.resolve import loader_spec, sampler_spec
+from engine.options.resolve import loader_spec, sampler_spec
 from loaders import base, images
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("nvidia.dali") is None, reason="nvidia.dali not installed")

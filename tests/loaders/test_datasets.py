@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.config import ConfigError, DataConfig
+from engine.options.config import ConfigError, DataConfig
 from loaders import splits
 from loaders.datasets import load_dataset
 from loaders.synthetic import CLASSES, ensure_synthetic

@@ -12,7 +12,8 @@ import pytest
 
 pytest.importorskip("pydicom")
 
-from engine import fingerprint_data, predict  # noqa: E402
+from engine.plan import fingerprint_data  # noqa: E402
+from engine import predict
 from tests.helpers import tiny_args, train  # noqa: E402
 from loaders import filetypes, images  # noqa: E402
 
@@ -139,7 +140,7 @@ def test_the_same_image_stored_both_ways_gets_the_same_prediction(dicom_run, tmp
 
 
 def test_a_csv_of_dicom_files_and_the_fingerprint_read_them(dicom_run, tmp_path):
-    from engine.config import parse_args
+    from engine.options.config import parse_args
     from loaders.datasets import load_dataset
     _, data, _ = dicom_run
     files = sorted(data.rglob("img*.dcm"))
@@ -160,8 +161,8 @@ def test_every_file_loader_decodes_dicom_on_the_cpu(dicom_run, backend):
 
     import torch
 
-    from engine.config import parse_args
-    from engine.resolve import loader_spec
+    from engine.options.config import parse_args
+    from engine.options.resolve import loader_spec
     from loaders import base
     from loaders.datasets import load_dataset
     if backend == "dali" and importlib.util.find_spec("nvidia.dali") is None:

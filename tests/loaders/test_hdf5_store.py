@@ -17,7 +17,7 @@ from PIL import Image
 h5py = pytest.importorskip("h5py")
 
 from engine import predict  # noqa: E402
-from engine.config import parse_args  # noqa: E402
+from engine.options.config import parse_args  # noqa: E402
 from tests.helpers import tiny_args, train  # noqa: E402
 from loaders import hdf5_store, images  # noqa: E402
 from loaders.datasets import load_dataset  # noqa: E402
@@ -141,7 +141,7 @@ def test_every_file_loader_reads_store_members(isic_run, backend, tmp_path, monk
 
     import torch
 
-    from engine.resolve import loader_spec
+    from engine.options.resolve import loader_spec
     from loaders import base
     module = {"dali": "nvidia.dali", "ffcv": "ffcv"}.get(backend)
     if module and importlib.util.find_spec(module) is None:
@@ -160,7 +160,7 @@ def test_every_file_loader_reads_store_members(isic_run, backend, tmp_path, monk
 def test_a_large_store_checks_a_sample_first_and_the_rest_as_decoded(tmp_path, monkeypatch, caplog):
     import torch
 
-    from engine.resolve import loader_spec
+    from engine.options.resolve import loader_spec
     from loaders import base, datasets
     root = isic_folder(tmp_path / "isic")
     with h5py.File(root / "train-image.hdf5", "a") as fh:

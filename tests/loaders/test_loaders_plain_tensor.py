@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from engine.config import parse_args
+from engine.options.config import parse_args
 from loaders import base
 from loaders.datasets import load_dataset
-from engine.resolve import loader_spec, sampler_spec
+from engine.options.resolve import loader_spec, sampler_spec
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ import torch
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from tests.helpers import write_jpegs
-from engine.config import parse_args
-from engine.resolve import loader_spec, sampler_spec
+from engine.options.config import parse_args
+from engine.options.resolve import loader_spec, sampler_spec
 from loaders import base
 from loaders.datasets import load_dataset
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from engine.memory import activation_mb
+from engine.run.memory import activation_mb
 from models.lean_pool import LeanMaxPool2d
 from models.fused_block import ConvBNPoolReLU
 

@@ -27,6 +27,6 @@ def test_pretrained_local_weights_load_and_head_is_skipped(tmp_path):
 
 
 def test_unknown_model_suggests():
-    from engine.config import ConfigError
+    from engine.options.config import ConfigError
     with pytest.raises(ConfigError, match="did you mean resnet18"):
         build_model("resnt18", 3, 28)

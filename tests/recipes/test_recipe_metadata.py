@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from engine.config import ConfigError, parse_args
-from engine.loop import Trainer
+from engine.options.config import ConfigError, parse_args
+from engine.run.loop import Trainer
 from engine.train import main
 from loaders import base as loaders
 from loaders.datasets import load_dataset
 from loaders.tabular import MetaLoader, attach_metadata, encode_column, fit_column
-from engine.resolve import loader_spec, sampler_spec
+from engine.options.resolve import loader_spec, sampler_spec
 from models.metadata import MetadataFusion, fuse
 from models.registry import build_model
 from tests.helpers import write_jpegs

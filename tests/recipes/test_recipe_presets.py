@@ -1,8 +1,8 @@
 """The recipe presets resolve to what the experiments in docs/recipes.md chose, and flags still override them."""
 import pytest
 
-from engine.config import PRESETS, ConfigError, parse_args
-from engine.loop import autocast_dtype, fast_bf16
+from engine.options.config import PRESETS, ConfigError, parse_args
+from engine.run.loop import autocast_dtype, fast_bf16
 
 
 @pytest.mark.parametrize("name", ["dermamnist", "ham10000"])

@@ -98,7 +98,7 @@ def good_folder(root: Path, n: int = 30, classes=("a", "b", "c"), size: int = 32
 
 
 def data_cfg(path, **overrides):
-    from engine.config import DataConfig
+    from engine.options.config import DataConfig
     cfg = DataConfig(path=str(path), workers=2)
     for key, value in overrides.items():
         setattr(cfg, key, value)
@@ -133,7 +133,7 @@ def error_line(result: subprocess.CompletedProcess, status: int = 2) -> str:
 
 def fast_run_args(data, out) -> list[str]:
     """A seconds-long CPU run: tiny pixel MLP, one worker, no tracking, no progress bar, and no
-    plan (these tests pin a recipe; the plan would calibrate and choose its own, engine/plan.py)."""
+    plan (these tests pin a recipe; the plan would calibrate and choose its own, engine/plan/plan.py)."""
     return ["--data", str(data), "--out", str(out), "--model", "mlp", "--image-size", "16", "--batch-size", "8",
             "--epochs", "1", "--device", "cpu", "--wandb", "disabled", "--train.progress", "off",
             "--data.workers", "1", "--train.log_interval", "2", "--run.plan", "off"]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.config import ConfigError
+from engine.options.config import ConfigError
 from loaders.datasets import load_dataset
 
 from . import broken

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from common import atomic
-from engine import checkpoint
+from engine.run import checkpoint
 from common.atomic import WriteError, atomic_write_json, read_jsonl
 
 from . import broken
@@ -27,7 +27,7 @@ from . import broken
 CHILD = textwrap.dedent("""
     import os, sys, time, torch
     from common import atomic
-    from engine import checkpoint
+    from engine.run import checkpoint
     real_fdopen = os.fdopen
 
     class HalfThenHang:
@@ -202,7 +202,7 @@ def _oom(*args, **kwargs):
      "error: out of device memory evaluating mlp at batch size 256, 16 px; try --data.eval_batch_size 128"),
 ])
 def test_out_of_memory_names_the_batch_size_to_try(tmp_path, monkeypatch, capsys, phase, extra, expected):
-    from engine import build as build_module
+    from engine.run import build as build_module
     from engine.train import main
 
     data = broken.good_folder(tmp_path / "data", n=24, classes=("a", "b"))

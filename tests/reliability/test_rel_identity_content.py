@@ -1,5 +1,5 @@
-"""A run knows its own data by content, not by path (engine/data_identity.py `contents`,
-engine/data_scope.py `without_seen`), and a finished run's folder is not a new run's."""
+"""A run knows its own data by content, not by path (common/data_identity.py `contents`,
+engine/score/data_scope.py `without_seen`), and a finished run's folder is not a new run's."""
 from __future__ import annotations
 
 import json
@@ -80,7 +80,8 @@ def test_an_npz_byte_copy_is_the_runs_own_data(tmp_path):
 
     import numpy as np
 
-    from engine import data_identity, data_scope
+    from common import data_identity
+    from engine.score import data_scope
     original, copy, other = tmp_path / "a.npz", tmp_path / "copy" / "b.npz", tmp_path / "c.npz"
     np.savez(original, train_images=np.zeros((4, 8, 8), np.uint8), train_labels=np.arange(4) % 2)
     copy.parent.mkdir()

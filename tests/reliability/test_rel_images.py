@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.config import ConfigError
+from engine.options.config import ConfigError
 from loaders import images
 from loaders.datasets import load_dataset
-from engine.resolve import loader_spec, sampler_spec
+from engine.options.resolve import loader_spec, sampler_spec
 
 from . import broken
 
@@ -140,7 +140,7 @@ def test_pixel_data_broken_behind_a_good_header_is_masked_with_its_label(tmp_pat
     in every batch, so it adds no loss and no metric, and no other label moves."""
     import torch
 
-    from engine.config import Config
+    from engine.options.config import Config
     from loaders import base
 
     root = broken.good_folder(tmp_path / "late", n=12, classes=("a", "b"))
@@ -174,7 +174,7 @@ def test_file_deleted_after_the_check_is_masked_with_its_reason(tmp_path):
     """A network share hiccup or a cleanup job: the file vanishes between the check and the decode."""
     import torch
 
-    from engine.config import Config
+    from engine.options.config import Config
     from loaders import base
 
     root = broken.good_folder(tmp_path / "gone", n=12, classes=("a", "b"))

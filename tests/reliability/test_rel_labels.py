@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import ConfigError
+from engine.options.config import ConfigError
 from loaders.datasets import load_dataset
 
 from . import broken
@@ -177,7 +177,7 @@ def test_missing_data_path_names_path_and_formats(tmp_path):
 
 def test_evaluating_on_data_with_an_unknown_label_is_refused(tmp_path, monkeypatch):
     """A label the checkpoint never saw cannot be scored: refused, not mapped onto a known class."""
-    from engine import runner
+    from engine.run import runner
     from engine.train import main
 
     monkeypatch.setattr(runner.run_report, "build_or_warn", lambda out: None)  # figures are not under test

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from engine.config import ConfigError
+from engine.options.config import ConfigError
 from loaders.datasets import load_dataset
 
 from . import broken

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.config import ConfigError
+from engine.options.config import ConfigError
 from loaders.datasets import load_dataset
 
 from . import broken

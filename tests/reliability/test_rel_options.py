@@ -8,9 +8,9 @@ import os
 import pytest
 import torch
 
-from engine import inference
-from engine.config import PATHS, ConfigError, Config, parse_args
-from engine.loop import make_optimizer
+from engine.score import inference
+from engine.options.config import PATHS, ConfigError, Config, parse_args
+from engine.run.loop import make_optimizer
 
 from . import broken
 

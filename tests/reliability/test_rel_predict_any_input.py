@@ -1,5 +1,5 @@
 """engine.predict needs no labels: it predicts nested folders and CSVs carrying labels of other
-classes instead of refusing with talk of classes (engine/data_scope.py `labels_ignored`)."""
+classes instead of refusing with talk of classes (engine/score/data_scope.py `labels_ignored`)."""
 from __future__ import annotations
 
 import csv

@@ -24,7 +24,7 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("predict")
     data = broken.good_folder(root / "data", n=30, classes=CLASSES)
     with pytest.MonkeyPatch.context() as mp:
-        from engine import runner
+        from engine.run import runner
         mp.setattr(runner.run_report, "build_or_warn", lambda out: True)  # figures are not under test here
         assert train_main(broken.fast_run_args(data, root / "run")) == 0
         assert train_main(broken.fast_run_args(data, root / "subset") + ["--data.max_samples", "12"]) == 0
@@ -156,8 +156,8 @@ def test_labelled_predict_on_the_runs_own_data_keeps_its_splits_and_scores_every
 
 def _splits_in_training(run: Path, data: Path) -> dict[str, str]:
     """file -> the split the run used it in, `unused` outside a subset: read as training read it."""
-    from engine.config import Config
-    from engine.resolve import data_spec
+    from engine.options.config import Config
+    from engine.options.resolve import data_spec
     from loaders.datasets import load_dataset
     cfg = Config.from_dict(json.loads((run / "config.json").read_text()) | {"resolved": {}})
     ds = load_dataset(data_spec(cfg), seed=cfg.train.seed)

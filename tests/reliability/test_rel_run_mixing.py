@@ -15,14 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from engine import checkpoint, cv, evaluate
+from engine.run import checkpoint
+from engine import cv, evaluate
 from engine.train import main as train_main
 
 from . import broken
 
 @pytest.fixture
 def no_report(monkeypatch):
-    from engine import runner
+    from engine.run import runner
     monkeypatch.setattr(runner.run_report, "build_or_warn", lambda out: True)  # figures are not under test here
 
 
@@ -181,9 +182,9 @@ def test_options_equal_to_the_runs_or_safe_are_accepted(tmp_path, no_report):
 
 
 def test_the_extended_schedule_continues_from_the_current_rate_down_to_the_floor():
-    from engine.config import ScheduleConfig
-    from engine.resume_options import multipliers
-    from engine.schedules import lr_multipliers
+    from engine.options.config import ScheduleConfig
+    from engine.options.resume_options import multipliers
+    from engine.run.schedules import lr_multipliers
     for name in ("cosine", "onecycle"):
         cfg = ScheduleConfig(name=name, warmup_epochs=1.0, min_lr_ratio=0.01)
         old = lr_multipliers(cfg, 10, 4)
@@ -206,7 +207,7 @@ CV = ["--model", "mlp", "--image-size", "16", "--batch-size", "8", "--epochs", "
 
 
 def test_cv_rerun_with_other_options_is_refused_and_the_same_options_reuse_the_folds(tmp_path, capsys, monkeypatch):
-    from engine import runner
+    from engine.run import runner
     monkeypatch.setattr(runner.run_report, "build_or_warn", lambda out: True)
     data = broken.good_folder(tmp_path / "data", n=24, classes=("a", "b"))
     out = tmp_path / "cv"
@@ -254,7 +255,7 @@ def test_evaluations_of_two_folders_with_the_same_name_never_collide(tmp_path, n
 
 
 def test_an_evaluation_folder_in_use_is_passed_over(tmp_path, no_report):
-    from engine import run_lock
+    from common import run_lock
     data, run = _finished_run(tmp_path)
     other = broken.good_folder(tmp_path / "x" / "data", n=12, classes=("a", "b", "c"))
     (run / "eval-data").mkdir()  # another evaluation of data named "data" is writing here right now

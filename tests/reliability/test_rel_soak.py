@@ -15,7 +15,8 @@ import psutil
 import pytest
 import torch
 
-from engine import runner, writer
+from engine.run import runner
+from engine.output import writer
 from engine.train import main
 
 from . import broken

@@ -1,6 +1,6 @@
 """A drawn split that cannot support a figure says so before training, and the figure is written
 as not computable, never as a number that answers another question (loaders/split_audit.py,
-engine/metric_validity.py)."""
+engine/score/metric_validity.py)."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score
 
-from engine import metric_validity
+from engine.score import metric_validity
 from loaders import split_audit
 from loaders.datasets import load_dataset
 

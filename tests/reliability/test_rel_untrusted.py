@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import checkpoint
-from engine.config import ConfigError
+from engine.run import checkpoint
+from engine.options.config import ConfigError
 
 from . import broken
 

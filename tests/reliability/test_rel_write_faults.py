@@ -33,7 +33,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("faults")
     data = broken.good_folder(root / "data", n=24, classes=("a", "b"))
     with pytest.MonkeyPatch.context() as mp:
-        from engine import runner
+        from engine.run import runner
         mp.setattr(runner.run_report, "build_or_warn", lambda out: True)
         assert train_main(broken.fast_run_args(data, root / "run")) == 0
     return data, root / "run"
@@ -67,7 +67,7 @@ def test_evaluate_on_a_full_or_read_only_disk_keeps_the_previous_metrics(trained
 
 def test_a_full_disk_while_drawing_the_evaluation_report_is_an_error_not_a_warning(trained, tmp_path, monkeypatch,
                                                                                     capsys):
-    from engine import plots
+    from engine.output import plots
     data, run = trained
     monkeypatch.setattr(plots, "atomic_write_bytes", lambda path, write: atomic.atomic_write_bytes(path, _no_space))
     assert evaluate.main(["--checkpoint", str(run), "--data", str(data), "--out", str(tmp_path / "e")]) == 1
@@ -132,7 +132,7 @@ def wandb_on(monkeypatch):
 def test_wandb_on_a_nearly_full_disk_stops_the_run_at_once_with_one_line(tmp_path, wandb_on, monkeypatch, capsys):
     from collections import namedtuple
 
-    from engine import tracking_guard
+    from engine.output import tracking_guard
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(tracking_guard.shutil, "disk_usage", lambda p: usage(10 * 2**30, 10 * 2**30, 2**20))
     data = broken.good_folder(tmp_path / "data", n=24, classes=("a", "b"))
@@ -159,7 +159,7 @@ def test_wandb_folder_that_cannot_be_created_is_one_line(tmp_path, wandb_on, cap
 
 def test_a_failed_wandb_write_ends_tracking_quietly_as_one_write_error(tmp_path):
     from common.atomic import WriteError
-    from engine.tracking import Tracker
+    from engine.output.tracking import Tracker
 
     class FullDiskRun:
         finished_with = None
@@ -183,7 +183,7 @@ def test_a_failed_wandb_write_ends_tracking_quietly_as_one_write_error(tmp_path)
 # The child fills the run's disk right after wandb starts, as another job on the machine might.
 FILL_AFTER_WANDB_STARTS = textwrap.dedent("""
     import sys
-    from engine import tracking
+    from engine.output import tracking
     from engine.train import main
     real_start = tracking.start_tracker
 
