@@ -8,7 +8,6 @@ import csv
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 # One epoch, small batches, CPU, nothing sent or drawn live: a run in seconds on 2 shared cores.
@@ -41,13 +40,9 @@ def write_jpegs(root: Path, n: int = 24, size: int = 32, classes=("a", "b", "c")
 
 def train(data: Path, out: Path, args: list[str], report: bool = True) -> Path:
     """engine.train on `data` into `out` (asserted to finish); `report=False` skips the PNG
-    report, which costs more than a tiny run and is not what most tests check."""
-    from engine.run import runner
+    report (`--run.report false`), which costs more than a tiny run and is not what most tests check."""
     from engine.train import main as train_main
-    with pytest.MonkeyPatch.context() as mp:
-        if not report:
-            mp.setattr(runner.run_report, "build_or_warn", lambda run_dir: True)
-        assert train_main(["--data", str(data), "--out", str(out)] + args) == 0
+    assert train_main(["--data", str(data), "--out", str(out)] + args + ([] if report else ["--run.report", "false"])) == 0
     return out
 
 

@@ -121,6 +121,9 @@ class RunConfig:
     out: str = opt("", path=True, compared=False, help="the run folder; '' = runs/<timestamp>")
     resume: str = opt("", path=True, compared=False, help="continue a run: its folder or its checkpoint.pt")
     tta: bool = opt(False, safe_on_resume=True, help="test-time augmentation in the final evaluation")
+    report: bool = opt(True, safe_on_resume=True, compared=False,
+                       help="draw report/ (figures, Grad-CAM sample) at the end; false for sweeps and cv folds: "
+                            "python -m engine.report RUN draws it later, without the Grad-CAM sample")
     plan: str = opt("auto", choices=("auto", "off"),
                     help="auto: options not given are chosen from the data (engine/plan/plan.py, docs/plan.md)")
     budget: float = opt(0.0, ge=0.0, le=10080.0, help="training minutes the plan sizes epochs for; 0 = the plan's default")

@@ -343,8 +343,9 @@ def _finish(run: Run, state: Progress, epoch: int, wall0: float) -> dict:
     checkpoint.save(run.out, state.checkpoint | {"decision": run.decision})  # evaluate and predict apply it
     run_report.save_test_outputs(run.out, scored.probs, scored.labels, scored.loader.split, _split_counts(ds),
                               uncalibrated=scored.uncalibrated)
-    saliency.save_sample_or_warn(run.out, final_model, cfg.model.name, run.resolved, run.device, ds, scored)
-    run_report.build_or_warn(run.out)
+    if cfg.run.report:  # the figures cost seconds; a sweep's folds can draw them later (engine.report)
+        saliency.save_sample_or_warn(run.out, final_model, cfg.model.name, run.resolved, run.device, ds, scored)
+        run_report.build_or_warn(run.out)
     writer.tracker.finish(metrics, run.out / "report")
     shown = metric_validity.shown
     writer.say(f"test: accuracy {shown(metrics['test.accuracy'])}  balanced_accuracy {shown(metrics['test.balanced_accuracy'])}  "

@@ -89,3 +89,13 @@ def test_cli_regenerates_and_refuses_a_non_run_folder(tmp_path, capsys):
     assert report.main([str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and len(err.splitlines()) == 1
+
+
+def test_a_run_without_its_report_draws_it_later_from_the_folder(tmp_path, capsys):
+    from tests.helpers import tiny_args, train, write_jpegs
+    run = train(write_jpegs(tmp_path / "data", n=30, size=32), tmp_path / "run", tiny_args("seedcnn"), report=False)
+    assert (run / "metrics.json").exists() and (run / run_report.PREDICTIONS).exists()
+    assert not (run / "report").exists() and not list(run.glob("saliency*"))  # no figures, no Grad-CAM sample
+    assert report.main([str(run)]) == 0
+    drawn = {p.name for p in (run / "report").glob("*.png")}
+    assert set(run_report.FIGURES) <= drawn and "gradcam.png" not in drawn  # the sample is drawn at run end only

@@ -131,12 +131,13 @@ def error_line(result: subprocess.CompletedProcess, status: int = 2) -> str:
     return errors[0]
 
 
-def fast_run_args(data, out) -> list[str]:
-    """A seconds-long CPU run: tiny pixel MLP, one worker, no tracking, no progress bar, and no
-    plan (these tests pin a recipe; the plan would calibrate and choose its own, engine/plan/plan.py)."""
+def fast_run_args(data, out, report: bool = False) -> list[str]:
+    """A seconds-long CPU run: tiny pixel MLP, one worker, no tracking, no progress bar, no plan
+    (these tests pin a recipe; the plan would calibrate and choose its own, engine/plan/plan.py),
+    and no report/ figures unless `report` (they cost more than the run; the tests that read them ask)."""
     return ["--data", str(data), "--out", str(out), "--model", "mlp", "--image-size", "16", "--batch-size", "8",
             "--epochs", "1", "--device", "cpu", "--wandb", "disabled", "--train.progress", "off",
-            "--data.workers", "1", "--train.log_interval", "2", "--run.plan", "off"]
+            "--data.workers", "1", "--train.log_interval", "2", "--run.plan", "off", "--run.report", str(report).lower()]
 
 
 # ----------------------------------------------------------------------------- pixels as a viewer shows them

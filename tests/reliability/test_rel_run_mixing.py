@@ -290,7 +290,7 @@ def test_atomic_writes_follow_the_umask(tmp_path, umask):
 def test_every_file_of_a_run_is_readable_as_the_umask_allows(tmp_path, umask):
     data = broken.good_folder(tmp_path / "data", n=24, classes=("a", "b"))
     out = tmp_path / "run"
-    result = subprocess.run([sys.executable, "-m", "engine.train", *broken.fast_run_args(data, out)], cwd=broken.REPO,
+    result = subprocess.run([sys.executable, "-m", "engine.train", *broken.fast_run_args(data, out, report=True)], cwd=broken.REPO,
                             env=broken.cli_env(), capture_output=True, text=True, timeout=300,
                             preexec_fn=lambda: os.umask(umask))
     assert result.returncode == 0, result.stderr[-2000:]

@@ -28,7 +28,7 @@ def _folder(root, labels, groups=None):
 
 
 def _run(data, out, *extra):
-    result = broken.run_cli(broken.fast_run_args(data, out) + list(extra))
+    result = broken.run_cli(broken.fast_run_args(data, out, report=True) + list(extra))  # the report carries the warnings
     assert result.returncode == 0, result.stderr[-3000:]
     return result, json.loads((out / "metrics.json").read_text())
 
