@@ -8,11 +8,15 @@ benchmarks that need it skip with the reason when neither is there.
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
+from common.startup import start
 
-import pytest
-import torch
+start()  # pytest's entry here (`pytest bench`): the start-up users get, before torch loads
+
+import os  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MEDTRAIN_SHARED_DATA", REPO.parent / "shared" / "data"))

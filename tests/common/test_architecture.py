@@ -146,8 +146,11 @@ LOADS_TORCH = ("torch", "engine", "loaders", "kernels", "models", "bench", "torc
 
 
 def _entry_modules() -> list[Path]:
-    return sorted(p for pkg in PACKAGES for p in (REPO / pkg).rglob("*.py")
-                  if 'if __name__ == "__main__"' in p.read_text())
+    """`python -m` modules, and the conftest.py files pytest enters by (`pytest bench` never
+    reads tests/conftest.py: without its own call the benchmarks measured spinning waits)."""
+    entries = [p for pkg in PACKAGES + ("tests",) for p in (REPO / pkg).rglob("*.py")
+               if 'if __name__ == "__main__"' in p.read_text() and p != Path(__file__).resolve()]
+    return sorted(entries + [REPO / "tests" / "conftest.py", REPO / "bench" / "conftest.py"])
 
 
 def test_every_entry_point_calls_start_before_anything_can_load_torch():

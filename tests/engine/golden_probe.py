@@ -17,12 +17,16 @@ import, so that check runs in a subprocess).
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import sys
-from pathlib import Path
+from common.startup import start
 
-import numpy as np
+start()  # `python -m tests.engine.golden_probe` is an entry point: the start-up users get
+
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
 import torch
 
 GOLDEN_ARGS = ["--preset", "dermamnist", "--train.deterministic", "true", "--epochs", "3", "--train.progress", "off",
