@@ -10,8 +10,9 @@ EXTRAS ?= dev,triton,dali,ffcv,dicom,hdf5,export,explain
 FFCV_SYSDEPS := libopencv-dev libturbojpeg0-dev pkg-config
 
 # The suite in 3 processes (pytest-xdist; a file's tests stay together, so module fixtures train
-# once). On the 2-core machine 3 beat 2 (6:50 against 7:28, one machine, one session): subprocess
-# tests wait on signals, timeouts and child start-up, and a third worker fills those gaps.
+# once). Subprocess tests wait on signals, timeouts and child start-up; a third worker fills those
+# gaps. On the 2-core machine: 6:50 with 3 against 7:28 with 2 (one pair of runs, same tree), but
+# 7:38 and 7:43 with 3 in clean-clone CI runs later: the gain is within run-to-run noise.
 # TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= 3
 
