@@ -95,23 +95,29 @@ def imbalance(fp: dict) -> dict:
     return out
 
 
+def _first_affordable(ladder: list[tuple[str, int]], cost, fp: dict, budget_s: float) -> tuple[list[dict], dict]:
+    """(the candidates timed, the first affording MIN_EPOCHS epochs or else the cheapest, the last)."""
+    tried = []
+    for model, size in ladder:
+        spi = cost(model, size)
+        affordable = epochs_affordable(spi, fp, budget_s)
+        tried.append({"model": model, "size": size, "seconds_per_image": spi, "epochs_affordable": affordable})
+        if affordable >= MIN_EPOCHS:
+            break
+    return tried, tried[-1]  # nothing fits: the cheapest, for at least a few epochs
+
+
 def derive(fp: dict, cost, budget_s: float, device_type: str, model: str = "", size: int = 0,
            epochs: int = 0) -> dict:
     """Option values (dotted keys) and the candidates tried, from a fingerprint and a cost function.
     A `model`, `size` or `epochs` the user gave replaces that part of every candidate; with all
     three given the budget decides nothing, so nothing is timed (`cost` is not called)."""
-    tried, choice = [], None
-    ladder = [(model or m, size or s) for m, s in candidates(fp["native_size"], device_type)]
     if model and size and epochs:
         tried = [{"model": model, "size": size, "seconds_per_image": None, "epochs_affordable": None}]
-    for model, size in [] if tried else dict.fromkeys(ladder):  # de-duplicated, order kept
-        spi = cost(model, size)
-        affordable = epochs_affordable(spi, fp, budget_s)
-        tried.append({"model": model, "size": size, "seconds_per_image": spi, "epochs_affordable": affordable})
-        if affordable >= MIN_EPOCHS:
-            choice = tried[-1]
-            break
-    choice = choice or tried[-1]  # nothing fits: the cheapest, for at least a few epochs
+        choice = tried[0]
+    else:
+        ladder = [(model or m, size or s) for m, s in candidates(fp["native_size"], device_type)]
+        tried, choice = _first_affordable(list(dict.fromkeys(ladder)), cost, fp, budget_s)  # de-duplicated, in order
     model, size = choice["model"], choice["size"]
     batch = batch_size(fp["n_train"])
     epochs = epochs or max(min(choice["epochs_affordable"], MAX_EPOCHS), 4)  # the EMA below follows the epochs run

@@ -53,26 +53,25 @@ def paired_differences(runs: list[Path], labels: list[str],
         return [], why
     order = {name: i for i, name in enumerate(scored[0]["files"].tolist())}
     truth = torch.from_numpy(scored[0]["labels"]).long()
-    idx = bootstrap_indices(len(truth), resamples, torch.device("cpu"))
-    whole = torch.arange(len(truth))[None]  # the test set itself: the point estimate
-    figures, points = [], []
-    for s in scored:
+    # row 0: the test set itself (the point estimate); then the resamples, the same for every run
+    draws = torch.cat([torch.arange(len(truth))[None], bootstrap_indices(len(truth), resamples, torch.device("cpu"))])
+    figures = []
+    for run, s in zip(runs, scored):
         rows = torch.tensor([order[name] for name in s["files"].tolist()])
         probs = torch.empty(s["probs"].shape, dtype=torch.float32)
         probs[rows] = torch.from_numpy(s["probs"]).float()  # into the first run's image order
         if not torch.equal(truth[rows], torch.from_numpy(s["labels"]).long()):
-            return [], f"the runs label the same images differently ({runs[scored.index(s)].name})"
-        figures.append(bootstrap_scores(probs, truth, probs.shape[1], idx))
-        points.append([float(v) for v in bootstrap_scores(probs, truth, probs.shape[1], whole)])
+            return [], f"the runs label the same images differently ({run.name})"
+        figures.append(bootstrap_scores(probs, truth, probs.shape[1], draws))  # (balanced accuracy, AUC)
     q = torch.tensor([0.025, 0.975], dtype=torch.float64)
     out = []
-    for label, resampled, point in zip(labels[1:], figures[1:], points[1:]):
+    for label, figure in zip(labels[1:], figures[1:]):
         row = {"run": label}
         for k, name in enumerate(("balanced_accuracy", "auc_macro")):
-            diff = resampled[k] - figures[0][k]
-            diff = diff[~torch.isnan(diff)]
-            low, high = torch.quantile(diff, q).tolist() if len(diff) else (float("nan"),) * 2
-            row[name] = (point[k] - points[0][k], low, high)
+            diff = figure[k] - figures[0][k]
+            resampled = diff[1:][~torch.isnan(diff[1:])]
+            low, high = torch.quantile(resampled, q).tolist() if len(resampled) else (float("nan"),) * 2
+            row[name] = (float(diff[0]), low, high)
         out.append(row)
     return out, None
 
