@@ -24,7 +24,7 @@ from . import broken
 @pytest.fixture
 def no_report(monkeypatch):
     from engine.run import runner
-    monkeypatch.setattr(runner.run_report, "build_or_warn", lambda out: True)  # figures are not under test here
+    monkeypatch.setattr(runner.run_report, "build_or_warn", lambda out: True)  # evaluate's figures: not under test
 
 
 def _errors(capsys) -> list[str]:
@@ -72,7 +72,7 @@ def test_a_second_run_on_the_same_out_is_refused_at_once_and_a_killed_holder_blo
     assert third.returncode == 0, third.stderr[-2000:]
 
 
-def test_the_lock_is_released_when_a_run_ends_so_the_same_process_can_resume(tmp_path, no_report):
+def test_the_lock_is_released_when_a_run_ends_so_the_same_process_can_resume(tmp_path):
     data = broken.good_folder(tmp_path / "data", n=24, classes=("a", "b"))
     out = tmp_path / "run"
     assert train_main(broken.fast_run_args(data, out)) == 0
@@ -122,7 +122,7 @@ def _remove_images(data: Path, count: int) -> None:
     (_rewrite_image, "1 files changed (size or modification time)"),
     (lambda d: _remove_images(d, 2), "2 files removed"),
 ])
-def test_resume_on_changed_data_is_refused_naming_what_changed(tmp_path, no_report, capsys, change, expected):
+def test_resume_on_changed_data_is_refused_naming_what_changed(tmp_path, capsys, change, expected):
     data, out = _finished_run(tmp_path)
     before = checkpoint.load(out)
     assert before["data_identity"]["source"] == str(data.resolve())
@@ -135,7 +135,7 @@ def test_resume_on_changed_data_is_refused_naming_what_changed(tmp_path, no_repo
     assert checkpoint.load(out)["state"]["epoch"] == 2  # nothing trained on the changed data
 
 
-def test_images_added_between_a_run_and_its_resume_from_the_cli(tmp_path, no_report):
+def test_images_added_between_a_run_and_its_resume_from_the_cli(tmp_path):
     data, out = _finished_run(tmp_path)
     _add_images(data, 6)
     line = broken.error_line(broken.run_cli(["--resume", out, "--epochs", "3"]))
@@ -144,7 +144,7 @@ def test_images_added_between_a_run_and_its_resume_from_the_cli(tmp_path, no_rep
 
 # -- options given with --resume -------------------------------------------------------------------
 
-def test_more_epochs_on_resume_extend_the_run_and_say_how(tmp_path, no_report, caplog):
+def test_more_epochs_on_resume_extend_the_run_and_say_how(tmp_path, caplog):
     data, out = _finished_run(tmp_path)
     lr_end = json.loads((out / "history.jsonl").read_text().splitlines()[-1])["lr"]
     caplog.set_level("INFO", logger="medtrain.train")
@@ -165,7 +165,7 @@ def test_more_epochs_on_resume_extend_the_run_and_say_how(tmp_path, no_report, c
     (["--epochs", "1"], "--epochs 1 is fewer than the 2 epoch(s) this run has already trained"),
     (["--out", "elsewhere"], "cannot change --out elsewhere (the run continues in"),
 ])
-def test_options_resume_cannot_honour_are_refused_never_ignored(tmp_path, no_report, capsys, args, expected):
+def test_options_resume_cannot_honour_are_refused_never_ignored(tmp_path, capsys, args, expected):
     _, out = _finished_run(tmp_path)
     capsys.readouterr()
     assert train_main(["--resume", str(out)] + args) == 2
@@ -173,7 +173,7 @@ def test_options_resume_cannot_honour_are_refused_never_ignored(tmp_path, no_rep
     assert line.startswith(f"error: --resume {out}") and expected in line
 
 
-def test_options_equal_to_the_runs_or_safe_are_accepted(tmp_path, no_report):
+def test_options_equal_to_the_runs_or_safe_are_accepted(tmp_path):
     data, out = _finished_run(tmp_path)
     assert train_main(["--resume", str(out), "--lr", "0.002", "--data", str(data), "--model", "mlp",
                        "--train.patience", "3", "--data.workers", "2", "--train.progress", "off"]) == 0
