@@ -8,6 +8,8 @@ names starting with `.` (`.DS_Store`, `.thumbnails/`, AppleDouble `._x.jpg`) or 
 """
 from __future__ import annotations
 
+from importlib.util import find_spec
+
 from PIL import Image, features
 
 # Types PIL decodes to pixels here (plugins that only write, or only wrap other data, are out).
@@ -22,11 +24,9 @@ Image.init()  # registers every plugin, so Image.OPEN lists what this PIL build 
 IMAGE_EXTENSIONS = tuple(ext for ext, fmt in _CANDIDATES.items()
                          if fmt in Image.OPEN and (fmt not in _NEEDS or features.check(_NEEDS[fmt])))
 # DICOM is read by pydicom (loaders/dicom.py), not PIL: an image type whenever pydicom is installed.
-try:
-    import pydicom  # noqa: F401
+# Found, not imported: importing it (and its pixel handlers) costs a quarter second in every process.
+if find_spec("pydicom") is not None:
     IMAGE_EXTENSIONS += (".dcm", ".dicom")
-except ImportError:
-    pass
 SYSTEM_NAMES = {"__macosx", "thumbs.db", "desktop.ini", "$recycle.bin", "system volume information"}
 # Formats a medical user may drop in that need a conversion the engine does not do.
 _CONVERT_HINTS = {".dcm": "DICOM: pip install -e .[dicom]", ".dicom": "DICOM: pip install -e .[dicom]", ".nii": "NIfTI", ".gz": "compressed", ".heic": "HEIC",

@@ -9,23 +9,28 @@ import io
 import math
 from pathlib import Path
 
-import matplotlib
-import matplotlib.ticker
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
-import numpy as np  # noqa: E402
-
-from common.atomic import atomic_write_bytes  # noqa: E402
+from common.atomic import atomic_write_bytes
 
 DPI = 110
+
+
+def _pyplot():
+    """matplotlib.pyplot on the headless backend, imported at the first figure: it costs about a
+    second per process, which runs with --run.report false, predict and the saved test outputs
+    (multilabel_report.worst_rows) never need to pay."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
 
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, dpi=DPI, format="png")
-    plt.close(fig)
+    _pyplot().close(fig)
     atomic_write_bytes(path, lambda fh: fh.write(buf.getbuffer()))  # a full disk keeps the previous figure whole
     return path
 
@@ -68,7 +73,7 @@ def confusion(cm: np.ndarray, classes: list[str], path: Path) -> Path:
     rows = cm.sum(1, keepdims=True)
     normalized = np.divide(cm, rows, out=np.zeros(cm.shape, float), where=rows > 0)
     k = len(classes)
-    fig, axes = plt.subplots(1, 2, figsize=(4 + 1.1 * k, 1.8 + 0.55 * k))
+    fig, axes = _pyplot().subplots(1, 2, figsize=(4 + 1.1 * k, 1.8 + 0.55 * k))
     for ax, data, title, fmt in ((axes[0], cm, "counts", "d"), (axes[1], normalized, "row-normalized (recall)", ".2f")):
         im = ax.imshow(data, cmap="Blues", vmin=0, vmax=data.max() if data.max() > 0 else 1)
         ax.set_title(f"Confusion matrix: {title}")
@@ -86,7 +91,7 @@ def confusion(cm: np.ndarray, classes: list[str], path: Path) -> Path:
 
 
 def roc_curves(probs: np.ndarray, labels: np.ndarray, classes: list[str], auc: dict, path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(6.2, 5.4))
+    fig, ax = _pyplot().subplots(figsize=(6.2, 5.4))
     for c, name in enumerate(classes):
         positive = _positives(labels, c)
         if positive.any() and not positive.all():
@@ -100,7 +105,7 @@ def roc_curves(probs: np.ndarray, labels: np.ndarray, classes: list[str], auc: d
 
 
 def pr_curves(probs: np.ndarray, labels: np.ndarray, classes: list[str], path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(6.2, 5.4))
+    fig, ax = _pyplot().subplots(figsize=(6.2, 5.4))
     for c, name in enumerate(classes):
         positive = _positives(labels, c)
         if positive.any():
@@ -116,7 +121,7 @@ def pr_curves(probs: np.ndarray, labels: np.ndarray, classes: list[str], path: P
 def per_class_accuracy(classes: list[str], sensitivity: list[float], specificity: list[float],
                        support: list[int], path: Path) -> Path:
     x = np.arange(len(classes))
-    fig, ax = plt.subplots(figsize=(2 + 0.9 * len(classes), 4.2))
+    fig, ax = _pyplot().subplots(figsize=(2 + 0.9 * len(classes), 4.2))
     bars = ax.bar(x - 0.2, sensitivity, 0.4, label="accuracy on the class (sensitivity)")
     ax.bar(x + 0.2, specificity, 0.4, label="specificity", alpha=0.6)
     for bar, value, n in zip(bars, sensitivity, support):
@@ -132,7 +137,7 @@ def learning_curves(history: list[dict], path: Path) -> Path:
     panels = (("loss", [("train.loss", "train (training loss)"), ("val.log_loss", "val (log loss)")]),
               ("accuracy", [("train.accuracy", "train"), ("val.accuracy", "val")]),
               ("balanced accuracy", [("train.balanced_accuracy", "train"), ("val.balanced_accuracy", "val")]))
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    fig, axes = _pyplot().subplots(1, 3, figsize=(13, 3.8))
     for ax, (title, series) in zip(axes, panels):
         drawn = 0
         for key, label in series:
@@ -143,7 +148,7 @@ def learning_curves(history: list[dict], path: Path) -> Path:
         if not drawn:
             ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)
         ax.set(title=title, xlabel="epoch")
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(_pyplot().MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if drawn:
             ax.legend(fontsize=8)
@@ -157,7 +162,7 @@ def class_distribution(classes: list[str], counts: dict[str, np.ndarray], sample
     if sampled is not None:
         series.append(("train as sampled (last epoch)", np.asarray(sampled)))
     width = 0.8 / len(series)
-    fig, ax = plt.subplots(figsize=(2.5 + 1.0 * len(classes), 4.2))
+    fig, ax = _pyplot().subplots(figsize=(2.5 + 1.0 * len(classes), 4.2))
     for i, (name, values) in enumerate(series):
         ax.bar(x - 0.4 + width * (i + 0.5), values, width, label=f"{name} ({int(values.sum())})")
     ax.set_xticks(x, [_short(c) for c in classes], rotation=30, ha="right")
@@ -184,7 +189,7 @@ def _reliability_panel(ax, hist, count: np.ndarray, confidence: np.ndarray, accu
 
 
 def reliability(count: np.ndarray, confidence: np.ndarray, accuracy: np.ndarray, ece: float, path: Path) -> Path:
-    fig, (ax, hist) = plt.subplots(2, 1, figsize=(5.4, 6), height_ratios=(3, 1), sharex=True)
+    fig, (ax, hist) = _pyplot().subplots(2, 1, figsize=(5.4, 6), height_ratios=(3, 1), sharex=True)
     _reliability_panel(ax, hist, count, confidence, accuracy, f"Reliability diagram (ECE {ece:.3f})")
     return _save(fig, path)
 
@@ -192,7 +197,7 @@ def reliability(count: np.ndarray, confidence: np.ndarray, accuracy: np.ndarray,
 def reliability_before_after(before: tuple, after: tuple, ece_before: float, ece_after: float, path: Path) -> Path:
     """Side by side: the raw scores and the calibrated ones; each of `before`, `after` is
     (count, mean confidence, accuracy) per bin (engine.score.metrics.calibration_bins)."""
-    fig, axes = plt.subplots(2, 2, figsize=(10, 6), height_ratios=(3, 1), sharex=True)
+    fig, axes = _pyplot().subplots(2, 2, figsize=(10, 6), height_ratios=(3, 1), sharex=True)
     _reliability_panel(axes[0, 0], axes[1, 0], *before, f"Before calibration (ECE {ece_before:.3f})")
     _reliability_panel(axes[0, 1], axes[1, 1], *after, f"After calibration (ECE {ece_after:.3f})")
     return _save(fig, path)
@@ -202,7 +207,7 @@ def misclassified(images: np.ndarray, true: list[str], pred: list[str], confiden
     n = len(images)
     cols = min(4, max(n, 1))
     rows = max(1, math.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.9 * rows), squeeze=False)
+    fig, axes = _pyplot().subplots(rows, cols, figsize=(2.6 * cols, 2.9 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     if n == 0:

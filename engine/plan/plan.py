@@ -178,17 +178,19 @@ def make_plan(cfg: Config, ds, device: torch.device, explicit: frozenset, loader
     budget_s = 60 * (cfg.run.budget or DEFAULT_BUDGET_MIN)
     probe_batch = 32 if fp["native_size"] > SMALL_NATIVE else 128
     too_slow = budget_s / (MIN_EPOCHS * OVERHEAD * max(fp["n_train"], 1))  # per image: no need to measure on
+    # Per image, at or under this the budget affords the MAX_EPOCHS cap: every choice derive()
+    # makes from the cost is the same for any lower figure, so an upper bound settles it.
+    settled = budget_s / (MAX_EPOCHS * OVERHEAD * max(fp["n_train"] + fp["n_val"] / 3, 1))
     devices = [device] if device.type == "cuda" else []
     input_costs: dict[int, float] = {}
 
     def cost(model: str, size: int) -> float:
-        step = seconds_per_image(model, size, ds.num_classes, device, probe_batch, give_up_after=too_slow)
-        if step > too_slow:  # hopeless already: no need to time its input path
-            return step
-        if size not in input_costs:
+        if size not in input_costs:  # first: what it leaves of `settled` is the step's share
             input_costs[size] = input_seconds_per_image(fp["native_size"], _augment_spec(cfg, fp, size), device,
-                                                        probe_batch)
-        return step + input_costs[size]
+                                                        probe_batch, settled_below=settled)
+        return input_costs[size] + seconds_per_image(model, size, ds.num_classes, device, probe_batch,
+                                                     give_up_after=too_slow,
+                                                     settled_below=max(settled - input_costs[size], 0.0))
 
     with torch.random.fork_rng(devices=devices):  # calibration draws random inputs: the run's RNG is untouched
         plan = derive(fp, cost, budget_s, device.type, model=cfg.model.name if "model.name" in explicit else "",
