@@ -73,13 +73,14 @@ def cam_maps(model: nn.Module, model_name: str, inputs: torch.Tensor, targets) -
     if isinstance(model, MetadataFusion):
         raise ConfigError("saliency maps for metadata-fused models are not supported (the map would need the "
                           "patient's metadata row too)")
+    layers = cam_target_layers(model, model_name)  # before the library: a model with no map is refused without it
     GradCAM, Target = _grad_cam()
     was_training = model.training
     model.eval()
     maps = []
     try:
         with torch.enable_grad(), torch.autocast(inputs.device.type, enabled=False):
-            with GradCAM(model=model, target_layers=cam_target_layers(model, model_name)) as cam:
+            with GradCAM(model=model, target_layers=layers) as cam:
                 for start in range(0, len(inputs), BATCH):
                     chunk = inputs[start:start + BATCH].float().clone().requires_grad_(True)
                     wanted = [Target(int(t)) for t in targets[start:start + BATCH]]
