@@ -3,9 +3,10 @@ in-process, with what `python -m` would have written to stdout and stderr gather
 result that `broken.error_line` reads like a finished process.
 
 A fresh `python -m engine.<cli>` costs seconds of interpreter and torch start-up before any
-work; the entry modules do nothing in `__main__` but `exit_process(main())`, so the status and
-the `error:` line are main's. Tests whose behaviour needs a real process (kill -9, a umask set
-before exec, a child filling the disk, the lock a live process holds) keep their subprocess.
+work; the entry modules do nothing in `__main__` but exit with main's status, so the status and
+the `error:` line are main's. Tests whose behaviour needs a real process keep one: kill -9, a
+live process holding a run's lock, a child filling the disk while wandb writes, and the whole
+stderr of a process refusing an option (test_rel_config.py).
 """
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ def one_thread():
 
 
 def call(args, module: str = "engine.train") -> int:
-    """`python -m module args` in this process, for fixtures without capsys; returns the status."""
+    """`python -m module args` in this process, for fixtures without capfd; returns the status."""
     with one_thread():
         return importlib.import_module(module).main([str(a) for a in args])
 
