@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import select
 import signal
 import stat
 import subprocess
@@ -66,6 +67,7 @@ def test_a_second_run_on_the_same_out_is_refused_at_once_and_a_killed_holder_blo
     out = tmp_path / "run"
     first = _spawn_holder(broken.fast_run_args(data, out) + ["--epochs", "2000"])  # busy long after the second starts
     try:
+        assert select.select([first.stdout], [], [], 240)[0], "the first run never reached its second epoch"
         assert first.stdout.readline().strip() == "holding", first.stderr.read()[-3000:]
         assert (out / ".lock").read_text().startswith(f"pid {first.pid},")
         t0 = time.monotonic()
