@@ -8,7 +8,7 @@ import torch
 from engine.options.config import ConfigError
 from loaders.datasets import load_dataset
 
-from . import broken
+from . import broken, cli_in_process
 
 CASES = {
     "batch size 0": (["--batch-size", "0"], "error: --data.batch_size must be >= 1; got 0"),
@@ -34,6 +34,8 @@ CASES = {
 }
 
 
+# A real `python -m` process each (a tenth of a second: refused before torch loads), so the
+# whole stderr of the process is checked, import-time output included.
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_option_is_one_line_and_status_2(case, tmp_path):
     args, expected = CASES[case]
@@ -45,8 +47,8 @@ def test_bad_option_is_one_line_and_status_2(case, tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown on machines without a GPU")
-def test_cuda_requested_without_a_gpu(tmp_path):
-    line = broken.error_line(broken.run_cli(["--device", "cuda", "--out", tmp_path / "run"]))
+def test_cuda_requested_without_a_gpu(tmp_path, capfd):
+    line = broken.error_line(cli_in_process.run_cli(capfd, ["--device", "cuda", "--out", tmp_path / "run"]))
     assert line == "error: --device cuda: no CUDA GPU is visible here; use --device auto or cpu"
 
 
@@ -64,8 +66,8 @@ def test_split_leaving_no_training_images(tmp_path):
         load_dataset(broken.data_cfg(root, val_fraction=0.3, test_fraction=0.3))
 
 
-def test_out_path_that_is_a_file(tmp_path):
+def test_out_path_that_is_a_file(tmp_path, capfd):
     (tmp_path / "taken").write_text("not a folder")
     data = broken.good_folder(tmp_path / "data", n=12, classes=("a", "b"))
-    line = broken.error_line(broken.run_cli(broken.fast_run_args(data, tmp_path / "taken")), status=1)
+    line = broken.error_line(cli_in_process.run_cli(capfd, broken.fast_run_args(data, tmp_path / "taken")), status=1)
     assert line == f"error: could not write {tmp_path / 'taken'} (a file is there, not a folder); choose another --out"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from . import broken
+from . import broken, cli_in_process
 
 
-def test_ten_percent_corrupt_trains_on_the_rest_and_says_what_was_skipped(tmp_path):
+def test_ten_percent_corrupt_trains_on_the_rest_and_says_what_was_skipped(tmp_path, capfd):
     data = broken.good_folder(tmp_path / "data", n=60, classes=("a", "b", "c"))
     corrupt = {  # 6 of 60: refused by the pre-training check, or failing only at decode
         "im003.jpg": ("truncated", "truncated JPEG (no end-of-image marker)"),
@@ -26,7 +26,8 @@ def test_ten_percent_corrupt_trains_on_the_rest_and_says_what_was_skipped(tmp_pa
         else:  # a valid header with no image data behind it: passes the cheap check
             path.write_bytes(broken.png_claiming_size(32, 32))
     out = tmp_path / "run"
-    result = broken.run_cli(broken.fast_run_args(data, out) + ["--epochs", "2"])
+    # in-process: stdout and stderr taken at the file descriptors, the forked loader worker's lines included
+    result = cli_in_process.run_cli(capfd, broken.fast_run_args(data, out) + ["--epochs", "2"])
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
 
     summary = [line for line in result.stdout.splitlines() if line.startswith("skipped")]

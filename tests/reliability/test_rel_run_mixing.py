@@ -6,10 +6,12 @@ from __future__ import annotations
 import csv
 import json
 import os
+import select
 import signal
 import stat
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from engine.run import checkpoint
 from engine import cv, evaluate
 from engine.train import main as train_main
 
-from . import broken
+from . import broken, cli_in_process
 
 @pytest.fixture
 def no_report(monkeypatch):
@@ -35,40 +37,53 @@ def _errors(capsys) -> list[str]:
 
 # -- one writer per folder -------------------------------------------------------------------------
 
-def _spawn(args) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "engine.train", *map(str, args)], cwd=broken.REPO,
+# The first run holds the lock as a real `python -m engine.train` does; it trains one epoch
+# (a killed run leaves its checkpoint and history behind), then says so and waits to be killed
+# instead of training on: the refusal does not depend on what the holder computes meanwhile.
+HOLDER = textwrap.dedent("""
+    import sys, time
+    from engine.train import main  # first: its start-up runs before torch loads
+    from engine.run import runner
+    real_epoch = runner._train_epoch
+
+    def one_epoch_then_wait(run, state, epoch, stop):
+        if epoch == 0:
+            return real_epoch(run, state, epoch, stop)
+        print("holding", flush=True)
+        time.sleep(300)
+
+    runner._train_epoch = one_epoch_then_wait
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def _spawn_holder(args) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", HOLDER, *map(str, args)], cwd=broken.REPO,
                             env=broken.cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for_lock(out: Path, pid: int, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        lock = out / ".lock"
-        if lock.exists() and lock.read_text().startswith(f"pid {pid},"):
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"the first run never locked {out}")
-
-
-def test_a_second_run_on_the_same_out_is_refused_at_once_and_a_killed_holder_blocks_nothing(tmp_path):
+def test_a_second_run_on_the_same_out_is_refused_at_once_and_a_killed_holder_blocks_nothing(tmp_path, capfd):
     data = broken.good_folder(tmp_path / "data", n=24, classes=("a", "b"))
     out = tmp_path / "run"
-    first = _spawn(broken.fast_run_args(data, out) + ["--epochs", "2000"])  # busy long after the second starts
+    first = _spawn_holder(broken.fast_run_args(data, out) + ["--epochs", "2000"])  # busy long after the second starts
     try:
-        _wait_for_lock(out, first.pid)
+        assert select.select([first.stdout], [], [], 240)[0], "the first run never reached its second epoch"
+        assert first.stdout.readline().strip() == "holding", first.stderr.read()[-3000:]
+        assert (out / ".lock").read_text().startswith(f"pid {first.pid},")
         t0 = time.monotonic()
-        second = broken.run_cli(broken.fast_run_args(data, out))
+        second = cli_in_process.run_cli(capfd, broken.fast_run_args(data, out))
         line = broken.error_line(second)
         assert line.startswith(f"error: {out} is in use by another run (pid {first.pid}, since ")
         assert line.endswith("wait for it to finish or choose another --out")
         assert time.monotonic() - t0 < 60 and first.poll() is None  # refused while the first still runs
         assert json.loads((out / "config.json").read_text())["train"]["epochs"] == 2000  # the first's files only
+        assert (out / "checkpoint.pt").exists() and not (out / "metrics.json").exists()
     finally:
         first.send_signal(signal.SIGKILL)
         first.communicate(timeout=60)
-    # kill -9 left the lock file behind; the kernel dropped the lock with the process
+    # kill -9 left the lock file (and its checkpoint) behind; the kernel dropped the lock with the process
     assert (out / ".lock").exists()
-    third = broken.run_cli(broken.fast_run_args(data, out))
+    third = cli_in_process.run_cli(capfd, broken.fast_run_args(data, out))
     assert third.returncode == 0, third.stderr[-2000:]
 
 
@@ -135,10 +150,10 @@ def test_resume_on_changed_data_is_refused_naming_what_changed(tmp_path, capsys,
     assert checkpoint.load(out)["state"]["epoch"] == 2  # nothing trained on the changed data
 
 
-def test_images_added_between_a_run_and_its_resume_from_the_cli(tmp_path):
+def test_images_added_between_a_run_and_its_resume_from_the_cli(tmp_path, capfd):
     data, out = _finished_run(tmp_path)
     _add_images(data, 6)
-    line = broken.error_line(broken.run_cli(["--resume", out, "--epochs", "3"]))
+    line = broken.error_line(cli_in_process.run_cli(capfd, ["--resume", out, "--epochs", "3"]))
     assert "the data changed since this run started (6 files added" in line and "images in another split" in line
 
 
@@ -290,10 +305,12 @@ def test_atomic_writes_follow_the_umask(tmp_path, umask):
 def test_every_file_of_a_run_is_readable_as_the_umask_allows(tmp_path, umask):
     data = broken.good_folder(tmp_path / "data", n=24, classes=("a", "b"))
     out = tmp_path / "run"
-    result = subprocess.run([sys.executable, "-m", "engine.train", *broken.fast_run_args(data, out, report=True)], cwd=broken.REPO,
-                            env=broken.cli_env(), capture_output=True, text=True, timeout=300,
-                            preexec_fn=lambda: os.umask(umask))
-    assert result.returncode == 0, result.stderr[-2000:]
+    old = os.umask(umask)  # the whole process's, loader workers included, as a shell's umask would be
+    try:
+        status = cli_in_process.call(broken.fast_run_args(data, out, report=True))
+    finally:
+        os.umask(old)
+    assert status == 0
     files = [p for p in out.rglob("*") if p.is_file()]
     assert {p.name for p in files} >= {"checkpoint.pt", "metrics.json", "config.json", "history.jsonl",
                                         "test_predictions.npz", "confusion_matrix.png", "README.md"}

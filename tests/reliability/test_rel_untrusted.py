@@ -12,7 +12,7 @@ import torch
 from engine.run import checkpoint
 from engine.options.config import ConfigError
 
-from . import broken
+from . import broken, cli_in_process
 
 
 class CreatesAFile:
@@ -48,10 +48,10 @@ def test_checkpoint_load_refuses_code(tmp_path):
     assert not marker.exists()
 
 
-def test_resume_from_a_booby_trapped_checkpoint_from_the_cli(tmp_path):
+def test_resume_from_a_booby_trapped_checkpoint_from_the_cli(tmp_path, capfd):
     marker = tmp_path / "pwned"
     _booby_trapped(tmp_path / "run" / "checkpoint.pt", marker)
-    line = broken.error_line(broken.run_cli(["--resume", tmp_path / "run"]))
+    line = broken.error_line(cli_in_process.run_cli(capfd, ["--resume", tmp_path / "run"]))
     assert line.startswith(f"error: {tmp_path / 'run' / 'checkpoint.pt'}: refused or unreadable checkpoint "
                            "(UnpicklingError: Weights only load failed")
     assert not marker.exists()

@@ -16,7 +16,7 @@ from common import atomic
 from engine import evaluate, predict
 from engine.train import main as train_main
 
-from . import broken
+from . import broken, cli_in_process
 from .test_rel_faults import tiny_disk
 
 
@@ -49,6 +49,8 @@ def _one_error(capsys) -> str:
 @pytest.mark.parametrize("fault, reason", [(_no_space, "No space left on device"), (_read_only, "Read-only file system")])
 def test_evaluate_on_a_full_or_read_only_disk_keeps_the_previous_metrics(trained, tmp_path, monkeypatch, capsys,
                                                                         fault, reason):
+    from engine.output import run_report
+    monkeypatch.setattr(run_report, "build_or_warn", lambda out: True)  # figures come after metrics.json: not reached
     data, run = trained
     out = tmp_path / "eval"
     assert evaluate.main(["--checkpoint", str(run), "--data", str(data), "--out", str(out)]) == 0
@@ -108,11 +110,11 @@ def test_predict_on_a_full_disk_keeps_the_previous_csv(trained, tmp_path, monkey
     assert out.read_bytes() == before
 
 
-def test_predict_into_a_path_under_a_file_from_the_cli(trained, tmp_path):
+def test_predict_into_a_path_under_a_file_from_the_cli(trained, tmp_path, capfd):
     data, run = trained
     (tmp_path / "file").write_text("x")
-    result = broken.run_cli(["--checkpoint", run, "--data", data, "--out", tmp_path / "file" / "p.csv",
-                             "--device", "cpu"], module="engine.predict")
+    result = cli_in_process.run_cli(capfd, ["--checkpoint", run, "--data", data, "--out", tmp_path / "file" / "p.csv",
+                                            "--device", "cpu"], module="engine.predict")
     line = broken.error_line(result, status=1)
     assert line == f"error: could not write {tmp_path / 'file'} (a file is there, not a folder); choose another --out"
 
