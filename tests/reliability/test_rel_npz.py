@@ -8,7 +8,7 @@ import pytest
 from engine.options.config import ConfigError
 from loaders.datasets import load_dataset
 
-from . import broken
+from . import broken, in_process
 
 
 def _arrays(n=30, size=8, classes=3, seed=0) -> dict[str, np.ndarray]:
@@ -135,8 +135,10 @@ def test_not_an_npz(tmp_path, content):
         load_dataset(broken.data_cfg(path))
 
 
-def test_npz_from_the_cli(tmp_path):
+def test_npz_from_the_cli(tmp_path, capsys):
+    # in-process: a data refusal under a real `python -m engine.train` is test_rel_images.py's test_every_file_bad_from_the_cli
     path = tmp_path / "bad.npz"
     path.write_bytes(b"not a zip at all")
-    line = broken.error_line(broken.run_cli(["--data", path, "--out", tmp_path / "run", "--device", "cpu"]))
+    line = broken.error_line(in_process.call("engine.train", ["--data", path, "--out", tmp_path / "run", "--device", "cpu"],
+                                             capsys))
     assert line.startswith(f"error: {path}: not a readable .npz (")

@@ -12,7 +12,7 @@ from engine.score import inference
 from engine.options.config import PATHS, ConfigError, Config, parse_args
 from engine.run.loop import make_optimizer
 
-from . import broken
+from . import broken, in_process
 
 HOME = os.path.expanduser("~")
 
@@ -61,10 +61,18 @@ def test_checkpoint_option_takes_the_run_folder_or_its_file(given, expected):
 
 
 @pytest.mark.parametrize("module", ["engine.evaluate", "engine.predict"])
-def test_evaluate_and_predict_refuse_an_empty_data(module, tmp_path):
-    line = broken.error_line(broken.run_cli(["--checkpoint", tmp_path, "--data", "", "--out", tmp_path / "p.csv"],
-                                            module=module))
+def test_evaluate_and_predict_refuse_an_empty_data(module, tmp_path, capsys):
+    argv = ["--checkpoint", tmp_path, "--data", "", "--out", tmp_path / "p.csv"]
+    line = broken.error_line(in_process.call(module, argv, capsys))
     assert line == f"error: {module}: --data required"
+
+
+def test_the_refusal_is_one_line_under_python_m_too(tmp_path):
+    """The same refusal through the top-level handler of a real `python -m` (engine.evaluate's:
+    test_rel_labels.py, engine.train's: test_empty_data_is_refused_not_the_current_folder)."""
+    line = broken.error_line(broken.run_cli(["--checkpoint", tmp_path, "--data", "", "--out", tmp_path / "p.csv"],
+                                            module="engine.predict"))
+    assert line == "error: engine.predict: --data required"
 
 
 # (argv, the line) -- values torch's own classes refuse or that silently break a run
@@ -111,10 +119,11 @@ def test_sgd_uses_nesterov_only_with_momentum(momentum, nesterov):
     assert opt.defaults["nesterov"] is nesterov and opt.defaults["momentum"] == momentum
 
 
-def test_sgd_without_momentum_trains(tmp_path):
+def test_sgd_without_momentum_trains(tmp_path, capsys):
     data = broken.good_folder(tmp_path / "data", n=16, classes=("a", "b"))
-    result = broken.run_cli(broken.fast_run_args(data, tmp_path / "run") + ["--optim.name", "sgd",
-                                                                             "--optim.momentum", "0"])
+    result = in_process.call("engine.train", broken.fast_run_args(data, tmp_path / "run") + ["--optim.name", "sgd",
+                                                                                              "--optim.momentum", "0"],
+                             capsys)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "run" / "metrics.json").exists()
 

@@ -1,6 +1,7 @@
 """Pretrained weights: the match is said, and weights of another architecture are refused."""
 from __future__ import annotations
 
+import functools
 import logging
 
 import pytest
@@ -10,8 +11,14 @@ from common.errors import ConfigError
 from models.registry import build_model
 
 
+@functools.lru_cache(maxsize=None)
+def _state(name: str, classes: int) -> dict:
+    """A fresh model's weights, built once per architecture for the file (only read: saved below)."""
+    return build_model(name, classes, 32).state_dict()
+
+
 def _saved(tmp_path, name, classes=5, wrap=None):
-    state = build_model(name, classes, 32).state_dict()
+    state = _state(name, classes)
     if wrap == "module.":  # saved from a DDP wrapper
         state = {f"module.{k}": v for k, v in state.items()}
     elif wrap == "model":  # a training checkpoint

@@ -4,6 +4,7 @@ engine/score/metric_validity.py)."""
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from engine.score import metric_validity
 from loaders import split_audit
 from loaders.datasets import load_dataset
 
-from . import broken
+from . import broken, in_process
 
 
 def _folder(root, labels, groups=None):
@@ -27,32 +28,35 @@ def _folder(root, labels, groups=None):
     return root
 
 
-def _run(data, out, *extra):
-    result = broken.run_cli(broken.fast_run_args(data, out, report=True) + list(extra))  # the report carries the warnings
+def _run(data, out, capsys, *extra, report=False):
+    """A tiny run in-process (tests/reliability/in_process.py); the report only where it is read."""
+    result = in_process.call("engine.train", broken.fast_run_args(data, out, report=report) + list(extra), capsys)
     assert result.returncode == 0, result.stderr[-3000:]
     return result, json.loads((out / "metrics.json").read_text())
 
 
-def test_class_absent_from_test_is_not_scored_as_if_present(tmp_path):
+def test_class_absent_from_test_is_not_scored_as_if_present(tmp_path, capsys, caplog):
     # 3 'mel' among 40 'nv': stratified dealing leaves none for test
     data = _folder(tmp_path / "data", ["nv"] * 40 + ["mel"] * 3)
-    result, m = _run(data, tmp_path / "run")
+    with caplog.at_level(logging.WARNING):
+        result, m = _run(data, tmp_path / "run", capsys, report=True)  # the report carries the warnings
     assert m["test.support.mel"] == 0
     assert m["test.balanced_accuracy"] is None and m["test.f1_macro"] is None and m["test.auc_macro"] is None
     assert m["test.balanced_accuracy_over_present"] is not None
     assert "class(es) mel absent from test" in m["test.note"]
     assert any("'mel' absent from the test split" in w for w in m["data.warnings"])
-    assert "absent from the test split" in result.stderr  # logged before training
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("absent from the test split" in line for line in said)  # logged before training (stderr under python -m)
     assert "balanced_accuracy n/a" in result.stdout
     readme = (tmp_path / "run" / "report" / "README.md").read_text()
     assert "## Warnings" in readme and "absent from the test split" in readme
 
 
 @pytest.mark.parametrize("extra", [["--data.val_fraction", "0"], []])
-def test_selection_without_validation_keeps_the_last_epoch_and_says_so(tmp_path, extra):
+def test_selection_without_validation_keeps_the_last_epoch_and_says_so(tmp_path, capsys, extra):
     n = 40 if extra else 10  # explicit val_fraction 0, or ten images whose val split rounds to nothing
     data = _folder(tmp_path / "data", ["a", "b"] * (n // 2))
-    result, m = _run(data, tmp_path / "run", "--epochs", "3", "--train.patience", "1", *extra)
+    result, m = _run(data, tmp_path / "run", capsys, "--epochs", "3", "--train.patience", "1", *extra)
     assert m["val.n"] == 0 and m["epochs"] == 3 and m["best_epoch"] == 3  # no early stop on a flat, empty val
     assert m["selection"].startswith("last epoch: no validation images")
     assert any(w.startswith("the val split is empty") for w in m["data.warnings"])
