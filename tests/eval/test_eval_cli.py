@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from engine import cv, evaluate, predict
+from engine.output import run_report
 from engine.score.tta import TTA, dihedral_views
 from engine.train import main as train_main
 from tests.helpers import tiny_args, train, write_jpegs
@@ -33,7 +34,10 @@ def test_evaluate_reproduces_the_training_test_metrics(trained, tmp_path):
     assert test_keys and set(test_keys) <= set(eval_m)
     for key in ("test.accuracy", "test.balanced_accuracy", "test.f1_macro", "test.auc_macro", "test.n"):
         assert eval_m[key] == pytest.approx(train_m[key], abs=1e-6), key
-    assert (tmp_path / "report" / "confusion_matrix.png").exists()
+    # evaluate draws its report, and every figure of a report is drawn for a folder without a
+    # history.jsonl (learning curves "not recorded"): test_eval_report.py relies on this
+    assert not (tmp_path / "history.jsonl").exists() and (tmp_path / "report" / "README.md").exists()
+    assert all((tmp_path / "report" / name).exists() for name in run_report.FIGURES)
 
 
 
