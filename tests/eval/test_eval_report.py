@@ -83,8 +83,9 @@ def test_file_datasets_get_decoded_thumbnails(tmp_path):
 
 
 def test_cli_refuses_a_non_run_folder(tmp_path, capsys):
-    """The CLI redrawing a run is test_a_run_without_its_report_draws_it_later_from_the_folder; every
-    figure drawn for a folder without history.jsonl, test_eval_cli.py's evaluate folder."""
+    """One error line. The CLI redrawing a run folder: test_a_run_without_its_report_draws_it_later_
+    from_the_folder; every figure drawn for a folder without history.jsonl (learning curves "not
+    recorded"): test_eval_cli.py, on evaluate's folder."""
     assert report.main([str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and len(err.splitlines()) == 1
