@@ -11,7 +11,10 @@ from engine.output import tracking
 from engine.train import main as train_main
 from tests.helpers import write_jpegs
 
-TINY = ["--model", "mlp", "--batch-size", "8", "--device", "cpu", "--wandb", "disabled", "--train.progress", "off"]
+# compare reads metrics.json and config.json alone: the runs draw no report figures and skip the
+# plan's timed calibration (the same options in every run either way)
+TINY = ["--model", "mlp", "--batch-size", "8", "--device", "cpu", "--wandb", "disabled", "--train.progress", "off",
+        "--run.report", "false", "--run.plan", "off"]
 VARIANTS = {"run_a": ["--epochs", "1", "--lr", "0.01"], "run_b": ["--epochs", "1", "--lr", "0.001"],
             "run_c": ["--epochs", "2", "--lr", "0.01"]}
 

@@ -8,16 +8,21 @@ import torch
 from torch import nn
 
 from engine import cv, evaluate, predict
+from engine.output import run_report
 from engine.score.tta import TTA, dihedral_views
 from engine.train import main as train_main
-from tests.helpers import tiny_args, trained_on_jpegs, write_jpegs
+from tests.helpers import tiny_args, train, write_jpegs
 
 TINY = tiny_args("mlp")
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    return trained_on_jpegs(tmp_path_factory.mktemp("eval"), "mlp", n=48, size=24)
+    """(data, run): planned like a user's run (evaluate follows what the plan chose); no report
+    figures, which no test here reads from the run."""
+    root = tmp_path_factory.mktemp("eval")
+    data = write_jpegs(root / "data", n=48, size=24)
+    return data, train(data, root / "run", TINY, report=False)
 
 
 def test_evaluate_reproduces_the_training_test_metrics(trained, tmp_path):
@@ -29,22 +34,27 @@ def test_evaluate_reproduces_the_training_test_metrics(trained, tmp_path):
     assert test_keys and set(test_keys) <= set(eval_m)
     for key in ("test.accuracy", "test.balanced_accuracy", "test.f1_macro", "test.auc_macro", "test.n"):
         assert eval_m[key] == pytest.approx(train_m[key], abs=1e-6), key
-    assert (tmp_path / "report" / "confusion_matrix.png").exists()
+    # evaluate draws its report, and every figure of a report is drawn for a folder without a
+    # history.jsonl (learning curves "not recorded"): test_eval_report.py relies on this
+    assert not (tmp_path / "history.jsonl").exists() and (tmp_path / "report" / "README.md").exists()
+    assert all((tmp_path / "report" / name).exists() for name in run_report.FIGURES)
 
 
 
-def test_checkpoint_option_takes_the_checkpoint_file_too(trained, tmp_path):
+def test_checkpoint_option_takes_the_checkpoint_file_too(trained, tmp_path, no_report_figures):
     """--checkpoint RUN/checkpoint.pt scores like --checkpoint RUN, and the default --out lands in RUN."""
     data, run = trained
     assert evaluate.main(["--checkpoint", str(run / "checkpoint.pt"), "--data", str(data), "--out", str(tmp_path)]) == 0
+    assert no_report_figures == [tmp_path]
     train_m = json.loads((run / "metrics.json").read_text())
     eval_m = json.loads((tmp_path / "metrics.json").read_text())
     assert eval_m["test.accuracy"] == pytest.approx(train_m["test.accuracy"], abs=1e-6)
     assert eval_m["checkpoint"] == str(run)
 
-def test_evaluate_with_tta_writes_the_same_keys(trained, tmp_path):
+def test_evaluate_with_tta_writes_the_same_keys(trained, tmp_path, no_report_figures):
     data, run = trained
     assert evaluate.main(["--checkpoint", str(run), "--data", str(data), "--tta", "--out", str(tmp_path)]) == 0
+    assert no_report_figures == [tmp_path]
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["tta"] is True and 0 <= m["test.accuracy"] <= 1 and 0 <= m["test.auc_macro"] <= 1
     assert "test.balanced_accuracy_ci_low" in m
@@ -124,23 +134,6 @@ def test_folds_are_disjoint_grouped_and_stratified(tmp_path):
         assert sorted(np.bincount(f.test.labels, minlength=3)) == sorted(np.bincount(folds[0].test.labels, minlength=3))
 
 
-def test_cv_runs_each_fold_and_summarizes(tmp_path, capsys):
-    data = write_jpegs(tmp_path / "d", n=36, size=24)
-    out = tmp_path / "cv"
-    assert cv.main(["--folds", "2", "--data", str(data), "--out", str(out)] + TINY) == 0
-    summary = json.loads((out / "cv_summary.json").read_text())
-    assert summary["folds"] == 2 and sum(summary["fold_sizes"]) == 36
-    for fold in ("fold0", "fold1"):
-        assert (out / fold / "metrics.json").exists() and (out / fold / "report" / "README.md").exists()
-    bal = summary["metrics"]["test.balanced_accuracy"]
-    assert bal["mean"] == pytest.approx(np.mean(bal["values"])) and bal["std"] == pytest.approx(np.std(bal["values"], ddof=1))
-    md = (out / "cv_summary.md").read_text()
-    assert "test.auc_macro" in summary["metrics"] and "| test.auc_macro |" in md
-    assert "`mlp` at 24 px, 1 epoch" in md  # what the folds ran, from their config.json
-    assert "cv test.balanced_accuracy" in capsys.readouterr().out
-    assert cv.main(["--data", str(data)]) == 2
-
-
 def test_cv_says_when_it_pools_the_datas_own_partition(tmp_path, caplog):
     rng = np.random.default_rng(0)
     arrays = {f"{part}_{kind}": (rng.integers(0, 256, (n, 12, 12, 3), dtype=np.uint8) if kind == "images"
@@ -148,18 +141,21 @@ def test_cv_says_when_it_pools_the_datas_own_partition(tmp_path, caplog):
               for part, n in (("train", 16), ("val", 8), ("test", 8)) for kind in ("images", "labels")}
     np.savez(tmp_path / "bench.npz", **arrays)
     with caplog.at_level("WARNING", logger="medtrain.cv"):
-        assert cv.main(["--folds", "2", "--data", str(tmp_path / "bench.npz"), "--out", str(tmp_path / "cv")] + TINY) == 0
+        assert cv.main(["--folds", "2", "--data", str(tmp_path / "bench.npz"), "--out", str(tmp_path / "cv")] + TINY
+                       + ["--run.plan", "off", "--run.report", "false"]) == 0  # the warning comes before any fold
     said = [r.getMessage() for r in caplog.records if r.name == "medtrain.cv"]
     assert any("own train/val/test partition" in m and "pools all 32 images" in m for m in said), said
 
 
-def test_training_tta_and_metadata_models_are_reproduced_by_evaluate(tmp_path):
+def test_training_tta_and_metadata_models_are_reproduced_by_evaluate(tmp_path, no_report_figures):
     data = write_jpegs(tmp_path / "d", n=36, size=24)
     with open(data / "meta.csv", "w") as fh:  # HAM-style metadata joined on the image id, some ages missing
         fh.write("image_id,age,sex\n" + "".join(f"im{i:03d},{'' if i % 5 == 0 else 20 + i},{'mf'[i % 2]}\n" for i in range(36)))
     run = tmp_path / "run"
-    assert train_main(["--data", str(data), "--out", str(run), "--tta", "--model.metadata", "age,sex"] + TINY) == 0
+    assert train_main(["--data", str(data), "--out", str(run), "--tta", "--model.metadata", "age,sex", "--run.report", "false"]
+                      + TINY) == 0
     assert evaluate.main(["--checkpoint", str(run), "--data", str(data), "--tta", "--out", str(tmp_path / "e")]) == 0
+    assert no_report_figures == [tmp_path / "e"]
     train_m = json.loads((run / "metrics.json").read_text())
     eval_m = json.loads((tmp_path / "e" / "metrics.json").read_text())
     for key in ("test.accuracy", "test.auc_macro", "test.log_loss", "test.n"):

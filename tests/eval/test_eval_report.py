@@ -82,10 +82,10 @@ def test_file_datasets_get_decoded_thumbnails(tmp_path):
         assert list(saved["files"]) == files
 
 
-def test_cli_regenerates_and_refuses_a_non_run_folder(tmp_path, capsys):
-    fake_run(tmp_path, with_history=False)
-    assert report.main([str(tmp_path)]) == 0
-    assert (tmp_path / "report" / "learning_curves.png").exists()  # drawn with "not recorded"
+def test_cli_refuses_a_non_run_folder(tmp_path, capsys):
+    """One error line. The CLI redrawing a run folder: test_a_run_without_its_report_draws_it_later_
+    from_the_folder; every figure drawn for a folder without history.jsonl (learning curves "not
+    recorded"): test_eval_cli.py, on evaluate's folder."""
     assert report.main([str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and len(err.splitlines()) == 1
@@ -93,7 +93,8 @@ def test_cli_regenerates_and_refuses_a_non_run_folder(tmp_path, capsys):
 
 def test_a_run_without_its_report_draws_it_later_from_the_folder(tmp_path, capsys):
     from tests.helpers import tiny_args, train, write_jpegs
-    run = train(write_jpegs(tmp_path / "data", n=30, size=32), tmp_path / "run", tiny_args("seedcnn"), report=False)
+    run = train(write_jpegs(tmp_path / "data", n=30, size=32), tmp_path / "run", tiny_args("seedcnn", "--run.plan", "off"),
+                report=False)
     assert (run / "metrics.json").exists() and (run / run_report.PREDICTIONS).exists()
     assert not (run / "report").exists() and not list(run.glob("saliency*"))  # no figures, no Grad-CAM sample
     assert report.main([str(run)]) == 0

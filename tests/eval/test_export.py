@@ -13,12 +13,16 @@ from engine.run.restore import restore
 from kernels.augment import AugmentSpec
 from loaders import images
 from models.registry import build_model
-from tests.helpers import trained_on_jpegs
+from tests.helpers import tiny_args, train, write_jpegs
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    return trained_on_jpegs(tmp_path_factory.mktemp("export"), "seedcnn", n=36, size=24)
+    """(data, run): a planned seedcnn run (export applies what the plan chose); no report figures,
+    which export never reads."""
+    root = tmp_path_factory.mktemp("export")
+    data = write_jpegs(root / "data", n=36, size=24)
+    return data, train(data, root / "run", tiny_args("seedcnn"), report=False)
 
 
 def test_onnx_matches_engine_predict_on_the_test_images(trained, tmp_path):
