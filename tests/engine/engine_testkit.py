@@ -26,6 +26,19 @@ def skip_figures(monkeypatch) -> None:
     monkeypatch.setattr(saliency, "save_sample_or_warn", lambda *args, **kwargs: True)
 
 
+def draw_no_pixels(monkeypatch) -> None:
+    """The report built as a run builds it (each figure laid out, README.md written) but its PNGs
+    left empty: rasterizing them is most of its cost. For tests that read the report's text."""
+    from engine.output import plots
+
+    def save(fig, path: Path) -> Path:
+        plots.plt.close(fig)
+        Path(path).write_bytes(b"")
+        return path
+
+    monkeypatch.setattr(plots, "_save", save)
+
+
 def stop_after(monkeypatch, steps: int) -> None:
     """The runner sees SIGTERM after `steps` train steps: a signal at an exact, repeatable point."""
 
