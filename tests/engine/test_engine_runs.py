@@ -104,10 +104,12 @@ def write_forever(run_dir, fd):
 for attempt in range(int(sys.argv[2])):
     read_end, write_end = os.pipe()
     pid = os.fork()
-    if pid == 0:
-        os.close(read_end)
-        write_forever(sys.argv[1], write_end)
-        os._exit(0)
+    if pid == 0:  # the writer: never returns into this loop, whatever happens
+        try:
+            os.close(read_end)
+            write_forever(sys.argv[1], write_end)
+        finally:
+            os._exit(1)
     os.close(write_end)
     versions = os.fdopen(read_end)
     started = [int(versions.readline()) for _ in range(2 + attempt)]  # inside write number 2 + attempt
