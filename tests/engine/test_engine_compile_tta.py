@@ -17,12 +17,9 @@ FIGURES = ("test.accuracy", "test.balanced_accuracy", "test.auc_macro", "val.auc
 
 
 def _run(tmp_path, monkeypatch, name: str, *extra: str) -> dict:
-    # The report is skipped but not the Grad-CAM sample: a graph it added would be counted. The
-    # plan is off (TTA is given): its timed steps decide nothing here.
     skip_report(monkeypatch)
     out = tmp_path / name
-    assert main(FAST + ["--epochs", "1", "--seed", "5", "--train.deterministic", "true", "--run.plan", "off",
-                        "--out", str(out), *extra]) == 0
+    assert main(FAST + ["--epochs", "1", "--seed", "5", "--train.deterministic", "true", "--out", str(out), *extra]) == 0
     return metrics(out)
 
 
@@ -39,7 +36,7 @@ def test_compiled_tta_equals_eager_tta_with_one_eval_compile(tmp_path, monkeypat
     assert sorted(compiled) == ["eval", "train"], compiled  # the 8 views reuse the eval graph
     torch._dynamo.reset()
     eager_tta = _run(tmp_path, monkeypatch, "eager_tta", "--tta")
-    no_tta = _run(tmp_path, monkeypatch, "eager", "--run.tta", "false")  # explicit, as the plan would turn TTA on
+    no_tta = _run(tmp_path, monkeypatch, "eager", "--run.tta", "false")  # the plan turns TTA on by default
     for key in FIGURES:
         assert with_compile[key] == eager_tta[key], key
     assert any(eager_tta[key] != no_tta[key] for key in FIGURES), "TTA changed no figure: was it applied?"
