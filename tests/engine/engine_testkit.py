@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from engine.output import saliency
 from engine.run import runner
 
 # Small enough for seconds on 2 CPU cores, big enough for several steps per epoch and a padded
@@ -16,6 +17,26 @@ FAST = ["--data", "synthetic", "--data.synthetic_count", "100", "--image-size", 
 def skip_report(monkeypatch) -> None:
     """The PNG report costs more than the training here and is not what these tests check."""
     monkeypatch.setattr(runner.run_report, "build_or_warn", lambda run_dir: True)
+
+
+def skip_figures(monkeypatch) -> None:
+    """skip_report, and the Grad-CAM sample its figure is drawn from (a backward pass per image):
+    for engine.evaluate, which has no --run.report, in tests that read only its metrics."""
+    skip_report(monkeypatch)
+    monkeypatch.setattr(saliency, "save_sample_or_warn", lambda *args, **kwargs: True)
+
+
+def draw_no_pixels(monkeypatch) -> None:
+    """The report built as a run builds it (each figure laid out, README.md written) but its PNGs
+    left empty: rasterizing them is most of its cost. For tests that read the report's text."""
+    from engine.output import plots
+
+    def save(fig, path: Path) -> Path:
+        plots.plt.close(fig)
+        Path(path).write_bytes(b"")
+        return path
+
+    monkeypatch.setattr(plots, "_save", save)
 
 
 def stop_after(monkeypatch, steps: int) -> None:

@@ -123,14 +123,15 @@ def _binary_data(root):
     return write_jpegs(root, n=80, size=32, classes=("benign", "malignant"), seed=4)
 
 
-def test_binary_run_reports_screening_and_predict_applies_the_stored_threshold(tmp_path):
+def test_binary_run_reports_screening_and_predict_applies_the_stored_threshold(tmp_path, monkeypatch):
+    from engine_testkit import skip_figures
     from engine.evaluate import main as evaluate_main
     from engine.predict import main as predict_main
     from engine.train import main as train_main
     data, run = _binary_data(tmp_path / "bin"), tmp_path / "run"
     assert train_main(["--data", str(data), "--out", str(run), "--epochs", "2", "--budget", "0.05",
                        "--eval.target_sensitivity", "0.95", "--optim.logit_adjust", "1.0",
-                       "--train.progress", "off", "--wandb", "disabled"]) == 0
+                       "--train.progress", "off", "--wandb", "disabled", "--run.report", "false"]) == 0
     m = json.loads((run / "metrics.json").read_text())
     for key in ("test.pauc_tpr80", "test.sensitivity_at_specificity90", "test.sensitivity_at_specificity95",
                 "test.specificity_at_sensitivity90", "test.specificity_at_sensitivity95", "test.pauc_tpr80_ci_low",
@@ -140,6 +141,7 @@ def test_binary_run_reports_screening_and_predict_applies_the_stored_threshold(t
     assert (run / "plan.json").exists()
     saved = torch.load(run / "checkpoint.pt", weights_only=True)["decision"]
     assert saved["threshold"] == m["test.operating.threshold"] and saved["loss_tau"] == 1.0
+    skip_figures(monkeypatch)  # evaluate's figures: not read here
     assert evaluate_main(["--checkpoint", str(run), "--data", str(data)]) == 0
     again = json.loads((run / "eval-bin" / "metrics.json").read_text())
     for key in ("test.balanced_accuracy", "test.pauc_tpr80", "test.operating.sensitivity", "test.prior_correction_tau"):

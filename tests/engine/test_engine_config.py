@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -49,14 +50,29 @@ def test_round_trip_through_dict():
     assert again == cfg
 
 
+def test_cli_exits_2_with_one_line():
+    # A real `python -m` process once: its exit status and stderr (no traceback) come from the
+    # module's top-level handler. The other mistakes go through the same main(), in-process below.
+    proc = subprocess.run([sys.executable, "-m", "engine.train", "--no-such-flag"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and "unknown option --no-such-flag" in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 @pytest.mark.parametrize("argv, fragment", [
     (["--no-such-flag"], "unknown option --no-such-flag"),
     (["--data", "/no/such/path", "--device", "cpu"], "/no/such/path: no such file or folder"),
 ])
-def test_cli_exits_2_with_one_line(argv, fragment):
-    proc = subprocess.run([sys.executable, "-m", "engine.train", *argv], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 2
-    lines = [l for l in proc.stderr.splitlines() if l.strip()]
-    assert len(lines) == 1 and fragment in lines[0], proc.stderr
-    assert "Traceback" not in proc.stderr
+def test_main_returns_2_with_one_line(argv, fragment, capsys):
+    from engine.train import main
+    with warnings.catch_warnings(record=True) as caught:  # a process would print them on stderr
+        warnings.simplefilter("always")
+        assert main(argv) == 2
+    hidden_by_default = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
+    assert not [str(w.message) for w in caught if not issubclass(w.category, hidden_by_default)]
+    err = capsys.readouterr().err
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert len(lines) == 1 and fragment in lines[0], err
+    assert "Traceback" not in err

@@ -6,7 +6,7 @@ import torch
 
 from engine.run import build as run_build, cuda_math
 from engine.train import main
-from engine_testkit import FAST, skip_report
+from engine_testkit import FAST
 
 
 @pytest.fixture
@@ -38,6 +38,5 @@ def test_loaders_write_the_autocast_dtype(tmp_path, monkeypatch, amp, dtype):
         return loader
 
     monkeypatch.setattr(run_build.loaders, "build_loader", recording_build)
-    skip_report(monkeypatch)
-    assert main(FAST + ["--epochs", "1", "--out", str(tmp_path), *amp]) == 0
+    assert main(FAST + ["--epochs", "1", "--run.plan", "off", "--run.report", "false", "--out", str(tmp_path), *amp]) == 0
     assert built == [dtype] * 3

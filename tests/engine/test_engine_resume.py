@@ -1,11 +1,13 @@
 """Exact resume: an interrupted-and-resumed run matches an uninterrupted one, bit for bit."""
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from engine.run import checkpoint
 from engine.train import main
-from engine_testkit import FAST, history, metrics, skip_report, stop_after, stop_never
+from engine_testkit import FAST, history, metrics, skip_figures, stop_after, stop_never
 
 # EMA, mixup, cutmix, dropout and clipping all draw or carry state that a resume must restore.
 ARGS = FAST + ["--epochs", "4", "--seed", "3", "--train.deterministic", "true", "--train.ema", "0.9",
@@ -18,7 +20,7 @@ COMPARED = ("train.loss", "train.accuracy", "train.nonfinite", "lr", "val.accura
 def straight(tmp_path_factory):
     out = tmp_path_factory.mktemp("straight")
     with pytest.MonkeyPatch.context() as monkeypatch:
-        skip_report(monkeypatch)
+        skip_figures(monkeypatch)  # drawn after the figures compared here are written
         assert main(ARGS + ["--out", str(out)]) == 0
     return out
 
@@ -28,14 +30,25 @@ def _steps_per_epoch(run_dir) -> int:
     return int(state["trainer"]["step_counter"]) // state["epoch"]
 
 
-def _interrupted(tmp_path, monkeypatch, at_step: int):
-    out = tmp_path / "run"
-    skip_report(monkeypatch)
-    stop_after(monkeypatch, at_step)
-    assert main(ARGS + ["--out", str(out)]) == 1  # stopped, state saved: not finished
-    stop_never(monkeypatch)
-    assert main(["--resume", str(out)]) == 0
+def _stopped(out, at_step: int):
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        skip_figures(monkeypatch)
+        stop_after(monkeypatch, at_step)
+        assert main(ARGS + ["--out", str(out)]) == 1  # stopped, state saved: not finished
     return out
+
+
+@pytest.fixture(scope="module")
+def stopped_at_epoch_two(straight, tmp_path_factory):
+    """Stopped at the end of epoch 2, not resumed: each test resumes its own copy."""
+    return _stopped(tmp_path_factory.mktemp("stopped") / "run", 2 * _steps_per_epoch(straight))
+
+
+def _resumed(run_dir, monkeypatch, resume_from=None):
+    skip_figures(monkeypatch)
+    stop_never(monkeypatch)
+    assert main(["--resume", str(resume_from or run_dir)]) == 0
+    return run_dir
 
 
 def _assert_same(a, b):
@@ -49,21 +62,19 @@ def _assert_same(a, b):
         assert ma[key] == mb[key], key
 
 
-def test_stop_at_epoch_two_then_resume_matches_straight_run(straight, tmp_path, monkeypatch):
-    steps = _steps_per_epoch(straight)
-    _assert_same(straight, _interrupted(tmp_path, monkeypatch, 2 * steps))
+def test_stop_at_epoch_two_then_resume_matches_straight_run(straight, stopped_at_epoch_two, tmp_path, monkeypatch):
+    out = shutil.copytree(stopped_at_epoch_two, tmp_path / "run")
+    _assert_same(straight, _resumed(out, monkeypatch))
 
 
 def test_stop_mid_epoch_then_resume_matches_straight_run(straight, tmp_path, monkeypatch):
     steps = _steps_per_epoch(straight)
-    _assert_same(straight, _interrupted(tmp_path, monkeypatch, steps + steps // 2 + 1))
+    out = _stopped(tmp_path / "run", steps + steps // 2 + 1)
+    _assert_same(straight, _resumed(out, monkeypatch))
 
 
-def test_resume_accepts_the_checkpoint_file_as_well_as_its_folder(straight, tmp_path, monkeypatch):
-    out = tmp_path / "run"
-    skip_report(monkeypatch)
-    stop_after(monkeypatch, 2 * _steps_per_epoch(straight))
-    assert main(ARGS + ["--out", str(out)]) == 1
-    stop_never(monkeypatch)
-    assert main(["--resume", str(out / checkpoint.NAME)]) == 0  # the file, not the folder
+def test_resume_accepts_the_checkpoint_file_as_well_as_its_folder(straight, stopped_at_epoch_two, tmp_path,
+                                                                   monkeypatch):
+    out = shutil.copytree(stopped_at_epoch_two, tmp_path / "run")
+    _resumed(out, monkeypatch, resume_from=out / checkpoint.NAME)  # the file, not the folder
     _assert_same(straight, out)

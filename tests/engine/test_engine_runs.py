@@ -1,6 +1,7 @@
 """Whole runs: one compile per mode, the non-finite stop, SIGTERM -> resume, kill -9 mid-write."""
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -65,9 +66,11 @@ def _cli(args, **kwargs):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 
-def test_sigterm_saves_a_checkpoint_that_resume_finishes(tmp_path):
+def test_sigterm_saves_a_checkpoint_that_resume_finishes(tmp_path, caplog):
+    # A real process: its signal handler and the exit status of `python -m` are under test. The
+    # plan and the figures are not (each costs seconds here).
     out = tmp_path / "run"
-    proc = _cli(FAST + ["--epochs", "4", "--out", str(out), "--run.report", "false"])  # figures: not under test
+    proc = _cli(FAST + ["--epochs", "4", "--out", str(out), "--run.report", "false", "--run.plan", "off"])
     deadline = time.time() + 240
     while not (out / "history.jsonl").exists():  # first epoch done: the run is mid-training
         assert proc.poll() is None and time.time() < deadline, proc.communicate()
@@ -78,33 +81,63 @@ def test_sigterm_saves_a_checkpoint_that_resume_finishes(tmp_path):
     assert "SIGTERM received: state saved" in stderr and "Traceback" not in stderr, stderr
     state = checkpoint.load(out)["state"]
     assert state["epoch"] in (1, 2) and len(history(out)) == state["epoch"]  # finished epochs only
-    resumed = _cli(["--resume", str(out)])
-    stdout, stderr = resumed.communicate(timeout=240)
-    assert resumed.returncode == 0, stderr
-    assert f"resuming {out} at epoch {state['epoch']} step {state['step']}" in stderr
+    with caplog.at_level(logging.INFO, logger="medtrain"):  # resuming needs no fresh process
+        assert main(["--resume", str(out)]) == 0
+    assert f"resuming {out} at epoch {state['epoch']} step {state['step']}" in caplog.text
     assert [h["epoch"] for h in history(out)] == [0, 1, 2, 3] and (out / "metrics.json").exists()
 
 
-WRITER = """
-import sys, torch
+# Torch and the checkpoint code load once in a real process; each writer is a fork of it (nothing
+# has run torch's thread pool before the fork) that this test's process tells to be killed.
+WRITERS = """
+import os, signal, sys, time
+import torch
 from engine.run import checkpoint
-big = torch.zeros(16 * 2**20)  # 64 MB: each write takes long enough to be killed mid-way
-for version in range(1, 10**6):
-    big[0] = version
-    print(version, flush=True)
-    checkpoint.save(sys.argv[1], {"version": version, "big": big, "check": big.sum()})
+
+def write_forever(run_dir, fd):
+    big = torch.zeros(16 * 2**20)  # 64 MB: each write takes long enough to be killed mid-way
+    for version in range(1, 10**6):
+        big[0] = version
+        os.write(fd, b"%d\\n" % version)
+        checkpoint.save(run_dir, {"version": version, "big": big, "check": big.sum()})
+
+for attempt in range(int(sys.argv[2])):
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the writer: never returns into this loop, whatever happens
+        try:
+            os.close(read_end)
+            write_forever(sys.argv[1], write_end)
+        finally:
+            os._exit(1)
+    os.close(write_end)
+    versions = os.fdopen(read_end)
+    started = [int(versions.readline()) for _ in range(2 + attempt)]  # inside write number 2 + attempt
+    time.sleep(0.02 * attempt)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    versions.close()
+    print(started[-1], flush=True)
+    sys.stdin.readline()  # the test has read the checkpoint: next attempt
 """
 
 
 def test_kill_9_during_a_checkpoint_write_leaves_the_previous_one_loadable(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    for attempt in range(3):
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], cwd=REPO, env=env,
-                                stdout=subprocess.PIPE, text=True)
-        started = [int(proc.stdout.readline()) for _ in range(2 + attempt)]  # inside write number 2 + attempt
-        time.sleep(0.02 * attempt)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-        saved = checkpoint.load(tmp_path)
-        assert saved["version"] >= started[-1] - 1 >= 1
-        assert float(saved["big"][0]) == saved["version"] and float(saved["check"]) == saved["version"]
+    attempts = 3
+    proc = subprocess.Popen([sys.executable, "-c", WRITERS, str(tmp_path), str(attempts)], cwd=REPO, env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        for _ in range(attempts):
+            line = proc.stdout.readline()
+            assert line, proc.communicate(timeout=30)
+            started = int(line)  # the version whose write was under way when the writer was killed
+            saved = checkpoint.load(tmp_path)
+            assert saved["version"] >= started - 1 >= 1
+            assert float(saved["big"][0]) == saved["version"] and float(saved["check"]) == saved["version"]
+            proc.stdin.write("next\n")
+            proc.stdin.flush()
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+        proc.wait()

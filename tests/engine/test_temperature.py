@@ -184,13 +184,15 @@ def test_too_few_validation_images_keep_one_and_a_normal_set_fits_as_scipy_witho
     assert note == "" and t == pytest.approx(_reference(z.double().numpy(), y.numpy()), rel=1e-3)
 
 
-def test_the_reason_reaches_the_decision_metrics_report_and_log(tmp_path, capsys):
+def test_the_reason_reaches_the_decision_metrics_report_and_log(tmp_path, capsys, monkeypatch):
     import json
     from engine.train import main as train_main
     from engine_testkit import FAST
     z, y = _margins(n=60)
     decision = decisions.fit_decision(_cfg(), np.array([20, 20, 20]), z.softmax(1).float(), y)
     assert decision["temperature"] == 1.0 and "classified correctly" in decision["temperature_note"]
+    from engine_testkit import draw_no_pixels, skip_figures
+    draw_no_pixels(monkeypatch)  # the report's text is read, its pixels are not
     # a run whose validation split is too small to fit: FAST's 100 synthetic images leave fewer than MIN_IMAGES
     assert train_main(FAST + ["--out", str(tmp_path / "run"), "--epochs", "1", "--run.plan", "off"]) == 0
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -200,6 +202,7 @@ def test_the_reason_reaches_the_decision_metrics_report_and_log(tmp_path, capsys
     assert f"**calibration** {note}" in (tmp_path / "run" / "report" / "README.md").read_text()
     assert f"calibration: {note}" in capsys.readouterr().out
     from engine.evaluate import main as evaluate_main  # the checkpoint carries the reason to engine.evaluate
+    skip_figures(monkeypatch)  # evaluate's figures: not read here (the run's report above is)
     assert evaluate_main(["--checkpoint", str(tmp_path / "run"), "--data", "synthetic", "--device", "cpu",
                           "--out", str(tmp_path / "eval")]) == 0
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["calibration.note"] == note
