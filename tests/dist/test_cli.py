@@ -67,7 +67,8 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def rank_server():
     """One warm interpreter that forks the ranks of every run here (tests/dist/warm_ranks.py)."""
-    preload = ["torch", "torch.optim", "engine.run.runner", "engine.run.checkpoint"]
+    # torch._dynamo: the first optimizer step imports it (~2 s), once here instead of in each rank.
+    preload = ["torch", "torch._dynamo", "engine.run.runner", "engine.run.checkpoint"]
     # Its own session: the clean-up ends the server and any rank left, by group.
     server = subprocess.Popen([sys.executable, str(REPO / "tests/dist/warm_ranks.py"), json.dumps(preload)],
                               cwd=REPO, env=_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,

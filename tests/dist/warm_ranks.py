@@ -79,8 +79,11 @@ def main(preload: list[str]) -> int:
     while True:
         if select.select([sys.stdin], [], [], 0.05)[0]:
             line = sys.stdin.readline()
-            if not line:
-                return 0  # the test closed the requests; its clean-up ends what is left
+            if not line:  # no more requests: end once every rank has ended (the test's clean-up may kill them)
+                while children:
+                    pid, status = os.wait()
+                    _write_status(*children.pop(pid), os.waitstatus_to_exitcode(status))
+                return 0
             _start(json.loads(line), children)
         _reap(children)
 
