@@ -2,6 +2,10 @@
 with RANK and WORLD_SIZE in the environment runs workers.spawned (gloo through a file in OUT_DIR)."""
 from __future__ import annotations
 
+from common.startup import start
+
+start()  # first, before workers loads torch (as every entry point)
+
 import os
 import sys
 

@@ -20,6 +20,10 @@ parent's own environment, which the test sets the same for every rank.
 """
 from __future__ import annotations
 
+from common.startup import start
+
+start()  # as each entry module does first, before torch loads libgomp
+
 import importlib
 import json
 import os
@@ -70,8 +74,6 @@ def _reap(children: dict) -> None:
 
 
 def main(preload: list[str]) -> int:
-    from common.startup import start
-    start()  # as each entry module does first, before torch loads libgomp
     for name in preload:
         importlib.import_module(name)
     children: dict[int, tuple[str, int]] = {}
