@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -34,7 +35,8 @@ def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
     spec = {"module": "ddp_rank", "argv": [str(out)], "world": WORLD, "dir": str(out), "env": {}}
     server = subprocess.Popen([sys.executable, str(HERE / "warm_ranks.py"), json.dumps(["torch", "torch._dynamo", "workers"])],
-                              cwd=HERE.parents[1], env=_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                              cwd=HERE.parents[1], env=_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              start_new_session=True)  # its own group: a failure below ends the ranks with it
     try:
         assert server.stdout.readline() == "ready\n", f"the rank server did not start (exit {server.poll()})"
         server.stdin.write(json.dumps(spec) + "\n")
@@ -42,7 +44,7 @@ def results(tmp_path_factory):
         assert server.wait(timeout=600) == 0
     finally:
         if server.poll() is None:
-            server.kill()
+            os.killpg(server.pid, signal.SIGKILL)  # not reaped yet: the group is still ours
             server.wait()
         server.stdout.close()
     codes = [(out / f"rank{r}.status").read_text() for r in range(WORLD)]

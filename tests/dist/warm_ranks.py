@@ -3,8 +3,8 @@
 `python tests/dist/warm_ranks.py PRELOAD` (a JSON list of modules) does what every
 `python -m MODULE` would do first (the start-up call, then importing torch and the heavy
 modules in PRELOAD), then serves requests, one JSON line each on stdin (module, argv, world,
-env, dir): for each it forks one child per rank, from the same untouched state. Each child takes its rank's
-environment (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_* as torchrun sets them), sends its stdout and
+env, dir): for each it forks one child per rank, from the same untouched state. Each child
+takes its rank's environment (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_* as torchrun sets them), sends its stdout and
 stderr to `dir/rank<r>.out|.err` and runs MODULE as `python -m` does (runpy, `__main__`). It then
 ends the way that process would: SystemExit or an uncaught exception leave through the
 interpreter's normal exit (traceback, finalization), and the module's own `os._exit` stays one.
@@ -15,8 +15,9 @@ writes each exit status (negative: the signal, as subprocess reports it) to
 Why: each fresh `python -m engine.train` costs ~3 s of torch import and ~2 s of optimizer and
 engine imports before any work; two ranks per scenario paid that twice (issue 25). Signals,
 a kill -9, a stopped rank and gloo between the ranks are as real as before. What a fresh
-interpreter reads at its start (GOMP_SPINCOUNT, OMP_NUM_THREADS) is in SPEC's env and the
-parent's own environment, which the test sets the same for every rank.
+interpreter reads at its start (GOMP_SPINCOUNT, OMP_NUM_THREADS) is the server's own
+environment, which the test sets, the same for every rank; a request's env adds what the
+module reads when it runs (MASTER_ADDR, MASTER_PORT).
 """
 from __future__ import annotations
 
