@@ -11,38 +11,60 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
-def libgomp_settings(code: str, **env) -> str:
-    """What libgomp itself reports at start-up (OMP_DISPLAY_ENV) when `code` runs."""
+def run_fresh(code: str, **env) -> subprocess.CompletedProcess:
+    """`code` in a fresh interpreter (libgomp reads its settings once, when torch loads it), with
+    libgomp's own account of them at start-up on stderr (OMP_DISPLAY_ENV)."""
     clean = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
-                         env=clean | {"OMP_DISPLAY_ENV": "VERBOSE", "PYTHONPATH": str(REPO)} | env)
-    assert out.returncode == 0, out.stderr[-2000:]
-    return out.stderr
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env=clean | {"OMP_DISPLAY_ENV": "VERBOSE", "PYTHONPATH": str(REPO)} | env)
 
 
-@pytest.mark.parametrize("first", ["from common.startup import start; start()", "import engine.evaluate",
-                                   "import bench.step"])
-def test_the_start_up_call_makes_waits_sleep(first):
+START_FIRST = "from common.startup import start; start()"
+
+
+@pytest.fixture(scope="module")
+def fresh_runs():
+    """Each probe runs once per module: one test reads its spin count, another its warnings
+    (a fresh interpreter costs a torch import, issue 25)."""
+    runs = {}
+
+    def run(code: str) -> subprocess.CompletedProcess:
+        if code not in runs:
+            runs[code] = run_fresh(code)
+        return runs[code]
+    return run
+
+
+def entry_first(first: str) -> str:
+    return f"{first}; import torch, engine; torch.ones(4).sum()"
+
+
+# torch first, then the start-up call twice, then what sizes the threads by whether waits sleep.
+TORCH_FIRST = ("import torch; from common.startup import start; start(); start(); import engine.run.env as e; "
+               "from common.cpu_wait import waits_sleep; import sys; sys.stdout.write(str(waits_sleep()))")
+
+
+@pytest.mark.parametrize("first", [START_FIRST, "import engine.evaluate", "import bench.step"])
+def test_the_start_up_call_makes_waits_sleep(first, fresh_runs):
     # libgomp's own account of its spin count: the short spin took effect (default: 300000).
     # Entry modules (engine.evaluate, bench.step) make the call first, before their imports load torch.
     from common.cpu_wait import SPIN_COUNT
-    stderr = libgomp_settings(f"{first}; import torch; torch.ones(4).sum()")
-    if "GOMP_SPINCOUNT" not in stderr:
+    out = fresh_runs(entry_first(first))
+    assert out.returncode == 0, out.stderr[-2000:]
+    if "GOMP_SPINCOUNT" not in out.stderr:
         pytest.skip("this torch build's OpenMP runtime does not report its settings")
-    assert f"GOMP_SPINCOUNT = '{SPIN_COUNT}'" in stderr
+    assert f"GOMP_SPINCOUNT = '{SPIN_COUNT}'" in out.stderr
 
 
-def test_torch_first_is_detected_and_the_user_policy_kept():
-    code = ("import torch, engine.run.env as e; from common.cpu_wait import waits_sleep; "
-            "import sys; sys.stdout.write(str(waits_sleep()))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
-                         env={k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | {"PYTHONPATH": str(REPO)})
-    assert out.stdout == "False"  # too late to change: engine.run.env then sizes threads by the free cores
-    stderr = libgomp_settings("from common.startup import start; start(); import torch; torch.ones(4).sum()",
-                              OMP_WAIT_POLICY="active")
-    if "GOMP_SPINCOUNT" in stderr:
+def test_torch_first_is_detected_and_the_user_policy_kept(fresh_runs):
+    out = fresh_runs(TORCH_FIRST)
+    # Too late to change: engine.run.env then sizes threads by the free cores.
+    assert out.returncode == 0 and out.stdout == "False", out.stderr[-2000:]
+    kept = run_fresh(entry_first(START_FIRST), OMP_WAIT_POLICY="active")
+    assert kept.returncode == 0, kept.stderr[-2000:]
+    if "GOMP_SPINCOUNT" in kept.stderr:
         from common.cpu_wait import SPIN_COUNT
-        assert f"GOMP_SPINCOUNT = '{SPIN_COUNT}'" not in stderr
+        assert f"GOMP_SPINCOUNT = '{SPIN_COUNT}'" not in kept.stderr
 
 
 def test_importing_a_package_has_no_side_effect():
@@ -98,14 +120,10 @@ def test_default_decode_workers_follow_the_cores_this_process_may_use(monkeypatc
     assert loader_spec(Config()).workers == 1
 
 
-def test_torch_first_warns_once_and_start_up_first_is_silent():
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
-    env |= {"PYTHONPATH": str(REPO)}
-    late = subprocess.run([sys.executable, "-c", "import torch; from common.startup import start; start(); start()"], cwd=REPO,
-                          capture_output=True, text=True, timeout=120, env=env)
+def test_torch_first_warns_once_and_start_up_first_is_silent(fresh_runs):
+    late = fresh_runs(TORCH_FIRST)
     assert late.returncode == 0 and late.stderr.count("torch was imported before medtrain") == 1, late.stderr
-    early = subprocess.run([sys.executable, "-c", "from common.startup import start; start(); import torch, engine"], cwd=REPO,
-                           capture_output=True, text=True, timeout=120, env=env)
+    early = fresh_runs(entry_first(START_FIRST))
     assert early.returncode == 0 and "torch was imported before" not in early.stderr, early.stderr
 
 

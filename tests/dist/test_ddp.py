@@ -1,18 +1,23 @@
 """Two gloo CPU processes against one: sharded sampling, one DDP step, merged evaluation.
 
-One spawn of two processes runs every check (workers.run_all) and the same code runs here in
-one process as the reference; the tests compare the saved results.
+One start of two processes runs every check (workers.run_all) and the same code runs here in
+one process as the reference; the tests compare the saved results. The two are forks of one
+warm interpreter (tests/dist/warm_ranks.py): one torch and engine import instead of two (issue 25).
 """
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
-sys.path.insert(0, str(Path(__file__).parent))
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
 import workers  # noqa: E402
 
 WORLD = 2
@@ -21,10 +26,29 @@ WORLD = 2
 STEP_ATOL = {"sgd": 1e-6, "adamw": 1e-5}
 
 
+def _env() -> dict:
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(HERE.parents[1])]))
+
+
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
-    mp.start_processes(workers.spawned, args=(WORLD, str(out)), nprocs=WORLD, join=True, start_method="spawn")
+    spec = {"module": "ddp_rank", "argv": [str(out)], "world": WORLD, "dir": str(out), "env": {}}
+    server = subprocess.Popen([sys.executable, str(HERE / "warm_ranks.py"), json.dumps(["torch", "torch._dynamo", "workers"])],
+                              cwd=HERE.parents[1], env=_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              start_new_session=True)  # its own group: a failure below ends the ranks with it
+    try:
+        assert server.stdout.readline() == "ready\n", f"the rank server did not start (exit {server.poll()})"
+        server.stdin.write(json.dumps(spec) + "\n")
+        server.stdin.close()  # the only request: the server ends once it has reaped both ranks
+        assert server.wait(timeout=600) == 0
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)  # not reaped yet: the group is still ours
+            server.wait()
+        server.stdout.close()
+    codes = [(out / f"rank{r}.status").read_text() for r in range(WORLD)]
+    assert codes == ["0"] * WORLD, [codes] + [(out / f"rank{r}.err").read_text()[-2000:] for r in range(WORLD)]
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
     workers.run_all(0, 1, str(out))  # the single-process reference, here
     single = torch.load(out / "rank0.pt", weights_only=False)
