@@ -70,11 +70,12 @@ def logging_to_stderr():
         root.removeHandler(handler)
 
 
-def run_cli(capfd, args, module: str = "engine.train") -> Ran:
-    """`broken.run_cli` in-process. `capfd` is the calling test's fixture: it takes what is
-    written to file descriptors 1 and 2, so the forked loader workers' lines are counted too."""
-    capfd.readouterr()
+def run_cli(capture, args, module: str = "engine.train") -> Ran:
+    """`broken.run_cli` in-process. `capture` is the calling test's capfd (what is written to
+    file descriptors 1 and 2, so the forked loader workers' lines are counted too) or capsys
+    (Python's own streams, where no worker is forked: refusals, single-process runs)."""
+    capture.readouterr()  # only this call's output
     with logging_to_stderr():
         status = call(args, module)
-    out, err = capfd.readouterr()
+    out, err = capture.readouterr()
     return Ran(status, out, err)

@@ -8,7 +8,7 @@ import pytest
 from engine.options.config import ConfigError
 from loaders.datasets import load_dataset
 
-from . import broken, in_process
+from . import broken, cli_in_process
 
 
 def _arrays(n=30, size=8, classes=3, seed=0) -> dict[str, np.ndarray]:
@@ -139,6 +139,5 @@ def test_npz_from_the_cli(tmp_path, capsys):
     # in-process: a data refusal under a real `python -m engine.train` is test_rel_images.py's test_every_file_bad_from_the_cli
     path = tmp_path / "bad.npz"
     path.write_bytes(b"not a zip at all")
-    line = broken.error_line(in_process.call("engine.train", ["--data", path, "--out", tmp_path / "run", "--device", "cpu"],
-                                             capsys))
+    line = broken.error_line(cli_in_process.run_cli(capsys, ["--data", path, "--out", tmp_path / "run", "--device", "cpu"]))
     assert line.startswith(f"error: {path}: not a readable .npz (")

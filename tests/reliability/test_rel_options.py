@@ -12,7 +12,7 @@ from engine.score import inference
 from engine.options.config import PATHS, ConfigError, Config, parse_args
 from engine.run.loop import make_optimizer
 
-from . import broken, in_process
+from . import broken, cli_in_process
 
 HOME = os.path.expanduser("~")
 
@@ -63,7 +63,7 @@ def test_checkpoint_option_takes_the_run_folder_or_its_file(given, expected):
 @pytest.mark.parametrize("module", ["engine.evaluate", "engine.predict"])
 def test_evaluate_and_predict_refuse_an_empty_data(module, tmp_path, capsys):
     argv = ["--checkpoint", tmp_path, "--data", "", "--out", tmp_path / "p.csv"]
-    line = broken.error_line(in_process.call(module, argv, capsys))
+    line = broken.error_line(cli_in_process.run_cli(capsys, argv, module))
     assert line == f"error: {module}: --data required"
 
 
@@ -121,9 +121,8 @@ def test_sgd_uses_nesterov_only_with_momentum(momentum, nesterov):
 
 def test_sgd_without_momentum_trains(tmp_path, capsys):
     data = broken.good_folder(tmp_path / "data", n=16, classes=("a", "b"))
-    result = in_process.call("engine.train", broken.fast_run_args(data, tmp_path / "run") + ["--optim.name", "sgd",
-                                                                                              "--optim.momentum", "0"],
-                             capsys)
+    result = cli_in_process.run_cli(capsys, broken.fast_run_args(data, tmp_path / "run") + ["--optim.name", "sgd",
+                                                                                              "--optim.momentum", "0"], "engine.train")
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "run" / "metrics.json").exists()
 

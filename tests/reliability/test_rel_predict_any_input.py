@@ -9,7 +9,7 @@ import pytest
 
 from engine.train import main as train_main
 
-from . import broken, in_process
+from . import broken, cli_in_process
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +22,8 @@ def run(tmp_path_factory):
 
 
 def _predict(run, data, out, capsys):
-    return in_process.call("engine.predict", ["--checkpoint", run, "--data", data, "--out", out, "--device", "cpu"],
-                           capsys)
+    return cli_in_process.run_cli(capsys, ["--checkpoint", run, "--data", data, "--out", out, "--device", "cpu"],
+                                  "engine.predict")
 
 
 def _rows(path):
@@ -63,5 +63,5 @@ def test_predict_ignores_another_clinics_label_columns(run, tmp_path, capsys, ca
 
 def test_evaluate_still_refuses_other_classes(run, tmp_path, capsys):
     root = broken.good_folder(tmp_path / "other", n=8, classes=("benign", "malignant"), size=40)
-    result = in_process.call("engine.evaluate", ["--checkpoint", run, "--data", root, "--device", "cpu"], capsys)
+    result = cli_in_process.run_cli(capsys, ["--checkpoint", run, "--data", root, "--device", "cpu"], "engine.evaluate")
     assert "do not match the checkpoint's" in broken.error_line(result)

@@ -14,7 +14,7 @@ from engine.score import metric_validity
 from loaders import split_audit
 from loaders.datasets import load_dataset
 
-from . import broken, in_process
+from . import broken, cli_in_process
 
 
 def _folder(root, labels, groups=None):
@@ -29,8 +29,8 @@ def _folder(root, labels, groups=None):
 
 
 def _run(data, out, capsys, *extra, report=False):
-    """A tiny run in-process (tests/reliability/in_process.py); the report only where it is read."""
-    result = in_process.call("engine.train", broken.fast_run_args(data, out, report=report) + list(extra), capsys)
+    """A tiny run in-process (tests/reliability/cli_in_process.py); the report only where it is read."""
+    result = cli_in_process.run_cli(capsys, broken.fast_run_args(data, out, report=report) + list(extra))
     assert result.returncode == 0, result.stderr[-3000:]
     return result, json.loads((out / "metrics.json").read_text())
 
