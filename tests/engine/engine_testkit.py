@@ -32,7 +32,8 @@ def draw_no_pixels(monkeypatch) -> None:
     from engine.output import plots
 
     def save(fig, path: Path) -> Path:
-        plots.plt.close(fig)
+        import matplotlib.pyplot as plt  # loaded by the figure being saved (plots imports it at the first)
+        plt.close(fig)
         Path(path).write_bytes(b"")
         return path
 
