@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import pytest
 import torch
@@ -9,6 +10,12 @@ import torch
 from engine.options.config import parse_args
 from loaders.datasets import load_dataset
 from tests.helpers import write_jpegs
+
+# FFCV (the one user of numba here) compiles its pipelines with numba, at LLVM -O3 by default.
+# These tests check what the pipelines compute (order, masks, pixels), which the optimization
+# level leaves alone, and -O0 costs well under half the CPU per compilation and in FFCV's import
+# (issue 25). Set before numba loads; an explicit NUMBA_OPT wins (NUMBA_OPT=3: as users run).
+os.environ.setdefault("NUMBA_OPT", "0")
 
 BACKENDS = ["plain", "nvjpeg", "dali", "ffcv", "baseline"]
 
