@@ -2,9 +2,11 @@
 
 In-process through `bench.loaders.main`, the function `python -m` calls (one torch import less
 per test, issue 25); the entry point itself answers in tests/common/test_documented_commands.py.
-`capfd` reads the file descriptors, not only Python's streams: a line DALI's C++ side printed to
-stdout would still break the one-line output here. The backend tests already run DALI's
-pipelines in the test process."""
+For DALI, `capfd` reads the file descriptors, not only Python's streams: a line its C++ side
+printed to stdout would still break the one-line output here, as in its own process (the backend
+tests already run DALI's pipelines in the test process). The baseline keeps `capsys`: it forks
+DataLoader workers, and where an earlier test ran FFCV in this process, numba's thread pool
+writes a warning on descriptor 1 at every fork, which `python -m bench.loaders` never sees."""
 import json
 
 import pytest
@@ -13,11 +15,12 @@ from conftest import ALL
 
 
 @pytest.mark.parametrize("name", [p for p in ALL if p.values[0] in ("baseline", "dali")])
-def test_bench_prints_one_json_line(tiny_csv, name, capfd):
+def test_bench_prints_one_json_line(tiny_csv, name, request):
     from bench.loaders import main
 
+    capture = request.getfixturevalue("capfd" if name == "dali" else "capsys")
     code = main(["--data", str(tiny_csv), "--loader", name, "--batch-size", "8", "--seconds", "1", "--device", "cpu"])
-    stdout, stderr = capfd.readouterr()
+    stdout, stderr = capture.readouterr()
     assert code == 0, stderr
     lines = stdout.strip().splitlines()
     assert len(lines) == 1
