@@ -11,9 +11,6 @@ since workers are separate processes), never a shifted label.
 """
 from __future__ import annotations
 
-import gc
-from contextlib import contextmanager
-
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
@@ -21,6 +18,7 @@ from torchvision import transforms as T
 
 from loaders import images
 from loaders.base import Loader, host_indices
+from loaders.fork_safe import fork_safe_gc
 
 
 class RandomRot90:
@@ -62,25 +60,6 @@ class FileDataset(Dataset):
             return self.transform(img.convert("RGB")), i, ""
         except Exception as exc:  # PIL raises many types; any of them means "skip this file"
             return torch.zeros(3, self.out_size, self.out_size), i, f"{type(exc).__name__}: {exc}"
-
-
-@contextmanager
-def fork_safe_gc():
-    """Fork the DataLoader's workers with nothing left for their garbage collector to finalize.
-
-    A forked worker inherits every object of the parent, including garbage not yet collected
-    there, such as a finished DALI pipeline whose executor threads exist only in the parent.
-    If the worker's gc finalizes it, its destructor waits forever on those threads (seen in
-    the test suite: a worker hung in `dali::exec2::Executor2::~Impl`). Collecting first and
-    freezing the survivors (`gc.freeze`, the fork idiom from the gc docs) leaves the workers
-    only their own objects to collect.
-    """
-    gc.collect()
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
 
 
 class BaselineLoader(Loader):

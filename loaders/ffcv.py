@@ -45,6 +45,7 @@ from kernels.augment import DeviceAugment
 from loaders import hdf5_store, images
 from loaders.base import PAD_LABEL, Loader, host_indices, row_mask
 from loaders.cache import cache_root
+from loaders.fork_safe import fork_safe_gc
 from loaders.spec import DataSpec, LoaderSpec, default_workers
 
 log = logging.getLogger("medtrain.loaders")
@@ -144,7 +145,8 @@ def write_beton(files: list[str], labels: np.ndarray, out: Path, max_res: int, q
     # .beton appears only once complete, after its sidecar.
     with atomic_path(out) as partial, _registered_as_rgb_image(field_cls):
         writer = DatasetWriter(str(partial), {"image": image_field, "label": IntField()}, num_workers=workers)
-        writer.from_indexed_dataset(_Rows(kept, kept_labels, max_res, quality), chunksize=64)
+        with fork_safe_gc():  # the writer forks its workers
+            writer.from_indexed_dataset(_Rows(kept, kept_labels, max_res, quality), chunksize=64)
         atomic_write_bytes(Path(f"{out}.json"), lambda fh: fh.write(json.dumps(sidecar).encode()))
     return sidecar
 

@@ -1,4 +1,9 @@
-"""Every file backend keeps the batch contract and follows the engine's sampler order."""
+"""Every file backend keeps the batch contract and follows the engine's sampler order.
+
+The order tests share one training loader per backend on one dataset (`train_loader`), as a run
+reuses its loader across epochs, a resume and a broken-off epoch: each test starts with
+`set_epoch`, the call a run makes. Building FFCV's loader compiles its pipeline with numba (about
+8 CPU-s each, issue 25), so three loaders per backend cost three compilations for no more coverage."""
 import pytest
 import torch
 
@@ -9,11 +14,25 @@ from engine.options.resolve import loader_spec, sampler_spec
 from conftest import ALL
 
 
+@pytest.fixture(scope="module")
+def train_loaders(tiny_shared):
+    """name -> the training loader of `tiny_shared`, built on first use."""
+    cfg, ds, device = tiny_shared
+    built = {}
+
+    def get(name):
+        if name not in built:
+            sampler = base.make_sampler(ds, sampler_spec(cfg), device)
+            built[name] = base.build_loader(name, ds, "train", loader_spec(cfg), device, train=True, sampler=sampler)
+        return built[name]
+
+    return get
+
+
 @pytest.mark.parametrize("name", ALL)
-def test_train_batches_follow_sampler_order(tiny, name):
-    cfg, ds, device = tiny
-    sampler = base.make_sampler(ds, sampler_spec(cfg), device)
-    loader = base.build_loader(name, ds, "train", loader_spec(cfg), device, train=True, sampler=sampler)
+def test_train_batches_follow_sampler_order(tiny_shared, train_loaders, name):
+    device = tiny_shared[2]
+    loader = train_loaders(name)
     for epoch in (0, 1):
         loader.set_epoch(epoch)
         order, _ = loader.epoch_order()
@@ -29,8 +48,8 @@ def test_train_batches_follow_sampler_order(tiny, name):
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_eval_keeps_dataset_order_and_pads(tiny, name):
-    cfg, ds, device = tiny
+def test_eval_keeps_dataset_order_and_pads(tiny_shared, name):
+    cfg, ds, device = tiny_shared
     loader = base.build_loader(name, ds, "val", loader_spec(cfg), device, train=False)
     batches = list(loader)
     labels = torch.cat([y for _, y in batches])
@@ -40,10 +59,8 @@ def test_eval_keeps_dataset_order_and_pads(tiny, name):
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_resume_mid_epoch_gives_the_remaining_batches(tiny, name):
-    cfg, ds, device = tiny
-    sampler = base.make_sampler(ds, sampler_spec(cfg), device)
-    loader = base.build_loader(name, ds, "train", loader_spec(cfg), device, train=True, sampler=sampler)
+def test_resume_mid_epoch_gives_the_remaining_batches(train_loaders, name):
+    loader = train_loaders(name)
     loader.set_epoch(1)
     full = [y for _, y in loader]
     loader.set_epoch(1, start_step=1)
@@ -53,11 +70,9 @@ def test_resume_mid_epoch_gives_the_remaining_batches(tiny, name):
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_stopping_early_then_a_new_epoch(tiny, name):
+def test_stopping_early_then_a_new_epoch(train_loaders, name):
     # A consumer that breaks off (early stopping, a benchmark) must not leave stale batches.
-    cfg, ds, device = tiny
-    sampler = base.make_sampler(ds, sampler_spec(cfg), device)
-    loader = base.build_loader(name, ds, "train", loader_spec(cfg), device, train=True, sampler=sampler)
+    loader = train_loaders(name)
     loader.set_epoch(0)
     next(iter(loader))
     loader.set_epoch(2)
@@ -67,8 +82,8 @@ def test_stopping_early_then_a_new_epoch(tiny, name):
 
 
 @pytest.mark.parametrize("name", [p for p in ALL if p.values[0] in ("dali", "nvjpeg")])
-def test_half_precision_output(tiny, name):
-    cfg, ds, device = tiny
+def test_half_precision_output(tiny_shared, name):
+    cfg, ds, device = tiny_shared
     loader = base.build_loader(name, ds, "val", loader_spec(cfg), device, train=False, out_dtype=torch.bfloat16)
     images, _ = next(iter(loader))
     assert images.dtype == torch.bfloat16 and images.is_contiguous(memory_format=torch.channels_last)
@@ -92,8 +107,8 @@ def test_in_memory_dataset_is_one_clear_error_or_works(tmp_path, name):
     assert next(iter(loader))[0].shape == (8, 3, 16, 16)
 
 
-def test_auto_never_picks_baseline(tiny):
-    cfg, ds, device = tiny
+def test_auto_never_picks_baseline(tiny_shared):
+    cfg, ds, device = tiny_shared
     for dev in (torch.device("cpu"), torch.device("cuda")):
         name, why = base.choose_backend("auto", ds, dev)
         assert name != "baseline" and why

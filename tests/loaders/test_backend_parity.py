@@ -24,19 +24,33 @@ from conftest import needs
 BOUNDS = {"dali": (0.5, 1.0, 1.0), "ffcv": (2.0, 8.0, 24.0), "nvjpeg": (0.5, 1.0, 1.0)}
 
 
+@pytest.fixture(scope="module")
+def plain_reference():
+    """ham_dir -> (cfg, dataset, plain's images, labels) of the HAM evaluation split: read once
+    for the three backends."""
+    done = {}
+
+    def get(ham_dir):
+        if ham_dir not in done:
+            cfg = parse_args(["--data", str(ham_dir), "--batch-size", "32", "--device", "cpu",
+                              "--data.max_samples", "400", "--data.workers", "2"]).config
+            ds = load_dataset(cfg.data)
+            ref_x, ref_y = zip(*base.build_loader("plain", ds, "val", loader_spec(cfg), torch.device("cpu"), train=False))
+            done[ham_dir] = cfg, ds, torch.cat(ref_x), torch.cat(ref_y)
+        return done[ham_dir]
+
+    return get
+
+
 @pytest.mark.parametrize("name", [needs("dali"), needs("ffcv"), needs("nvjpeg")])
-def test_eval_parity_with_plain_on_real_ham(ham_dir, name):
-    cfg = parse_args(["--data", str(ham_dir), "--batch-size", "32", "--device", "cpu",
-                      "--data.max_samples", "400", "--data.workers", "2"]).config
-    ds = load_dataset(cfg.data)
-    device = torch.device("cpu")
-    ref_x, ref_y = zip(*base.build_loader("plain", ds, "val", loader_spec(cfg), device, train=False))
-    got_x, got_y = zip(*base.build_loader(name, ds, "val", loader_spec(cfg), device, train=False))
-    ref_y, got_y = torch.cat(ref_y), torch.cat(got_y)
+def test_eval_parity_with_plain_on_real_ham(ham_dir, plain_reference, name):
+    cfg, ds, ref_x, ref_y = plain_reference(ham_dir)
+    got_x, got_y = zip(*base.build_loader(name, ds, "val", loader_spec(cfg), torch.device("cpu"), train=False))
+    got_y = torch.cat(got_y)
     assert got_y.tolist() == ref_y.tolist()
     assert ref_y[:len(ds.val)].tolist() == ds.val.labels.tolist()
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1) * 255
-    diff = ((torch.cat(got_x) - torch.cat(ref_x)) * std).abs()[: len(ds.val)]
+    diff = ((torch.cat(got_x) - ref_x) * std).abs()[: len(ds.val)]
     mean, top, worst = BOUNDS[name]
     p999 = diff.flatten().kthvalue(int(diff.numel() * 0.999)).values
     assert diff.mean() <= mean and p999 <= top and diff.max() <= worst, \

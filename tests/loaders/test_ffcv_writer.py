@@ -66,3 +66,50 @@ def test_bad_arguments_are_one_line_exit_2(tiny_csv, tmp_path, write):
     assert run.returncode == 2 and run.stderr.strip().count("\n") == 0 and "--jpeg-quality" in run.stderr
     run = write(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.beton")])
     assert run.returncode == 2 and "nowhere" in run.stderr
+
+
+def test_writer_workers_leave_the_parents_garbage_to_the_parent(tmp_path, monkeypatch):
+    """The writer forks its workers; one that finalized a finished DALI pipeline it inherited
+    from the parent waited forever on executor threads that exist only in the parent (a hang seen
+    in the suite). Garbage with a finalizer stands in for that pipeline: the parent finalizes it,
+    never a worker, even when a worker's collector runs."""
+    import gc
+    import os
+
+    from loaders.ffcv import write_beton
+
+    finalized_in = tmp_path / "finalized_in"
+
+    class Garbage:
+        def __init__(self):
+            self.cycle = self
+
+        def __del__(self):
+            with open(finalized_in, "a") as fh:
+                fh.write(f"{os.getpid()}\n")
+
+    parent, read = os.getpid(), images.read_bytes
+
+    def read_in_worker(path):
+        if os.getpid() != parent:
+            gc.collect()  # the worker's collector runs, as any allocation there may make it
+        return read(path)
+
+    files = [str(p) for p in _jpegs(tmp_path / "images", 8)]
+    monkeypatch.setattr(images, "read_bytes", read_in_worker)
+    gc.disable()  # the garbage stays uncollected until the write forks its workers
+    try:
+        Garbage()
+        write_beton(files, np.arange(8) % 2, tmp_path / "g.beton", 32, None, workers=2)
+    finally:
+        gc.enable()
+    assert finalized_in.read_text().split() == [str(parent)]
+
+
+def _jpegs(folder, n):
+    from PIL import Image
+
+    folder.mkdir()
+    for i in range(n):
+        Image.new("RGB", (32, 32), (i * 30, 90, 90)).save(folder / f"{i}.jpg")
+    return sorted(folder.glob("*.jpg"))

@@ -6,8 +6,6 @@ the CPU through the same `_decode_batch` the GPU uses (torchvision's CPU decoder
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -18,8 +16,7 @@ from engine.options.config import parse_args
 from engine.options.resolve import loader_spec
 from loaders import base
 from loaders.datasets import load_dataset
-
-from conftest import REPO_ROOT
+from tests.helpers import train
 
 
 def write_png_tree(root, per_class: int = 12, size: int = 24, classes=("normal", "effusion"), mixed: bool = False):
@@ -56,13 +53,11 @@ def test_nvjpeg_batches_of_pngs_match_the_plain_loader(tmp_path, mixed):
 
 
 def test_train_cli_with_nvjpeg_on_a_png_folder(tmp_path):
+    # In-process through `engine.train.main` (what `python -m engine.train` calls; issue 25): a
+    # whole run on a PNG-only folder, no report (not what this checks) and no plan calibration.
     root = write_png_tree(tmp_path / "xray", per_class=20)
-    out = tmp_path / "run"
-    done = subprocess.run([sys.executable, "-m", "engine.train", "--data", str(root), "--loader", "nvjpeg",
-                           "--device", "cpu", "--model", "mlp", "--epochs", "1", "--batch-size", "8",
-                           "--train.progress", "off", "--out", str(out)],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
-                          env={**__import__("os").environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO_ROOT)})
-    assert done.returncode == 0, done.stderr[-3000:]
+    out = train(root, tmp_path / "run", ["--loader", "nvjpeg", "--device", "cpu", "--model", "mlp", "--epochs", "1",
+                                         "--batch-size", "8", "--train.progress", "off", "--run.plan", "off"],
+                report=False)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["loader"] == "nvjpeg" and metrics["data.skipped"] == 0
