@@ -10,9 +10,8 @@ EXTRAS ?= dev,triton,dali,ffcv,dicom,hdf5,export,explain
 FFCV_SYSDEPS := libopencv-dev libturbojpeg0-dev pkg-config
 
 # The suite in 2 processes (pytest-xdist; a file's tests stay together, so module fixtures train
-# once). 3 were tried: 6:50 against 7:28 with 2 in one pair of runs, but 7:38 and 7:43 in
-# clean-clone CI runs, and one unidentified failure in four full runs with 3 (timing-sensitive
-# subprocess tests on 2 cores): no measured gain for more contention. TEST_WORKERS=0: one process.
+# once). It is CPU-bound: on a 2-core machine more workers only add contention to the
+# timing-sensitive subprocess tests. TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 
 .PHONY: setup sysdeps run test gpu-check gpu-check-correctness gpu-check-speed gpu-pack clean

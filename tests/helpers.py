@@ -46,12 +46,6 @@ def train(data: Path, out: Path, args: list[str], report: bool = True) -> Path:
     return out
 
 
-def trained_on_jpegs(root: Path, model: str, n: int, size: int) -> tuple[Path, Path]:
-    """(data, run): a tiny JPEG folder under `root` and a one-epoch `model` run trained on it."""
-    data = write_jpegs(root / "data", n=n, size=size)
-    return data, train(data, root / "run", tiny_args(model))
-
-
 def step_batch(seed: int, poison: bool = False, batch: int = 8, classes: int = 5, size: int = 16):
     """A seeded channels-last image batch and labels for one train step; `poison` puts one NaN in
     the first image (a non-finite loss the step must skip)."""
