@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.output import plots
+from engine.output.report_markdown import figures_section
 from common.atomic import atomic_write_bytes
 
 FIGURES = {
@@ -89,9 +90,4 @@ def multilabel_markdown(metrics: dict, classes: list[str], history: list[dict], 
     for c in classes:
         keys = ("support", "auc", "ap", "threshold", "sensitivity", "specificity", "f1")
         lines.append(f"| {c} | " + " | ".join(_get(metrics, f"test.{k}.{c}") for k in keys) + " |")
-    if history:
-        lines += ["", f"{len(history)} epochs recorded in `history.jsonl`."]
-    lines += ["", "## Figures", ""]
-    for name in figures:
-        lines += [f"### {FIGURES.get(name, name)}", "", f"![{name}]({name})", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + figures_section(history, figures, FIGURES))

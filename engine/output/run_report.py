@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from engine.output import multilabel_report, plots, saliency
+from engine.output.report_markdown import figures_section
 from common.atomic import WriteError, atomic_write_bytes, read_jsonl
 from engine.options.config import ConfigError
 from engine.score.metrics import calibration_bins
@@ -215,9 +216,4 @@ def markdown(metrics: dict, classes: list[str], history: list[dict], figures: li
     for c in classes:
         cells = [_fmt(metrics.get(f"test.{k}.{c}")) for k in ("support", "sensitivity", "specificity", "precision", "f1", "auc")]
         lines.append(f"| {c} | " + " | ".join(cells) + " |")
-    if history:
-        lines += ["", f"{len(history)} epochs recorded in `history.jsonl`."]
-    lines += ["", "## Figures", ""]
-    for name in figures:
-        lines += [f"### {(FIGURES | OPTIONAL_FIGURES).get(name, name)}", "", f"![{name}]({name})", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + figures_section(history, figures, FIGURES | OPTIONAL_FIGURES))
