@@ -14,6 +14,21 @@ FAST = ["--data", "synthetic", "--data.synthetic_count", "100", "--image-size", 
         "--data.workers", "1", "--train.log_interval", "3"]
 
 
+def record_calibration_batches(monkeypatch) -> list[int]:
+    """The plan's calibration gets a pixel MLP (8 px, 3 classes) that appends the batch size of
+    every step it times to the returned list: which steps were timed, whatever their speed."""
+    from engine.run import build as assembly  # calibration takes its model from the assembly module
+    from models.registry import build_model
+    batches: list[int] = []
+
+    def recording_model(*args, **kwargs):
+        model = build_model("mlp", 3, 8)
+        model.register_forward_pre_hook(lambda module, inputs: batches.append(inputs[0].shape[0]))
+        return model
+    monkeypatch.setattr(assembly, "bare_model", recording_model)
+    return batches
+
+
 def skip_report(monkeypatch) -> None:
     """The PNG report costs more than the training here and is not what these tests check."""
     monkeypatch.setattr(runner.run_report, "build_or_warn", lambda run_dir: True)

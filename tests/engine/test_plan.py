@@ -10,6 +10,7 @@ import pytest
 from engine.plan import plan
 from engine.options.config import Config, parse_args
 from engine.plan.fingerprint_data import colour_stats, fingerprint, pose_stats
+from engine_testkit import record_calibration_batches
 from loaders.datasets import Dataset, Split
 
 
@@ -182,16 +183,7 @@ def test_planned_writes_plan_json_respects_explicit_options_and_leaves_the_parse
 def test_calibration_gives_up_a_hopeless_candidate_before_allocating_its_probe_batch(monkeypatch):
     import torch
     from engine.plan import calibrate
-    from models.registry import build_model
-    batches = []
-
-    def recording_model(*args, **kwargs):
-        model = build_model("mlp", 3, 8)
-        model.register_forward_pre_hook(lambda module, inputs: batches.append(inputs[0].shape[0]))
-        return model
-
-    from engine.run import build as assembly  # calibration takes its model from the assembly module
-    monkeypatch.setattr(assembly, "bare_model", recording_model)
+    batches = record_calibration_batches(monkeypatch)
     cpu = torch.device("cpu")
     assert calibrate.seconds_per_image("mlp", 8, 3, cpu, batch=32, seconds=0.01, give_up_after=1e-12) > 0
     assert batches and set(batches) == {calibrate.SCOUT_IMAGES}  # scouted, then given up: no 32-image step

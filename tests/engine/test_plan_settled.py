@@ -7,25 +7,14 @@ import torch
 
 from engine.options.config import parse_args
 from engine.plan import calibrate, plan
+from engine_testkit import record_calibration_batches
 from loaders.datasets import Dataset, Split
 
 CPU = torch.device("cpu")
 
 
-def _recording_model(batches: list):
-    from models.registry import build_model
-
-    def build(*args, **kwargs):
-        model = build_model("mlp", 3, 8)
-        model.register_forward_pre_hook(lambda module, inputs: batches.append(inputs[0].shape[0]))
-        return model
-    return build
-
-
 def test_a_bound_under_the_settled_cost_skips_the_probe_batch_and_is_an_upper_bound(monkeypatch):
-    from engine.run import build as assembly  # calibration takes its model from the assembly module
-    batches = []
-    monkeypatch.setattr(assembly, "bare_model", _recording_model(batches))
+    batches = record_calibration_batches(monkeypatch)
     bound = calibrate.seconds_per_image("mlp", 8, 3, CPU, batch=32, seconds=0.05, settled_below=10.0)
     assert set(batches) == {calibrate.SCOUT_IMAGES}  # settled by the scout: no 32-image step
     batches.clear()
@@ -56,9 +45,7 @@ def test_the_augmentation_is_settled_by_the_same_rule(monkeypatch):
 def test_a_small_set_is_planned_from_bounds_to_the_epoch_cap(tmp_path, monkeypatch):
     """A few dozen images in an hour's budget: the cap binds whatever the exact cost (even on a
     machine slowed 100-fold), so the plan is the one full timing would give, without a probe batch."""
-    from engine.run import build as assembly
-    batches = []
-    monkeypatch.setattr(assembly, "bare_model", _recording_model(batches))
+    batches = record_calibration_batches(monkeypatch)
     rng = np.random.default_rng(0)
     split = Split(labels=np.arange(48) % 3, images=rng.integers(0, 255, (48, 16, 16, 3), dtype=np.uint8))
     ds = Dataset("t", "t", ["a", "b", "c"], split, split.subset(np.arange(12)), split.subset(np.arange(12)), 16)
