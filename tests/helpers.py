@@ -46,6 +46,21 @@ def train(data: Path, out: Path, args: list[str], report: bool = True) -> Path:
     return out
 
 
+def skip_report(monkeypatch) -> None:
+    """The report's figures not drawn (run_report.build_or_warn answers as if it had): they cost
+    more than a tiny run, and most tests read none. engine.evaluate has no `--run.report` to say so."""
+    from engine.output import run_report
+    monkeypatch.setattr(run_report, "build_or_warn", lambda run_dir: True)
+
+
+def skip_figures(monkeypatch) -> None:
+    """skip_report, and the Grad-CAM sample its figure is drawn from (a backward pass per image):
+    for engine.evaluate in tests that read only its metrics."""
+    from engine.output import saliency
+    skip_report(monkeypatch)
+    monkeypatch.setattr(saliency, "save_sample_or_warn", lambda *args, **kwargs: True)
+
+
 def step_batch(seed: int, poison: bool = False, batch: int = 8, classes: int = 5, size: int = 16):
     """A seeded channels-last image batch and labels for one train step; `poison` puts one NaN in
     the first image (a non-finite loss the step must skip)."""

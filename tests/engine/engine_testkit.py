@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from engine.output import saliency
 from engine.run import runner
 
 # Small enough for seconds on 2 CPU cores, big enough for several steps per epoch and a padded
@@ -27,18 +26,6 @@ def record_calibration_batches(monkeypatch) -> list[int]:
         return model
     monkeypatch.setattr(assembly, "bare_model", recording_model)
     return batches
-
-
-def skip_report(monkeypatch) -> None:
-    """The PNG report costs more than the training here and is not what these tests check."""
-    monkeypatch.setattr(runner.run_report, "build_or_warn", lambda run_dir: True)
-
-
-def skip_figures(monkeypatch) -> None:
-    """skip_report, and the Grad-CAM sample its figure is drawn from (a backward pass per image):
-    for engine.evaluate, which has no --run.report, in tests that read only its metrics."""
-    skip_report(monkeypatch)
-    monkeypatch.setattr(saliency, "save_sample_or_warn", lambda *args, **kwargs: True)
 
 
 def draw_no_pixels(monkeypatch) -> None:

@@ -8,7 +8,8 @@ import torch
 
 from engine.run import checkpoint
 from engine.train import main
-from engine_testkit import FAST, skip_report
+from engine_testkit import FAST
+from tests.helpers import skip_report
 
 
 def _count_io(monkeypatch) -> dict:

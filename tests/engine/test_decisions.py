@@ -124,7 +124,7 @@ def _binary_data(root):
 
 
 def test_binary_run_reports_screening_and_predict_applies_the_stored_threshold(tmp_path, monkeypatch):
-    from engine_testkit import skip_figures
+    from tests.helpers import skip_figures
     from engine.evaluate import main as evaluate_main
     from engine.predict import main as predict_main
     from engine.train import main as train_main

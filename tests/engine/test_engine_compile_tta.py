@@ -11,7 +11,8 @@ import torch
 
 from engine.run import loop
 from engine.train import main
-from engine_testkit import FAST, metrics, skip_report
+from engine_testkit import FAST, metrics
+from tests.helpers import skip_report
 
 FIGURES = ("test.accuracy", "test.balanced_accuracy", "test.auc_macro", "val.auc_macro")
 

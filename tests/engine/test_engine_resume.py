@@ -7,7 +7,8 @@ import pytest
 
 from engine.run import checkpoint
 from engine.train import main
-from engine_testkit import FAST, history, metrics, skip_figures, stop_after, stop_never
+from engine_testkit import FAST, history, metrics, stop_after, stop_never
+from tests.helpers import skip_figures
 
 # EMA, mixup, cutmix, dropout and clipping all draw or carry state that a resume must restore.
 ARGS = FAST + ["--epochs", "4", "--seed", "3", "--train.deterministic", "true", "--train.ema", "0.9",

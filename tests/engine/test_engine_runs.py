@@ -16,7 +16,8 @@ from torch import nn
 from engine.run import build as build_module
 from engine.run import checkpoint, loop, runner
 from engine.train import main
-from engine_testkit import FAST, history, skip_report
+from engine_testkit import FAST, history
+from tests.helpers import skip_report
 
 REPO = Path(__file__).resolve().parents[2]
 

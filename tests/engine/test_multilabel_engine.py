@@ -20,7 +20,7 @@ from engine.run.loop import Trainer
 from engine.run.multilabel import finding_loss
 from engine.predict import main as predict_main
 from engine.train import main as train_main
-from engine_testkit import skip_figures, skip_report
+from tests.helpers import skip_figures, skip_report
 from models.registry import build_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "loaders"))

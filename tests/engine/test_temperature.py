@@ -191,7 +191,8 @@ def test_the_reason_reaches_the_decision_metrics_report_and_log(tmp_path, capsys
     z, y = _margins(n=60)
     decision = decisions.fit_decision(_cfg(), np.array([20, 20, 20]), z.softmax(1).float(), y)
     assert decision["temperature"] == 1.0 and "classified correctly" in decision["temperature_note"]
-    from engine_testkit import draw_no_pixels, skip_figures
+    from engine_testkit import draw_no_pixels
+    from tests.helpers import skip_figures
     draw_no_pixels(monkeypatch)  # the report's text is read, its pixels are not
     # a run whose validation split is too small to fit: FAST's 100 synthetic images leave fewer than MIN_IMAGES
     assert train_main(FAST + ["--out", str(tmp_path / "run"), "--epochs", "1", "--run.plan", "off"]) == 0

@@ -7,6 +7,8 @@ import shutil
 
 import pytest
 
+from tests.helpers import skip_report
+
 from . import broken, cli_in_process
 
 
@@ -27,8 +29,7 @@ def cli(capfd):
 
 @pytest.fixture
 def evaluate(cli, monkeypatch):
-    from engine.output import run_report
-    monkeypatch.setattr(run_report, "build_or_warn", lambda out: True)  # the figures: not under test, most of the cost
+    skip_report(monkeypatch)  # the figures: not under test, most of the cost
     return lambda ckpt, data, out, *extra: cli(["--checkpoint", ckpt, "--data", data, "--out", out, "--device", "cpu",
                                                  *extra], module="engine.evaluate")
 

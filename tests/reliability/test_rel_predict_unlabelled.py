@@ -12,6 +12,7 @@ import pytest
 
 from engine import evaluate, predict
 from engine.train import main as train_main
+from tests.helpers import skip_figures
 
 from . import broken
 
@@ -168,8 +169,7 @@ def test_evaluate_scores_all_of_other_data_and_the_test_split_of_its_own(runs, t
     data, run, _ = runs
     # evaluate's figures and Grad-CAM sample are not under test here (tests/eval/test_eval_cli.py reads the figures;
     # an mlp has no map, but looking for one imports grad-cam): they cost more than the scoring
-    monkeypatch.setattr(evaluate.run_report, "build_or_warn", lambda out: True)
-    monkeypatch.setattr(evaluate.saliency, "save_sample_or_warn", lambda *args: False)
+    skip_figures(monkeypatch)
     # other bytes (size 40): images with the run's own content are recognised as its own (issue 27)
     external = broken.good_folder(tmp_path / "site_b", n=60, classes=CLASSES, size=40)
     assert evaluate.main(["--checkpoint", str(run), "--data", str(external), "--out", str(tmp_path / "ext")]) == 0

@@ -20,13 +20,13 @@ import pytest
 from engine.run import checkpoint
 from engine import cv, evaluate
 from engine.train import main as train_main
+from tests.helpers import skip_report
 
 from . import broken, cli_in_process
 
 @pytest.fixture
 def no_report(monkeypatch):
-    from engine.run import runner
-    monkeypatch.setattr(runner.run_report, "build_or_warn", lambda out: True)  # evaluate's figures: not under test
+    skip_report(monkeypatch)  # evaluate's figures: not under test
 
 
 def _errors(capsys) -> list[str]:
@@ -222,8 +222,7 @@ CV = ["--model", "mlp", "--image-size", "16", "--batch-size", "8", "--epochs", "
 
 
 def test_cv_rerun_with_other_options_is_refused_and_the_same_options_reuse_the_folds(tmp_path, capsys, monkeypatch):
-    from engine.run import runner
-    monkeypatch.setattr(runner.run_report, "build_or_warn", lambda out: True)
+    skip_report(monkeypatch)
     data = broken.good_folder(tmp_path / "data", n=24, classes=("a", "b"))
     out = tmp_path / "cv"
     assert cv.main(["--folds", "2", "--data", str(data), "--out", str(out)] + CV) == 0

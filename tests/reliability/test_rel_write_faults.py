@@ -15,6 +15,7 @@ import pytest
 from common import atomic
 from engine import evaluate, predict
 from engine.train import main as train_main
+from tests.helpers import skip_report
 
 from . import broken, cli_in_process
 from .test_rel_faults import tiny_disk
@@ -49,8 +50,7 @@ def _one_error(capsys) -> str:
 @pytest.mark.parametrize("fault, reason", [(_no_space, "No space left on device"), (_read_only, "Read-only file system")])
 def test_evaluate_on_a_full_or_read_only_disk_keeps_the_previous_metrics(trained, tmp_path, monkeypatch, capsys,
                                                                         fault, reason):
-    from engine.output import run_report
-    monkeypatch.setattr(run_report, "build_or_warn", lambda out: True)  # figures come after metrics.json: not reached
+    skip_report(monkeypatch)  # figures come after metrics.json: not reached
     data, run = trained
     out = tmp_path / "eval"
     assert evaluate.main(["--checkpoint", str(run), "--data", str(data), "--out", str(out)]) == 0
