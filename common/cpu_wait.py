@@ -31,9 +31,12 @@ def sleep_while_waiting() -> bool:
     """Ask libgomp for sleeping waits unless torch is already loaded or the user chose a policy.
     Returns whether waiting threads will sleep (what engine/run/env.py sizes the thread pool by)."""
     if _state["short_waits"] is None:
+        spin = os.environ.get("GOMP_SPINCOUNT")
         user_policy = os.environ.get("OMP_WAIT_POLICY", "").strip().lower()
-        if user_policy or "GOMP_SPINCOUNT" in os.environ:
-            _state["short_waits"] = user_policy == "passive" or os.environ.get("GOMP_SPINCOUNT", "").strip() == "0"
+        if spin is not None:  # libgomp lets it override the policy; ours, inherited by a child process, is short too
+            _state["short_waits"] = spin_is_short(spin)
+        elif user_policy:
+            _state["short_waits"] = user_policy == "passive"
         elif "torch" in sys.modules:  # too late: libgomp has read its environment already
             _state["short_waits"] = False
             warnings.warn("torch was imported before medtrain's start-up, so OpenMP waits keep spinning (slow "
@@ -45,6 +48,17 @@ def sleep_while_waiting() -> bool:
             os.environ["GOMP_SPINCOUNT"] = str(SPIN_COUNT)
             _state["short_waits"] = True
     return bool(_state["short_waits"])
+
+
+def spin_is_short(value: str) -> bool:
+    """Whether a GOMP_SPINCOUNT value (libgomp's syntax: a count with an optional k/M/G/T suffix,
+    or "infinite") spins no longer than ours before sleeping. A process started by a medtrain
+    process (a pytest-xdist worker, a sweep's runs) inherits SPIN_COUNT: read as spinning, it
+    would make the child size its threads by the momentary load (engine/run/env.py)."""
+    text = value.strip().lower()
+    scale = {"k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}.get(text[-1:], 1)
+    digits = text[:-1] if scale > 1 else text
+    return digits.isdigit() and int(digits) * scale <= SPIN_COUNT
 
 
 def waits_sleep() -> bool:

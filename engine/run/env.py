@@ -33,7 +33,7 @@ def busy_cores(cores: set[int], seconds: float = 0.2) -> int:
     return sum(1 for core in cores if core < len(load) and load[core] > 50.0)
 
 
-def layout_cpu_threads() -> int:
+def layout_cpu_threads(deterministic: bool = False) -> int:
     """Size torch's intra-op pool from the cores this process may use and sets it; returns it.
 
     With short OpenMP waits (common/cpu_wait.py: a brief spin, then sleep; the normal case) a
@@ -41,7 +41,9 @@ def layout_cpu_threads() -> int:
     available core still helps when it is free: one thread per core. When torch was loaded
     before the start-up call (common/startup.py) and its threads spin while they wait, a thread
     on a core another process holds stalls every region, so the pool takes only the cores that
-    are not busy now (the figures: bench/results/host-memory-threads.md).
+    are not busy now (the figures: bench/results/host-memory-threads.md). Not in a
+    `deterministic` run: reductions split by thread count (torch's and the native kernels'), so
+    a pool sized by the load of the moment would change its float results from run to run.
     """
     cores = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set(range(available_cores()))
     # Processes of one torchrun share the machine's cores (torchrun itself sets OMP_NUM_THREADS).
@@ -50,6 +52,8 @@ def layout_cpu_threads() -> int:
         threads, why = torch.get_num_threads(), "OMP_NUM_THREADS set by the user"
     elif waits_sleep():
         threads, why = share, "OpenMP waits spin briefly, then sleep"
+    elif deterministic:
+        threads, why = share, "--train.deterministic: the same pool whatever the load"
     else:
         busy = busy_cores(cores)
         threads = max(1, min(share, len(cores) - busy))
@@ -62,17 +66,17 @@ def layout_cpu_threads() -> int:
     return threads
 
 
-def prepare_cpu() -> None:
+def prepare_cpu(deterministic: bool = False) -> None:
     """What a CPU run does once before its loaders and model: allocator policy, thread layout."""
     keep_freed_host_memory()
-    layout_cpu_threads()
+    layout_cpu_threads(deterministic)
 
 
 def pick_device(cfg: Config) -> torch.device:
     """The training device; on the CPU also sets the host allocator and the thread layout."""
     device = _pick_device(cfg)
     if device.type == "cpu":
-        prepare_cpu()
+        prepare_cpu(cfg.train.deterministic)
     return device
 
 

@@ -93,6 +93,12 @@ def test_thread_layout_uses_the_available_cores(monkeypatch):
         assert env.layout_cpu_threads() == 1
         monkeypatch.setattr(env, "busy_cores", lambda cores_, seconds=0.2: 0)
         assert env.layout_cpu_threads() == cores
+        # A deterministic run's pool does not follow the load: reductions split by thread count.
+        monkeypatch.setattr(env, "busy_cores", lambda cores_, seconds=0.2: cores)
+        assert env.layout_cpu_threads(deterministic=True) == cores
+        from engine.options.config import parse_args
+        env.pick_device(parse_args(["--device", "cpu", "--train.deterministic", "true"]).config)
+        assert torch.get_num_threads() == cores
         # A user's OMP_NUM_THREADS (torchrun sets 1 per rank) is kept as torch read it.
         torch.set_num_threads(1)
         monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -133,3 +139,24 @@ def test_the_native_kernels_share_the_one_cache_root(monkeypatch, tmp_path):
     monkeypatch.delenv("MEDTRAIN_KERNEL_CACHE", raising=False)
     monkeypatch.setenv("MEDTRAIN_CACHE", str(tmp_path))
     assert native_build.cache_dir() == cache_root() / "kernels" == tmp_path / "kernels"
+
+
+@pytest.mark.parametrize("spin, policy, short", [
+    ("3000", None, True),         # ours, inherited by a child of a started process (an xdist worker, a sweep's run)
+    ("0", "active", True),        # libgomp: GOMP_SPINCOUNT overrides the policy
+    ("2k", None, True),
+    ("300000", None, False),      # libgomp's default: a descheduled peer stalls the region
+    ("3M", None, False),
+    ("infinite", "passive", False),
+    (None, "passive", True),
+    (None, "active", False),
+])
+def test_the_wait_setting_in_the_environment_is_read_as_libgomp_reads_it(spin, policy, short, monkeypatch):
+    from common import cpu_wait
+    monkeypatch.setitem(cpu_wait._state, "short_waits", None)
+    for name, value in (("GOMP_SPINCOUNT", spin), ("OMP_WAIT_POLICY", policy)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    assert cpu_wait.sleep_while_waiting() is short
