@@ -79,3 +79,14 @@ def test_resume_accepts_the_checkpoint_file_as_well_as_its_folder(straight, stop
     out = shutil.copytree(stopped_at_epoch_two, tmp_path / "run")
     _resumed(out, monkeypatch, resume_from=out / checkpoint.NAME)  # the file, not the folder
     _assert_same(straight, out)
+
+
+def test_resume_on_a_busier_machine_matches_straight_run(straight, stopped_at_epoch_two, tmp_path, monkeypatch):
+    """Spinning OpenMP waits (torch imported before the start-up call) size the pool by free
+    cores; a deterministic run must not, or a resume beside other work reduces in another order."""
+    from common import cpu_wait
+    from engine.run import env
+    monkeypatch.setitem(cpu_wait._state, "short_waits", False)
+    monkeypatch.setattr(env, "busy_cores", lambda cores, seconds=0.2: len(cores) - 1)
+    out = shutil.copytree(stopped_at_epoch_two, tmp_path / "run")
+    _assert_same(straight, _resumed(out, monkeypatch))
