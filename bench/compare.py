@@ -14,6 +14,13 @@ catch (the spread measured is in docs/benchmarks.md); the reference may state a 
 a noisier ratio (`extra_info.tolerances`, e.g. 0.4 for the 2-second loader windows).
 Faster than the reference always passes.
 
+The references were taken on an idle machine. Each benchmark records the other work beside it
+(bench/other_work.py); where others held more than BUSY_SHARE of its cores, its ratios are
+reported but not judged. An engine using every core loses more to a neighbour than a baseline
+using fewer, with no change in the code: one busy process beside the 2-core machine took the
+e2e ratio 32-41% and even its per-CPU-second twin 16-23% below the reference (preempted
+threads wait), so no tolerance that still catches a 30% regression holds there.
+
 Inputs: pytest-benchmark JSON (`pytest bench --benchmark-json F`: ratios in each
 benchmark's `extra_info.ratios`), one JSON result of a bench CLI, or JSON lines of them.
 Without --reference the reference is bench/results/reference-<device kind>.json, the kind
@@ -37,6 +44,8 @@ from common.errors import ConfigError
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_TOLERANCE = 0.25
+# Idle, other work measured 0.001-0.002 of the 2-core machine; one busy process, 0.49.
+BUSY_SHARE = 0.1
 
 
 class BadInput(ConfigError):
@@ -109,6 +118,21 @@ def tolerances(payload: dict) -> dict[str, float]:
     return out
 
 
+def not_judged(payload: dict) -> dict[str, str]:
+    """Ratios of benchmarks that ran beside other work: ratio -> why it is not judged."""
+    out = {}
+    for bench in payload["benchmarks"]:
+        info = bench.get("extra_info") or {}
+        other = info.get("other_work") or {}
+        if other.get("share", 0.0) <= BUSY_SHARE:
+            continue
+        why = (f"not judged: other processes held {other['cores_held']:.2f} of its {other['cores']} cores "
+               f"(the reference: an idle machine)")
+        for key in info.get("ratios", {}):
+            out[f"{bench['name']}.{key}"] = why
+    return out
+
+
 def recorded_device_kind(payload: dict) -> str:
     for bench in payload["benchmarks"]:
         kind = (bench.get("extra_info") or {}).get("device_kind")
@@ -119,7 +143,7 @@ def recorded_device_kind(payload: dict) -> str:
 
 def compare(new: dict, reference: dict, tolerance: float = DEFAULT_TOLERANCE) -> tuple[bool, list[str]]:
     """(passed, report lines)."""
-    new_r, ref_r, tol = ratios(new), ratios(reference), tolerances(reference)
+    new_r, ref_r, tol, busy = ratios(new), ratios(reference), tolerances(reference), not_judged(new)
     if not ref_r:
         raise BadInput("the reference holds no ratios")
     lines, passed = [f"{'ratio':58} {'reference':>9} {'new':>9} {'change':>8}  verdict"], True
@@ -131,7 +155,9 @@ def compare(new: dict, reference: dict, tolerance: float = DEFAULT_TOLERANCE) ->
             continue
         value = new_r[key]
         change = value / ref - 1
-        if value < ref * (1 - limit):
+        if key in busy:
+            verdict = busy[key]
+        elif value < ref * (1 - limit):
             passed, verdict = False, f"FAIL: more than {limit:.0%} below the reference"
         elif value > ref * (1 + limit):
             verdict = f"ok (more than {limit:.0%} faster: consider updating the reference)"
@@ -141,6 +167,11 @@ def compare(new: dict, reference: dict, tolerance: float = DEFAULT_TOLERANCE) ->
     extra = sorted(set(new_r) - set(ref_r))
     if extra:
         lines.append(f"not in the reference (not guarded): {', '.join(extra)}")
+    unjudged = len(busy.keys() & ref_r.keys())
+    if unjudged:
+        judged = "none judged" if unjudged == len(ref_r) else f"{len(ref_r) - unjudged} judged"
+        lines.append(f"{unjudged} of {len(ref_r)} ratios not judged ({judged}): the machine was busy while they "
+                     f"ran (extra_info.other_work); rerun on a quiet machine to judge them")
     return passed, lines
 
 
@@ -180,11 +211,17 @@ def _main(argv: list[str]) -> int:
     ref_path = Path(args.reference) if args.reference else RESULTS / f"reference-{recorded_device_kind(new)}.json"
     if not ref_path.exists():
         raise BadInput(f"{ref_path}: no reference for this device kind; commit one or pass --reference")
-    passed, lines = compare(new, for_this_cpu(load_results(ref_path)), args.tolerance)
+    reference = for_this_cpu(load_results(ref_path))
+    passed, lines = compare(new, reference, args.tolerance)
     lines.insert(0, f"references for this CPU kind: {cpu_kind()} (extra_info.by_cpu where measured)")
     print(f"{args.new} vs {ref_path}")
     print("\n".join(lines))
-    print("PASS" if passed else "FAIL: a guarded ratio regressed")
+    if not passed:
+        print("FAIL: a guarded ratio regressed")
+    elif set(ratios(reference)) <= set(not_judged(new)):
+        print("NOT JUDGED: every ratio ran beside other work; nothing regressed that could be seen")
+    else:
+        print("PASS")
     return 0 if passed else 1
 
 

@@ -73,7 +73,7 @@ class RoundTimer:
     """Times each variant once per `round()`, alternating the order; a variant returns images done.
 
     Besides wall time it records CPU seconds (process + reaped worker processes): images per
-    CPU-second barely moves when other jobs share the machine, where wall time swings.
+    CPU-second moves less than wall time when other jobs share the machine (docs/benchmarks.md).
     """
 
     def __init__(self, variants: dict[str, Callable[[], int]], device: torch.device):

@@ -71,3 +71,54 @@ def test_a_cpu_kind_reads_its_own_references_where_measured():
     slower = {"benchmarks": [{"name": "b", "extra_info": {"ratios": {"r": 3.0, "s": 2.0}}}]}
     assert not compare(slower, for_this_cpu(ref, "avx2"))[0]    # still a guard there
     assert ref["benchmarks"][0]["extra_info"]["ratios"]["r"] == 10.0  # the loaded reference is not changed
+
+
+@pytest.mark.ci
+def test_ratios_measured_beside_other_work_are_reported_not_judged():
+    def measured(share: float) -> dict:
+        info = {"ratios": {"engine_vs_baseline": 1.0},
+                "other_work": {"cores_held": share * 2, "cores": 2, "share": share, "seconds": 9.0}}
+        return {"benchmarks": [{"name": "test_x", "extra_info": info}, {"name": "test_y", "extra_info": {
+            "ratios": {"r": 2.0}, "other_work": {"cores_held": 0.0, "cores": 2, "share": 0.0, "seconds": 9.0}}}]}
+    reference = {"benchmarks": [{"name": "test_x", "extra_info": {"ratios": {"engine_vs_baseline": 3.0}}},
+                                {"name": "test_y", "extra_info": {"ratios": {"r": 2.0}}}]}
+    assert not compare.compare(measured(0.0), reference)[0]           # quiet: a 67% fall fails
+    assert not compare.compare(measured(compare.BUSY_SHARE), reference)[0]
+    passed, lines = compare.compare(measured(0.5), reference)         # one of 2 cores held by others
+    assert passed and any("not judged: other processes held 1.00 of its 2 cores" in line for line in lines)
+    assert lines[-1].startswith("1 of 2 ratios not judged (1 judged)")
+    quiet_but_slow = measured(0.5)
+    quiet_but_slow["benchmarks"][1]["extra_info"]["ratios"]["r"] = 1.0
+    assert not compare.compare(quiet_but_slow, reference)[0]          # the quiet benchmark is still judged
+
+
+@pytest.mark.ci
+def test_other_work_counts_other_processes_not_our_children():
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from bench.contend import SPIN, busy
+    from bench.other_work import OtherWork
+    with OtherWork() as before:
+        time.sleep(1.5)
+    held = before.record()["cores_held"]  # what the machine runs anyway (this suite may share it)
+    if held > len(before.cores) - 1.5:
+        pytest.skip(f"other processes hold {held:.1f} of {len(before.cores)} cores: no core left to see one more take")
+    with OtherWork() as ours, busy(1, seconds=30):  # our own spinner: the contended benchmarks' load
+        time.sleep(1.5)
+    assert ours.record()["cores_held"] < held + 0.3, (held, ours.record())
+    # A spinner whose parent has exited is no descendant of ours: other work, as a neighbour's job.
+    orphan = subprocess.run([sys.executable, "-c", "import subprocess, sys; p = subprocess.Popen([sys.executable, "
+                             f"'-c', {SPIN.format(seconds=30.0)!r}], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
+                             "print(p.pid)"],
+                            capture_output=True, text=True, check=True)
+    try:
+        time.sleep(0.3)
+        with OtherWork() as others:
+            time.sleep(1.5)
+        assert others.record()["cores_held"] > held + 0.6, (held, others.record())
+    finally:
+        os.kill(int(orphan.stdout), signal.SIGKILL)
