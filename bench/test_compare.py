@@ -58,6 +58,7 @@ def test_cli_json_lines_are_accepted(tmp_path):
     assert compare.ratios(compare.load_results(lines)) == {"b0.r": 2.0, "b1.r": 2.0}
 
 
+@pytest.mark.ci
 def test_a_cpu_kind_reads_its_own_references_where_measured():
     from bench.compare import compare, cpu_kind, for_this_cpu
     assert cpu_kind("flags\t: fpu avx2 avx512f amx_bf16\n") == "amx"

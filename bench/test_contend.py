@@ -9,6 +9,7 @@ import pytest
 from bench.contend import busy
 
 
+@pytest.mark.ci
 def test_busy_processes_spin_during_the_block_and_end_after_it():
     with busy(2, seconds=60) as children:
         assert len(children) == 2
@@ -21,12 +22,14 @@ def test_busy_processes_spin_during_the_block_and_end_after_it():
     assert all(c.poll() is not None for c in children)
 
 
+@pytest.mark.ci
 def test_busy_processes_stop_by_themselves_when_the_time_is_up():
     with busy(1, seconds=0.5) as children:
         children[0].wait(timeout=30)  # bounded in time even if the benchmark never returned
         assert children[0].returncode == 0
 
 
+@pytest.mark.ci
 def test_zero_and_negative_counts():
     with busy(0) as children:
         assert children == []
