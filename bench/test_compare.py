@@ -106,7 +106,7 @@ def test_other_work_counts_other_processes_not_our_children():
     with OtherWork() as before:
         time.sleep(1.5)
     held = before.record()["cores_held"]  # what the machine runs anyway (this suite may share it)
-    if held > len(before.cores) - 1.5:
+    if held > len(before.cores) - 0.9:
         pytest.skip(f"other processes hold {held:.1f} of {len(before.cores)} cores: no core left to see one more take")
     with OtherWork() as ours, busy(1, seconds=30):  # our own spinner: the contended benchmarks' load
         time.sleep(1.5)
@@ -120,6 +120,6 @@ def test_other_work_counts_other_processes_not_our_children():
         time.sleep(0.3)
         with OtherWork() as others:
             time.sleep(1.5)
-        assert others.record()["cores_held"] > held + 0.6, (held, others.record())
+        assert others.record()["cores_held"] > held + 0.5, (held, others.record())
     finally:
         os.kill(int(orphan.stdout), signal.SIGKILL)
