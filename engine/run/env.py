@@ -103,10 +103,12 @@ def seed_everything(seed: int, deterministic: bool) -> None:
                     "--train.deterministic: CUBLAS_WORKSPACE_CONFIG set after CUDA started; cuBLAS may already "
                     "have its workspace (set it before the process starts)")
             os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_DETERMINISTIC_WORKSPACE
-        torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
     elif torch.cuda.is_available():
         torch.backends.cudnn.benchmark = True
+    # Both ways: the flag is process-wide, and a run after a deterministic one in the same process
+    # (a notebook, the in-process tests) would otherwise inherit it, with its other CPU kernels.
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
 
 
 def device_name(device: torch.device) -> str:
