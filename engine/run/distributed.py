@@ -122,6 +122,12 @@ def setup(cfg: Config) -> tuple[Context, torch.device]:
         backend = "nccl" if device.type == "cuda" else "gloo"
         set_nccl_error_handling(cfg.dist.nccl_error_handling)
         timeout = datetime.timedelta(seconds=cfg.dist.timeout_s)
+        # torch's store-based barrier after the group is made (off by default: it does not scale
+        # to thousands of ranks). Without it a rank may return while a peer is still joining;
+        # if it then ends (a refusal after set-up, a short script), that peer fails with
+        # gloo's "Connection closed by peer" instead of joining. With it, set-up returns on
+        # every rank only once all have joined, and a rank that never does is PeerLost here.
+        os.environ.setdefault("TORCH_DIST_INIT_BARRIER", "1")
         try:
             dist.init_process_group(backend, timeout=timeout, rank=rank, world_size=world,
                                     device_id=device if device.type == "cuda" else None)
