@@ -18,8 +18,8 @@ The references were taken on an idle machine. Each benchmark records the other w
 (bench/other_work.py); where others held more than BUSY_SHARE of its cores, its ratios are
 reported but not judged. An engine using every core loses more to a neighbour than a baseline
 using fewer, with no change in the code: one busy process beside the 2-core machine took the
-e2e ratio 32-41% and even its per-CPU-second twin 16-23% below the reference (preempted
-threads wait), so no tolerance that still catches a 30% regression holds there.
+e2e ratio 32-41% and even its per-CPU-second twin 16-23% below the reference, so no
+tolerance that still catches a 30% regression holds there.
 
 Inputs: pytest-benchmark JSON (`pytest bench --benchmark-json F`: ratios in each
 benchmark's `extra_info.ratios`), one JSON result of a bench CLI, or JSON lines of them.
@@ -44,7 +44,7 @@ from common.errors import ConfigError
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_TOLERANCE = 0.25
-# Idle, other work measured 0.001-0.002 of the 2-core machine; one busy process, 0.49.
+# Other work measured idle: 0.000-0.005 of the 2-core machine's cores; one busy process: 0.49.
 BUSY_SHARE = 0.1
 
 
