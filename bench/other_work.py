@@ -60,11 +60,12 @@ class OtherWork:
     def __exit__(self, *exc) -> bool:
         wall0, busy0, own0 = self._start
         wall = max(time.monotonic() - wall0, 1e-9)
-        others = (_busy_seconds(self.cores) - busy0) - (_own_seconds() - own0)
-        self.cores_held = max(0.0, others / wall)
+        own = _own_seconds() - own0
+        self.own_cores = own / wall
+        self.cores_held = max(0.0, (_busy_seconds(self.cores) - busy0 - own) / wall)
         self.seconds = wall
         return False
 
     def record(self) -> dict:
-        return {"cores_held": round(self.cores_held, 3), "cores": len(self.cores),
+        return {"cores_held": round(self.cores_held, 3), "own_cores": round(self.own_cores, 3), "cores": len(self.cores),
                 "share": round(self.cores_held / len(self.cores), 3), "seconds": round(self.seconds, 1)}
