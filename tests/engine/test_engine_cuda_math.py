@@ -40,3 +40,16 @@ def test_loaders_write_the_autocast_dtype(tmp_path, monkeypatch, amp, dtype):
     monkeypatch.setattr(run_build.loaders, "build_loader", recording_build)
     assert main(FAST + ["--epochs", "1", "--run.plan", "off", "--run.report", "false", "--out", str(tmp_path), *amp]) == 0
     assert built == [dtype] * 3
+
+
+def test_deterministic_algorithms_follow_each_runs_option():
+    """The flag is process-wide: a run after a deterministic one in the same process does not inherit it."""
+    from engine.run.env import seed_everything
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        seed_everything(0, deterministic=True)
+        assert torch.are_deterministic_algorithms_enabled()
+        seed_everything(0, deterministic=False)
+        assert not torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(before)

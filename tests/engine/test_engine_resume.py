@@ -91,17 +91,3 @@ def test_resume_on_a_busier_machine_matches_straight_run(straight, stopped_at_ep
     out = shutil.copytree(stopped_at_epoch_two, tmp_path / "run")
     _assert_same(straight, _resumed(out, monkeypatch))
 
-
-def test_deterministic_algorithms_follow_each_runs_option():
-    """The flag is process-wide: a run after a deterministic one in the same process does not inherit it."""
-    import torch
-
-    from engine.run.env import seed_everything
-    before = torch.are_deterministic_algorithms_enabled()
-    try:
-        seed_everything(0, deterministic=True)
-        assert torch.are_deterministic_algorithms_enabled()
-        seed_everything(0, deterministic=False)
-        assert not torch.are_deterministic_algorithms_enabled()
-    finally:
-        torch.use_deterministic_algorithms(before)
