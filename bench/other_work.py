@@ -12,18 +12,12 @@ children (the DataLoader workers, the contended benchmarks' own spinners), over 
 """
 from __future__ import annotations
 
-import os
-import resource
 import time
 
 import psutil
 
-
-def _cores() -> list[int]:
-    try:
-        return sorted(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows: no affinity API
-        return list(range(psutil.cpu_count() or 1))
+from bench.record import cpu_seconds
+from common.cpu_wait import available_core_ids
 
 
 def _busy_seconds(cores: list[int]) -> float:
@@ -37,14 +31,14 @@ def _busy_seconds(cores: list[int]) -> float:
 
 
 def _own_seconds() -> float:
-    """This process, its reaped children, and its live descendants with what they reaped."""
-    me, reaped = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    total = me.ru_utime + me.ru_stime + reaped.ru_utime + reaped.ru_stime
+    """This process and its reaped children (bench.record.cpu_seconds), plus its live
+    descendants with what they reaped."""
+    total = cpu_seconds()
     for child in psutil.Process().children(recursive=True):
         try:
             t = child.cpu_times()
             total += t.user + t.system + t.children_user + t.children_system
-        except psutil.Error:  # ended between the listing and the read: its time is in `reaped` or lost
+        except psutil.Error:  # ended between the listing and the read: in cpu_seconds() once reaped, else lost
             pass
     return total
 
@@ -53,7 +47,7 @@ class OtherWork:
     """`with OtherWork() as other: ...` then `other.record()`: the cores others held, on average."""
 
     def __enter__(self) -> OtherWork:
-        self.cores = _cores()
+        self.cores = available_core_ids()
         self._start = (time.monotonic(), _busy_seconds(self.cores), _own_seconds())
         return self
 

@@ -66,10 +66,15 @@ def waits_sleep() -> bool:
     return sleep_while_waiting()
 
 
-def available_cores() -> int:
-    """Cores this process may run on (its affinity mask, which containers and taskset narrow),
-    not the machine's count that os.cpu_count() reports."""
+def available_core_ids() -> list[int]:
+    """The cores this process may run on, by number (its affinity mask, which containers and
+    taskset narrow), not the machine's that os.cpu_count() counts."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        return sorted(os.sched_getaffinity(0)) or [0]
     except (AttributeError, OSError):  # macOS, Windows: no affinity API
-        return max(1, os.cpu_count() or 1)
+        return list(range(max(1, os.cpu_count() or 1)))
+
+
+def available_cores() -> int:
+    """How many cores this process may run on (`available_core_ids`)."""
+    return len(available_core_ids())

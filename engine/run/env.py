@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import torch
 
-from common.cpu_wait import available_cores, waits_sleep
+from common.cpu_wait import available_core_ids, available_cores, waits_sleep
 from engine.options.config import Config, ConfigError
 from engine.run.memory import bound_host_allocator
 from engine.run.startup import CUBLAS_DETERMINISTIC_WORKSPACE
@@ -45,7 +45,7 @@ def layout_cpu_threads(deterministic: bool = False) -> int:
     `deterministic` run: reductions split by thread count (torch's and the native kernels'), so
     a pool sized by the load of the moment would change its float results from run to run.
     """
-    cores = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set(range(available_cores()))
+    cores = set(available_core_ids())
     # Processes of one torchrun share the machine's cores (torchrun itself sets OMP_NUM_THREADS).
     share = max(1, len(cores) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)))
     if os.environ.get("OMP_NUM_THREADS"):

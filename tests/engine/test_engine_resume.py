@@ -90,4 +90,3 @@ def test_resume_on_a_busier_machine_matches_straight_run(straight, stopped_at_ep
     monkeypatch.setattr(env, "busy_cores", lambda cores, seconds=0.2: len(cores) - 1)
     out = shutil.copytree(stopped_at_epoch_two, tmp_path / "run")
     _assert_same(straight, _resumed(out, monkeypatch))
-
